@@ -1,0 +1,2 @@
+//! co9p: a 9P2000.L file-server device.
+pub mod protocol;
