@@ -1,0 +1,148 @@
+//! Random but well-formed field values, for property tests, fuzz seeds and the simulator's
+//! hostile-input generators. Driven by any `rand` RNG, so a seed reproduces a sample.
+
+use rand::{Rng, RngExt};
+
+use super::errno::Errno;
+use super::types::*;
+use super::wire::{Data, DirentList, MAXWELEM};
+
+/// A value that can be drawn at random.
+pub trait Sample {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self;
+}
+
+macro_rules! sample_int {
+    ($($t:ty),*) => {$(
+        impl Sample for $t {
+            fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+                // Edge values often: they are where codecs break.
+                match rng.random_range(0..4u8) {
+                    0 => 0,
+                    1 => <$t>::MAX,
+                    _ => rng.random(),
+                }
+            }
+        }
+    )*};
+}
+sample_int!(u8, u16, u32, u64);
+
+macro_rules! sample_newtype {
+    ($($t:ident($inner:ty)),*) => {$(
+        impl Sample for $t {
+            fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+                $t(<$inner>::sample(rng))
+            }
+        }
+    )*};
+}
+sample_newtype!(
+    Fid(u32),
+    Tag(u16),
+    QidType(u8),
+    Errno(u32),
+    GetattrMask(u64),
+    SetattrMask(u32),
+    OpenFlags(u32),
+    LockFlags(u32)
+);
+
+macro_rules! sample_struct {
+    ($t:ident { $($f:ident),* }) => {
+        impl Sample for $t {
+            fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+                $t { $($f: Sample::sample(rng)),* }
+            }
+        }
+    };
+}
+sample_struct!(Qid { ty, version, path });
+sample_struct!(Timespec { sec, nsec });
+sample_struct!(Attr {
+    valid,
+    qid,
+    mode,
+    uid,
+    gid,
+    nlink,
+    rdev,
+    size,
+    blksize,
+    blocks,
+    atime,
+    mtime,
+    ctime,
+    btime,
+    generation,
+    data_version
+});
+sample_struct!(SetAttr {
+    valid,
+    mode,
+    uid,
+    gid,
+    size,
+    atime,
+    mtime
+});
+sample_struct!(StatFs {
+    fs_type,
+    bsize,
+    blocks,
+    bfree,
+    bavail,
+    files,
+    ffree,
+    fsid,
+    namelen
+});
+sample_struct!(Dirent {
+    qid,
+    offset,
+    ty,
+    name
+});
+
+fn bytes<R: Rng + ?Sized>(rng: &mut R, max: usize) -> Vec<u8> {
+    let len = rng.random_range(0..=max);
+    (0..len).map(|_| rng.random()).collect()
+}
+
+impl Sample for P9String {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        P9String(bytes(rng, 12))
+    }
+}
+
+impl Sample for Data {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        Data(bytes(rng, 64))
+    }
+}
+
+impl Sample for LockType {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        LockType::from_u8(rng.random_range(0..3)).expect("0..3 are lock types")
+    }
+}
+
+impl Sample for LockStatus {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        LockStatus::from_u8(rng.random_range(0..4)).expect("0..4 are lock statuses")
+    }
+}
+
+impl<T: Sample> Sample for Vec<T> {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        let n = rng.random_range(0..=MAXWELEM);
+        (0..n).map(|_| T::sample(rng)).collect()
+    }
+}
+
+impl Sample for DirentList {
+    fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        let n = rng.random_range(0..5);
+        DirentList((0..n).map(|_| Dirent::sample(rng)).collect())
+    }
+}

@@ -1,0 +1,290 @@
+//! Typed fields of 9P2000.L messages.
+//!
+//! Numbers that mean something get a type, so a `Fid` cannot be passed where a `Tag` is
+//! wanted and flag words print with their names in traces.
+
+use std::fmt;
+
+/// A file identifier chosen by the client, naming a server-side file reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fid(pub u32);
+
+impl Fid {
+    /// The "no fid" value (`~0`), used for `afid` when there is no authentication.
+    pub const NOFID: Fid = Fid(u32::MAX);
+}
+
+/// A request identifier chosen by the client; unique among its requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tag(pub u16);
+
+impl Tag {
+    /// The tag of `Tversion`, which is outside the normal tag space.
+    pub const NOTAG: Tag = Tag(u16::MAX);
+}
+
+/// The `n_uname` "no uid" value.
+pub const NONUNAME: u32 = u32::MAX;
+
+/// The type byte of a [`Qid`]: the kind of file it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct QidType(pub u8);
+
+impl QidType {
+    pub const DIR: QidType = QidType(0x80);
+    pub const APPEND: QidType = QidType(0x40);
+    pub const EXCL: QidType = QidType(0x20);
+    pub const MOUNT: QidType = QidType(0x10);
+    pub const AUTH: QidType = QidType(0x08);
+    pub const TMP: QidType = QidType(0x04);
+    pub const SYMLINK: QidType = QidType(0x02);
+    pub const LINK: QidType = QidType(0x01);
+    pub const FILE: QidType = QidType(0x00);
+}
+
+/// The server's unique identity of a file: `path` is unique per file for the life of the
+/// export, `version` changes when the file's contents change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Qid {
+    pub ty: QidType,
+    pub version: u32,
+    pub path: u64,
+}
+
+/// Wire size of a qid.
+pub const QID_LEN: usize = 13;
+
+/// A point in time as 9P2000.L carries it: seconds and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timespec {
+    pub sec: u64,
+    pub nsec: u64,
+}
+
+macro_rules! flag_word {
+    ($(#[$doc:meta])* $name:ident($int:ty) { $($flag:ident = $val:expr),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct $name(pub $int);
+
+        impl $name {
+            $(pub const $flag: $name = $name($val);)*
+
+            /// Whether every bit of `other` is set here.
+            pub fn contains(self, other: $name) -> bool {
+                self.0 & other.0 == other.0
+            }
+
+            /// Whether any bit of `other` is set here.
+            pub fn intersects(self, other: $name) -> bool {
+                self.0 & other.0 != 0
+            }
+        }
+
+        impl std::ops::BitOr for $name {
+            type Output = $name;
+            fn bitor(self, rhs: $name) -> $name {
+                $name(self.0 | rhs.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:#x})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+flag_word! {
+    /// Which fields of [`Attr`] a `Tgetattr` asks for and an `Rgetattr` fills.
+    GetattrMask(u64) {
+        MODE = 0x1, NLINK = 0x2, UID = 0x4, GID = 0x8, RDEV = 0x10, ATIME = 0x20,
+        MTIME = 0x40, CTIME = 0x80, INO = 0x100, SIZE = 0x200, BLOCKS = 0x400,
+        BTIME = 0x800, GEN = 0x1000, DATA_VERSION = 0x2000,
+        BASIC = 0x7ff, ALL = 0x3fff,
+    }
+}
+
+flag_word! {
+    /// Which fields of a [`SetAttr`] are to be applied.
+    SetattrMask(u32) {
+        MODE = 0x1, UID = 0x2, GID = 0x4, SIZE = 0x8, ATIME = 0x10, MTIME = 0x20,
+        CTIME = 0x40, ATIME_SET = 0x80, MTIME_SET = 0x100,
+    }
+}
+
+flag_word! {
+    /// `Tlopen`/`Tlcreate` flags: the Linux x86 `O_*` values, which 9P2000.L adopts as its
+    /// own (`P9_DOTL_*`).
+    OpenFlags(u32) {
+        RDONLY = 0, WRONLY = 0o1, RDWR = 0o2, ACCMODE = 0o3, CREAT = 0o100, EXCL = 0o200,
+        NOCTTY = 0o400, TRUNC = 0o1000, APPEND = 0o2000, NONBLOCK = 0o4000,
+        DSYNC = 0o10000, FASYNC = 0o20000, DIRECT = 0o40000, LARGEFILE = 0o100000,
+        DIRECTORY = 0o200000, NOFOLLOW = 0o400000, NOATIME = 0o1000000,
+        CLOEXEC = 0o2000000, SYNC = 0o4010000,
+    }
+}
+
+impl OpenFlags {
+    /// The access mode (`RDONLY`, `WRONLY` or `RDWR`; 3 is invalid).
+    pub fn access(self) -> u32 {
+        self.0 & Self::ACCMODE.0
+    }
+
+    /// Whether the open allows reading.
+    pub fn readable(self) -> bool {
+        matches!(self.access(), 0 | 2)
+    }
+
+    /// Whether the open allows writing.
+    pub fn writable(self) -> bool {
+        matches!(self.access(), 1 | 2)
+    }
+}
+
+flag_word! {
+    /// `Tlock` flags.
+    LockFlags(u32) { BLOCK = 1, RECLAIM = 2 }
+}
+
+/// `Tunlinkat` flag: remove a directory (`AT_REMOVEDIR`).
+pub const AT_REMOVEDIR: u32 = 0x200;
+
+/// File attributes as `Rgetattr` returns them. `valid` says which fields mean something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attr {
+    pub valid: GetattrMask,
+    pub qid: Qid,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+    pub rdev: u64,
+    pub size: u64,
+    pub blksize: u64,
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub btime: Timespec,
+    pub generation: u64,
+    pub data_version: u64,
+}
+
+/// What a `Tsetattr` changes; only the fields named in `valid` count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetAttr {
+    pub valid: SetattrMask,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+}
+
+/// Filesystem statistics, as `Rstatfs` returns them (Linux `struct statfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatFs {
+    pub fs_type: u32,
+    pub bsize: u32,
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub fsid: u64,
+    pub namelen: u32,
+}
+
+/// A byte-range lock's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockType {
+    Read = 0,
+    Write = 1,
+    Unlock = 2,
+}
+
+impl LockType {
+    pub fn from_u8(v: u8) -> Option<LockType> {
+        match v {
+            0 => Some(LockType::Read),
+            1 => Some(LockType::Write),
+            2 => Some(LockType::Unlock),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of a `Tlock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockStatus {
+    Success = 0,
+    Blocked = 1,
+    Error = 2,
+    Grace = 3,
+}
+
+impl LockStatus {
+    pub fn from_u8(v: u8) -> Option<LockStatus> {
+        match v {
+            0 => Some(LockStatus::Success),
+            1 => Some(LockStatus::Blocked),
+            2 => Some(LockStatus::Error),
+            3 => Some(LockStatus::Grace),
+            _ => None,
+        }
+    }
+}
+
+/// A 9P string: a `u16` length and that many bytes. Not necessarily UTF-8: Linux file names
+/// are bytes, and the server must carry them faithfully.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct P9String(pub Vec<u8>);
+
+impl P9String {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The string as UTF-8, if it is.
+    pub fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl From<&str> for P9String {
+    fn from(s: &str) -> Self {
+        P9String(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&[u8]> for P9String {
+    fn from(s: &[u8]) -> Self {
+        P9String(s.to_vec())
+    }
+}
+
+impl fmt::Debug for P9String {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0.escape_ascii())
+    }
+}
+
+/// One directory entry of `Rreaddir`. `offset` is the cookie to pass to the next `Treaddir`
+/// to continue after this entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirent {
+    pub qid: Qid,
+    pub offset: u64,
+    pub ty: u8,
+    pub name: P9String,
+}
+
+impl Dirent {
+    /// Bytes this entry takes in an `Rreaddir` payload.
+    pub fn wire_len(&self) -> usize {
+        QID_LEN + 8 + 1 + 2 + self.name.0.len()
+    }
+}
