@@ -1,2 +1,3 @@
 //! co9p: a 9P2000.L file-server device.
+pub mod co;
 pub mod protocol;
