@@ -1,0 +1,46 @@
+//! [`block_on`]: drive one future on the calling thread, outside any executor.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+
+struct ThreadWake {
+    thread: Thread,
+    woken: AtomicBool,
+}
+
+impl Wake for ThreadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Runs `fut` to completion on the calling thread, parking it while the future waits.
+///
+/// For tests and the CLI: the future's wake-ups come from elsewhere (another executor's
+/// threads, a [`JoinHandle`](super::JoinHandle)); this runs nothing else. To also run a
+/// pool's tasks on this thread, use [`ThreadPool::block_on`](super::ThreadPool::block_on).
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let wake = Arc::new(ThreadWake {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    });
+    let waker = Waker::from(wake.clone());
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        while !wake.woken.swap(false, Ordering::Acquire) {
+            thread::park();
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The coroutine runtime: the [`Executor`] contract and the locks request handlers share.
+//!
+//! co9p's request handlers are `async` functions ("coroutines", as in QEMU's VirtFS): each
+//! reads as straight-line code, and every `.await` is a point where the executor may run
+//! something else. This module knows nothing about 9P. It provides
+//!
+//! - [`Executor`]: what the server needs from a scheduler (spawn, yield, sleep, time), so the
+//!   same handlers run on the production [`pool::ThreadPool`] and in the deterministic
+//!   simulator, where `sleep` and `now` are virtual;
+//! - [`CoMutex`], [`CoQueue`] and [`CoRwLock`]: QEMU's coroutine locks, thread-safe and built
+//!   on [`std::task::Waker`] only, so they work on any executor. All are FIFO and
+//!   cancellation-safe, since a flushed request is cancelled by dropping its future;
+//! - [`yield_now`], [`spawn_handle`] / [`JoinHandle`] and [`block_on`], small helpers that
+//!   work with any executor.
+//!
+//! [`sync`] swaps std's atomics and mutex for loom's under `cfg(loom)`; the locks use nothing
+//! else, so `tests/loom.rs` model-checks the real code.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+mod join;
+mod mutex;
+mod queue;
+mod rwlock;
+pub mod sync;
+mod waitlist;
+
+#[cfg(not(loom))]
+mod block_on;
+#[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
+mod task;
+#[cfg(not(loom))]
+mod timer;
+#[cfg(not(loom))]
+mod worker;
+
+#[cfg(not(loom))]
+pub use block_on::block_on;
+pub use join::{JoinError, JoinHandle, spawn_handle};
+pub use mutex::{CoMutex, CoMutexGuard, CoMutexLock};
+#[cfg(not(loom))]
+pub use pool::{PoolHandle, ThreadPool};
+pub use queue::{CoQueue, CoQueueWait};
+pub use rwlock::{CoRwLock, CoRwLockRead, CoRwLockReadGuard, CoRwLockWrite, CoRwLockWriteGuard};
+#[cfg(not(loom))]
+pub use timer::Sleep;
+
+/// What the server needs from a scheduler of coroutines.
+///
+/// Implemented by the production [`ThreadPool`]'s [`PoolHandle`] and by the simulator's
+/// seeded executor. It is a cheap handle (`Clone`), shareable across threads, and every future
+/// it runs is `Send`, because the production pool may resume a coroutine on any of its
+/// threads.
+pub trait Executor: Clone + Send + Sync + 'static {
+    /// Starts `fut` as an independent coroutine. Its output is discarded; use
+    /// [`spawn_handle`] to get it back.
+    fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// One scheduling point: lets every other runnable coroutine go first. The simulator
+    /// uses it to explore interleavings.
+    fn yield_now(&self) -> impl Future<Output = ()> + Send + 'static;
+
+    /// Completes after `d` has elapsed on this executor's clock (virtual in the simulator,
+    /// so tests with timeouts take no real time).
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send + 'static;
+
+    /// Monotonic time since the executor started (virtual in the simulator).
+    fn now(&self) -> Duration;
+}
+
+/// Yields once: wakes itself and returns `Pending`, then completes on the next poll.
+///
+/// Works on any executor, since it relies only on the waker; an executor that polls woken
+/// tasks in FIFO order thereby runs every other runnable task first.
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future returned by [`yield_now`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

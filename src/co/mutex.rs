@@ -1,0 +1,250 @@
+//! [`CoMutex`]: a fair mutex for coroutines.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::sync::{AtomicUsize, Mutex, Ordering, UnsafeCell, lock};
+use super::waitlist::{Cancelled, WaitList, wake_all};
+
+/// The lock is held.
+const LOCKED: usize = 1;
+/// The waiter queue is non-empty; unlock must take the slow path and hand the lock over.
+const QUEUED: usize = 2;
+
+/// A mutex whose `lock` is a future, so a coroutine that must wait gives its thread to others.
+///
+/// Why not `std::sync::Mutex`: a request handler holding a lock across a filesystem call would
+/// block the pool thread, and every other coroutine on it. Why not barging like most mutexes:
+/// 9P ordering guarantees (e.g. a Tclunk barrier) need the first waiter to be the next owner,
+/// so once anyone waits, unlock hands ownership *directly* to the head waiter (FIFO) and a
+/// newcomer cannot sneak in between.
+///
+/// The uncontended path is a single compare-and-swap on an atomic word; only contention takes
+/// the internal waiter list's lock. It is built on [`std::task::Waker`] alone, so it works on
+/// any executor.
+///
+/// Cancellation safety: dropping a [`CoMutexLock`] future while it is queued removes it from
+/// the queue; dropping it after the lock was handed to it but before it ran passes the lock on
+/// to the next waiter (or releases it).
+pub struct CoMutex<T> {
+    state: AtomicUsize,
+    waiters: Mutex<WaitList<()>>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock gives exclusive access to `data`, so sharing the mutex only requires that
+// the value can be sent to whichever thread holds the lock.
+unsafe impl<T: Send> Send for CoMutex<T> {}
+unsafe impl<T: Send> Sync for CoMutex<T> {}
+
+impl<T> CoMutex<T> {
+    /// Creates an unlocked mutex holding `value`.
+    pub fn new(value: T) -> Self {
+        Self {
+            state: AtomicUsize::new(0),
+            waiters: Mutex::new(WaitList::new()),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Takes the lock if it is free and nobody is queued; never waits.
+    pub fn try_lock(&self) -> Option<CoMutexGuard<'_, T>> {
+        self.state
+            .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| CoMutexGuard::new(self))
+    }
+
+    /// Returns a future that resolves to a guard once the lock is ours, in FIFO order.
+    pub fn lock(&self) -> CoMutexLock<'_, T> {
+        CoMutexLock {
+            mutex: self,
+            ticket: None,
+        }
+    }
+
+    /// Whether someone holds the lock (a snapshot, for assertions and diagnostics).
+    pub fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & LOCKED != 0
+    }
+
+    /// Direct access when the mutex is not shared: `&mut self` proves nobody holds the lock.
+    pub fn get_mut(&mut self) -> &mut T {
+        // SAFETY: `&mut self` excludes every guard.
+        unsafe { &mut *self.data.get() }
+    }
+
+    /// Consumes the mutex and returns its value.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+
+    /// Queues the caller, or takes the lock if it became free meanwhile (`None`).
+    fn enqueue(&self, cx: &Context<'_>) -> Option<u64> {
+        let mut w = lock(&self.waiters);
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            let (new, take) = if s == 0 {
+                (LOCKED, true)
+            } else {
+                (s | QUEUED, false)
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) if take => return None,
+                Ok(_) => return Some(w.push((), Some(cx.waker()))),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Releases the lock: fast CAS when nobody waits, otherwise FIFO hand-off.
+    fn unlock(&self) {
+        if self
+            .state
+            .compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            self.unlock_slow();
+        }
+    }
+
+    #[cold]
+    fn unlock_slow(&self) {
+        let mut w = lock(&self.waiters);
+        match w.grant_front() {
+            Some(waker) => {
+                // Ownership moves to the head waiter without the lock ever being free.
+                if w.is_empty() {
+                    self.state.store(LOCKED, Ordering::Relaxed);
+                }
+                drop(w);
+                wake_all([waker]);
+            }
+            None => self.state.store(0, Ordering::Release),
+        }
+    }
+}
+
+impl<T: Default> Default for CoMutex<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> fmt::Debug for CoMutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoMutex")
+            .field("locked", &self.is_locked())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future returned by [`CoMutex::lock`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct CoMutexLock<'a, T> {
+    mutex: &'a CoMutex<T>,
+    /// Our place in the waiter queue once we had to wait.
+    ticket: Option<u64>,
+}
+
+impl<'a, T> Future for CoMutexLock<'a, T> {
+    type Output = CoMutexGuard<'a, T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mutex = self.mutex;
+        match self.ticket {
+            None => {
+                if let Some(g) = mutex.try_lock() {
+                    return Poll::Ready(g);
+                }
+                match mutex.enqueue(cx) {
+                    None => Poll::Ready(CoMutexGuard::new(mutex)),
+                    Some(id) => {
+                        self.ticket = Some(id);
+                        Poll::Pending
+                    }
+                }
+            }
+            Some(id) => match lock(&mutex.waiters).poll_grant(id, cx.waker()) {
+                Some(()) => {
+                    self.ticket = None;
+                    Poll::Ready(CoMutexGuard::new(mutex))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T> Drop for CoMutexLock<'_, T> {
+    fn drop(&mut self) {
+        let Some(id) = self.ticket else { return };
+        let mut w = lock(&self.mutex.waiters);
+        match w.cancel(id) {
+            // The lock was handed to us but we will never run: pass it on.
+            Some(Cancelled::Granted(())) => {
+                drop(w);
+                self.mutex.unlock();
+            }
+            Some(Cancelled::Removed(())) if w.is_empty() => {
+                self.mutex.state.fetch_and(!QUEUED, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Proof of holding a [`CoMutex`]; unlocks (handing over to the next waiter) on drop.
+pub struct CoMutexGuard<'a, T> {
+    pub(crate) mutex: &'a CoMutex<T>,
+    /// Opt out of the auto traits; they are implemented below with the right bounds.
+    _not_auto: PhantomData<*mut T>,
+}
+
+// SAFETY: a guard gives `&mut T`, so moving it needs `T: Send` and sharing it needs `T: Sync`;
+// the lock itself has no thread affinity.
+unsafe impl<T: Send> Send for CoMutexGuard<'_, T> {}
+unsafe impl<T: Sync> Sync for CoMutexGuard<'_, T> {}
+
+impl<'a, T> CoMutexGuard<'a, T> {
+    fn new(mutex: &'a CoMutex<T>) -> Self {
+        Self {
+            mutex,
+            _not_auto: PhantomData,
+        }
+    }
+}
+
+impl<T> Deref for CoMutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves we hold the lock.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T> DerefMut for CoMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves we hold the lock, and `&mut self` that nobody else borrows it.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T> Drop for CoMutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for CoMutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}

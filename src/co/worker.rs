@@ -1,0 +1,346 @@
+//! The run loop shared by the pool's threads, [`ThreadPool::block_on`] and
+//! [`ThreadPool::run_until_idle`](super::pool::ThreadPool::run_until_idle).
+//!
+//! Each thread running the loop has a private FIFO (no atomics, no locks); a task woken or
+//! spawned on such a thread goes there, which keeps a coroutine's yield round trip and a
+//! spawn from a request handler cheap. The shared state (behind one mutex) holds the injection
+//! queue for wake-ups from other threads, the timer heap and the idle count. Balance: when some
+//! thread is idle, new work is injected instead of kept local, and a busy thread hands half its
+//! FIFO over, so a coroutine blocked in a filesystem call does not hold up queued work.
+//!
+//! [`ThreadPool::block_on`]: super::pool::ThreadPool::block_on
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BinaryHeap, VecDeque};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use super::sync::lock;
+use super::task::{RunOutcome, TaskRef};
+use super::timer::Timer;
+
+/// Check the shared queue every this many local tasks, so injected work is not starved.
+const GLOBAL_CHECK_INTERVAL: u32 = 61;
+
+/// State shared by every thread and handle of one pool.
+pub(crate) struct Shared {
+    global: Mutex<Global>,
+    cv: Condvar,
+    /// Hint: queued tasks plus timers in `global` (skip the lock when zero).
+    work_hint: AtomicUsize,
+    /// Hint: threads parked in `global`'s condvar (share work when non-zero).
+    idle_hint: AtomicUsize,
+    pub(crate) panics: AtomicU64,
+    pub(crate) start: Instant,
+}
+
+struct Global {
+    queue: VecDeque<TaskRef>,
+    timers: BinaryHeap<Timer>,
+    timer_seq: u64,
+    idle: usize,
+    shutdown: bool,
+}
+
+impl Global {
+    fn publish(&self, shared: &Shared) {
+        shared
+            .work_hint
+            .store(self.queue.len() + self.timers.len(), Ordering::Relaxed);
+    }
+
+    /// Removes the timers due at `now` and returns their wakers.
+    fn take_due(&mut self, now: Instant) -> Vec<Waker> {
+        let mut due = Vec::new();
+        while self.timers.peek().is_some_and(|t| t.deadline <= now) {
+            due.extend(self.timers.pop().and_then(Timer::fire));
+        }
+        due
+    }
+}
+
+/// What a parked thread is waiting for.
+#[derive(Clone, Copy)]
+pub(crate) enum Park<'a> {
+    /// A pool thread: work, or shutdown.
+    Thread,
+    /// `run_until_idle`: give up when nothing is queued and no timer is pending.
+    Idle,
+    /// `block_on`: work, or the root future's wake-up flag.
+    Root(&'a AtomicBool),
+}
+
+impl Shared {
+    pub(crate) fn new() -> Self {
+        Self {
+            global: Mutex::new(Global {
+                queue: VecDeque::new(),
+                timers: BinaryHeap::new(),
+                timer_seq: 0,
+                idle: 0,
+                shutdown: false,
+            }),
+            cv: Condvar::new(),
+            work_hint: AtomicUsize::new(0),
+            idle_hint: AtomicUsize::new(0),
+            panics: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    fn global(&self) -> MutexGuard<'_, Global> {
+        lock(&self.global)
+    }
+
+    /// Queues a runnable task: on this thread's FIFO when it runs this pool and nobody is
+    /// idle, otherwise on the shared queue.
+    pub(crate) fn schedule(task: TaskRef) {
+        let shared = Arc::as_ptr(&task.header().shared);
+        let task = CURRENT.with(|cur| {
+            // SAFETY: CURRENT points at a live Worker on this thread's stack (see `enter`).
+            match unsafe { cur.get().as_ref() } {
+                Some(w) if ptr::eq(w.shared, shared) => w.push_local(task),
+                _ => Some(task),
+            }
+        });
+        if let Some(task) = task {
+            let shared = task.header().shared.clone();
+            shared.inject(task);
+        }
+    }
+
+    /// Puts a task on the shared queue; after shutdown, drops its future instead.
+    pub(crate) fn inject(&self, task: TaskRef) {
+        let mut g = self.global();
+        if g.shutdown {
+            drop(g);
+            task.cancel();
+            return;
+        }
+        g.queue.push_back(task);
+        g.publish(self);
+        let wake = g.idle > 0;
+        drop(g);
+        if wake {
+            self.cv.notify_one();
+        }
+    }
+
+    pub(crate) fn add_timer(&self, deadline: Instant, timer: impl FnOnce(u64) -> Timer) {
+        let mut g = self.global();
+        let seq = g.timer_seq;
+        g.timer_seq += 1;
+        let earliest = g.timers.peek().is_none_or(|t| deadline < t.deadline);
+        g.timers.push(timer(seq));
+        g.publish(self);
+        let wake = earliest && g.idle > 0;
+        drop(g);
+        if wake {
+            // A parked thread may be sleeping past the new deadline.
+            self.cv.notify_all();
+        }
+    }
+
+    /// Pops a task from the shared queue, firing due timers on the way.
+    fn pop_global(&self) -> Option<TaskRef> {
+        let mut g = self.global();
+        let due = if g.timers.is_empty() {
+            Vec::new()
+        } else {
+            g.take_due(Instant::now())
+        };
+        let task = g.queue.pop_front();
+        g.publish(self);
+        drop(g);
+        due.into_iter().for_each(Waker::wake);
+        task
+    }
+
+    /// Waits until there may be work. Returns `false` when the caller should stop.
+    pub(crate) fn park(&self, mode: Park<'_>) -> bool {
+        let mut g = self.global();
+        loop {
+            if g.shutdown && !matches!(mode, Park::Root(_)) {
+                return false;
+            }
+            if let Park::Root(flag) = mode
+                && flag.load(Ordering::Acquire)
+            {
+                return true;
+            }
+            if !g.queue.is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            let due = g.take_due(now);
+            if !due.is_empty() {
+                g.publish(self);
+                drop(g);
+                due.into_iter().for_each(Waker::wake);
+                return true;
+            }
+            let next = g.timers.peek().map(|t| t.deadline);
+            if next.is_none() && matches!(mode, Park::Idle) {
+                return false;
+            }
+            g.idle += 1;
+            self.idle_hint.store(g.idle, Ordering::Relaxed);
+            g = match next {
+                Some(d) => {
+                    let r = self.cv.wait_timeout(g, d - now);
+                    r.unwrap_or_else(|e| e.into_inner()).0
+                }
+                None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+            };
+            g.idle -= 1;
+            self.idle_hint.store(g.idle, Ordering::Relaxed);
+        }
+    }
+
+    /// Wakes every parked thread; used for the root future's waker and for shutdown.
+    pub(crate) fn notify_all(&self) {
+        drop(self.global());
+        self.cv.notify_all();
+    }
+
+    /// Marks the pool shut down and drops every queued task and timer.
+    pub(crate) fn shutdown(&self) {
+        let (queue, timers) = {
+            let mut g = self.global();
+            g.shutdown = true;
+            g.publish(self);
+            (std::mem::take(&mut g.queue), std::mem::take(&mut g.timers))
+        };
+        self.cv.notify_all();
+        queue.into_iter().for_each(TaskRef::cancel);
+        drop(timers);
+    }
+}
+
+thread_local! {
+    /// The worker running on this thread, if any.
+    static CURRENT: Cell<*const Worker> = const { Cell::new(ptr::null()) };
+}
+
+/// One thread's view of the pool while it runs the loop.
+pub(crate) struct Worker {
+    shared: *const Shared,
+    local: RefCell<VecDeque<TaskRef>>,
+    tick: Cell<u32>,
+}
+
+/// Restores the previous worker (nested `block_on`) and hands our leftover tasks back.
+pub(crate) struct Entered<'a> {
+    worker: &'a Worker,
+    shared: &'a Shared,
+    prev: *const Worker,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+        let leftover = std::mem::take(&mut *self.worker.local.borrow_mut());
+        leftover.into_iter().for_each(|t| self.shared.inject(t));
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        Self {
+            shared,
+            local: RefCell::new(VecDeque::new()),
+            tick: Cell::new(0),
+        }
+    }
+
+    /// Makes this the thread's current worker until the returned guard drops.
+    pub(crate) fn enter<'a>(&'a self, shared: &'a Shared) -> Entered<'a> {
+        let prev = CURRENT.with(|c| c.replace(self));
+        Entered {
+            worker: self,
+            shared,
+            prev,
+        }
+    }
+
+    /// Keeps `task` local unless another thread is idle; returns it if it must be injected.
+    fn push_local(&self, task: TaskRef) -> Option<TaskRef> {
+        // SAFETY: the worker never outlives its pool's `Shared` (it borrows it in `enter`).
+        if unsafe { (*self.shared).idle_hint.load(Ordering::Relaxed) } != 0 {
+            return Some(task);
+        }
+        self.local.borrow_mut().push_back(task);
+        None
+    }
+
+    /// The next task to run, or `None` when nothing is runnable right now.
+    pub(crate) fn pop(&self, shared: &Shared) -> Option<TaskRef> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        let hint = shared.work_hint.load(Ordering::Relaxed) != 0;
+        if hint
+            && tick % GLOBAL_CHECK_INTERVAL == 0
+            && let Some(t) = shared.pop_global()
+        {
+            return Some(t);
+        }
+        let mut local = self.local.borrow_mut();
+        if let Some(t) = local.pop_front() {
+            if local.len() > 1 && shared.idle_hint.load(Ordering::Relaxed) != 0 {
+                let keep = local.len() / 2;
+                let half = local.split_off(keep);
+                drop(local);
+                half.into_iter().for_each(|t| shared.inject(t));
+            }
+            return Some(t);
+        }
+        drop(local);
+        if hint { shared.pop_global() } else { None }
+    }
+
+    /// Polls one task and deals with the outcome.
+    pub(crate) fn run(&self, task: TaskRef, shared: &Shared) {
+        match task.run() {
+            RunOutcome::Parked => {}
+            RunOutcome::Requeue(t) => {
+                if let Some(t) = self.push_local(t) {
+                    shared.inject(t);
+                }
+            }
+            RunOutcome::Panicked(payload) => {
+                let n = shared.panics.fetch_add(1, Ordering::Relaxed) + 1;
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("<non-string panic payload>");
+                tracing::error!(panic = msg, total = n, "coroutine panicked; task dropped");
+            }
+        }
+    }
+
+    /// Runs tasks until none is runnable; returns how many were polled.
+    pub(crate) fn drain(&self, shared: &Shared) -> usize {
+        let mut n = 0;
+        while let Some(t) = self.pop(shared) {
+            self.run(t, shared);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The body of a pool thread.
+pub(crate) fn thread_main(shared: Arc<Shared>) {
+    let worker = Worker::new(&shared);
+    let _entered = worker.enter(&shared);
+    loop {
+        worker.drain(&shared);
+        if !shared.park(Park::Thread) {
+            break;
+        }
+    }
+}
