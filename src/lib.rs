@@ -2,3 +2,5 @@
 pub mod co;
 pub mod fs;
 pub mod protocol;
+pub mod server;
+pub mod transport;

@@ -15,6 +15,7 @@ use std::future::Future;
 
 use crate::protocol::{Attr, Errno, LockType, OpenFlags, Qid, SetAttr, StatFs};
 
+pub mod hooked;
 pub mod mem;
 mod name;
 

@@ -1,0 +1,160 @@
+//! The fid table of one session.
+//!
+//! A fid names a node the client walked to, and later an open file or an xattr buffer.
+//! Each entry carries a [`CoRwLock`] that makes Tclunk (and Tremove) a barrier for the fid:
+//! every request using the fid holds it shared while it runs, and clunk takes it exclusive,
+//! so the clunk is answered only after the requests before it on that fid have finished.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::co::CoRwLock;
+use crate::fs::{Filesystem, Name};
+use crate::protocol::{Errno, Fid, OpenFlags, Qid};
+
+use super::inflight::lock;
+
+/// What a fid refers to beyond its node.
+pub enum Open<F: Filesystem> {
+    /// Walked to, not opened.
+    Closed,
+    /// Opened with `Tlopen`/`Tlcreate`.
+    File {
+        file: Arc<F::File>,
+        flags: OpenFlags,
+    },
+    /// Made by `Txattrwalk`: the value (or name list), read with `Tread`.
+    XattrRead(Arc<Vec<u8>>),
+    /// Made by `Txattrcreate`: the value is written with `Twrite` and set at clunk.
+    XattrWrite {
+        name: Vec<u8>,
+        flags: u32,
+        value: Vec<u8>,
+        written: usize,
+    },
+}
+
+/// A fid's state.
+pub struct FidState<F: Filesystem> {
+    pub node: F::Node,
+    pub qid: Qid,
+    /// The directory and name this fid was reached by, for Trename and Tremove; `None` for
+    /// the export root.
+    pub parent: Option<(F::Node, Name)>,
+    /// The uid from Tattach, for files this fid creates.
+    pub uid: u32,
+    pub open: Open<F>,
+}
+
+impl<F: Filesystem> FidState<F> {
+    /// A copy for a new fid (Twalk, Txattrwalk): the same node, not open.
+    pub fn walked(&self) -> FidState<F> {
+        FidState {
+            node: self.node.clone(),
+            qid: self.qid,
+            parent: self.parent.clone(),
+            uid: self.uid,
+            open: Open::Closed,
+        }
+    }
+}
+
+/// One fid: its barrier lock and its state. The state mutex is never held across an await.
+pub struct FidEntry<F: Filesystem> {
+    pub barrier: CoRwLock<()>,
+    pub state: Mutex<FidState<F>>,
+    /// Set by Tclunk/Tremove under the exclusive barrier: a request that was queued behind
+    /// them finds the fid gone.
+    clunked: AtomicBool,
+}
+
+impl<F: Filesystem> FidEntry<F> {
+    pub fn new(state: FidState<F>) -> Arc<Self> {
+        Arc::new(FidEntry {
+            barrier: CoRwLock::new(()),
+            state: Mutex::new(state),
+            clunked: AtomicBool::new(false),
+        })
+    }
+
+    /// `EBADF` if the fid was clunked while this request waited for it.
+    pub fn check(&self) -> Result<(), Errno> {
+        if self.clunked.load(Ordering::Acquire) {
+            Err(Errno::EBADF)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn mark_clunked(&self) {
+        self.clunked.store(true, Ordering::Release);
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut FidState<F>) -> T) -> T {
+        f(&mut lock(&self.state))
+    }
+}
+
+/// The table, with its explicit limit.
+pub struct FidTable<F: Filesystem> {
+    map: Mutex<BTreeMap<Fid, Arc<FidEntry<F>>>>,
+    limit: usize,
+}
+
+impl<F: Filesystem> FidTable<F> {
+    pub fn new(limit: usize) -> Self {
+        FidTable {
+            map: Mutex::new(BTreeMap::new()),
+            limit,
+        }
+    }
+
+    pub fn get(&self, fid: Fid) -> Result<Arc<FidEntry<F>>, Errno> {
+        lock(&self.map).get(&fid).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Adds a new fid: `EINVAL` if it is in use (or is NOFID), `EMFILE` past the limit.
+    pub fn insert(&self, fid: Fid, state: FidState<F>) -> Result<(), Errno> {
+        let mut map = lock(&self.map);
+        if fid == Fid::NOFID || map.contains_key(&fid) {
+            return Err(Errno::EINVAL);
+        }
+        if map.len() >= self.limit {
+            return Err(Errno::EMFILE);
+        }
+        map.insert(fid, FidEntry::new(state));
+        Ok(())
+    }
+
+    /// Puts `state` at `fid`, replacing what is there (Twalk with newfid == fid).
+    pub fn replace(&self, fid: Fid, state: FidState<F>) {
+        lock(&self.map).insert(fid, FidEntry::new(state));
+    }
+
+    /// Removes `fid` if it is still `entry` (a clunk racing a Tversion must not remove a
+    /// fid of the new session).
+    pub fn remove_entry(&self, fid: Fid, entry: &Arc<FidEntry<F>>) -> bool {
+        let mut map = lock(&self.map);
+        match map.get(&fid) {
+            Some(e) if Arc::ptr_eq(e, entry) => {
+                map.remove(&fid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes every fid (Tversion, connection close); their files close as the last
+    /// request using each one ends.
+    pub fn clear(&self) -> usize {
+        let mut map = lock(&self.map);
+        let n = map.len();
+        map.clear();
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+}

@@ -1,0 +1,81 @@
+//! Tclunk and Tremove: the barriers that end a fid.
+
+use std::sync::Arc;
+
+use crate::co::Executor;
+use crate::fs::Filesystem;
+use crate::protocol::{Errno, Fid, QidType, Rmessage};
+use crate::server::fids::{FidEntry, Open};
+use crate::server::{HandlerResult, Responder, SessionCore};
+
+use super::ok;
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    /// Tclunk: waits for the requests already using the fid, then drops it. A fid made by
+    /// Txattrcreate sets its xattr now (an empty value removes the xattr, as QEMU does).
+    pub(in crate::server) async fn clunk(&self, fid: Fid) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.write().await;
+        e.check()?;
+        // Set a pending xattr first: the fid is dropped only after the last await, so a
+        // flush that lands while the xattr is being set leaves everything as it was.
+        let pending = e.with(|s| match &s.open {
+            Open::XattrWrite {
+                name,
+                flags,
+                value,
+                written,
+            } => Some((
+                s.node.clone(),
+                name.clone(),
+                *flags,
+                value.clone(),
+                *written,
+            )),
+            _ => None,
+        });
+        let result = match pending {
+            None => Ok(()),
+            Some((_, _, _, value, written)) if written != value.len() => Err(Errno::EINVAL),
+            Some((node, name, _, value, _)) if value.is_empty() => {
+                self.fs.removexattr(&node, &name).await
+            }
+            Some((node, name, flags, value, _)) => {
+                self.fs.setxattr(&node, &name, &value, flags).await
+            }
+        };
+        self.end_fid(fid, &e);
+        result?;
+        ok(Rmessage::Clunk {})
+    }
+
+    /// Tremove: unlinks the file the fid names, and clunks the fid whether or not that
+    /// worked (9p's rule).
+    pub(in crate::server) async fn remove(&self, fid: Fid) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.write().await;
+        e.check()?;
+        let (parent, is_dir) = e.with(|s| (s.parent.clone(), s.qid.ty == QidType::DIR));
+        let result = match (self.writable(), parent) {
+            (Err(err), _) => Err(err),
+            (Ok(()), None) => Err(Errno::EBUSY),
+            (Ok(()), Some((dir, name))) => {
+                // The unlink is the effect; the fid is dropped only once it is done, so a
+                // flush while it waits leaves the fid as it was.
+                let r = self.fs.unlink(&dir, &name, is_dir).await;
+                self.end_fid(fid, &e);
+                return r.map(|()| crate::server::Out::Msg(Rmessage::Remove {}));
+            }
+        };
+        self.end_fid(fid, &e);
+        result.map(|()| crate::server::Out::Msg(Rmessage::Remove {}))
+    }
+
+    /// Marks the fid clunked, takes it out of the table and returns what it had open (its
+    /// file closes when the last request holding it lets go).
+    fn end_fid(&self, fid: Fid, e: &Arc<FidEntry<F>>) -> Open<F> {
+        e.mark_clunked();
+        self.fids.remove_entry(fid, e);
+        e.with(|s| std::mem::replace(&mut s.open, Open::Closed))
+    }
+}

@@ -1,0 +1,173 @@
+//! Directory entries: Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Tunlinkat,
+//! and Treadlink.
+
+use crate::co::Executor;
+use crate::fs::{Creds, Filesystem};
+use crate::protocol::{AT_REMOVEDIR, Errno, Fid, P9String, QidType, Rmessage};
+use crate::server::{HandlerResult, Responder, SessionCore};
+
+use super::{existing_name, new_entry_name, ok};
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    /// The directory node and the attach uid of a fid that must name a directory.
+    fn dir_of(&self, fid: Fid) -> Result<(F::Node, u32), Errno> {
+        let e = self.fids.get(fid)?;
+        e.check()?;
+        e.with(|s| {
+            if s.qid.ty == QidType::DIR {
+                Ok((s.node.clone(), s.uid))
+            } else {
+                Err(Errno::ENOTDIR)
+            }
+        })
+    }
+
+    pub(in crate::server) async fn mkdir(
+        &self,
+        dfid: Fid,
+        name: P9String,
+        mode: u32,
+        gid: u32,
+    ) -> HandlerResult {
+        let e = self.fids.get(dfid)?;
+        let _g = e.barrier.read().await;
+        self.writable()?;
+        let name = new_entry_name(&name)?;
+        let (dir, uid) = self.dir_of(dfid)?;
+        let qid = self.fs.mkdir(&dir, &name, mode, Creds { uid, gid }).await?;
+        ok(Rmessage::Mkdir { qid })
+    }
+
+    pub(in crate::server) async fn symlink(
+        &self,
+        dfid: Fid,
+        name: P9String,
+        target: P9String,
+        gid: u32,
+    ) -> HandlerResult {
+        let e = self.fids.get(dfid)?;
+        let _g = e.barrier.read().await;
+        self.writable()?;
+        let name = new_entry_name(&name)?;
+        let (dir, uid) = self.dir_of(dfid)?;
+        let qid = self
+            .fs
+            .symlink(&dir, &name, target.as_bytes(), Creds { uid, gid })
+            .await?;
+        ok(Rmessage::Symlink { qid })
+    }
+
+    pub(in crate::server) async fn mknod(
+        &self,
+        dfid: Fid,
+        name: P9String,
+        mode: u32,
+        rdev: (u32, u32),
+        gid: u32,
+    ) -> HandlerResult {
+        let e = self.fids.get(dfid)?;
+        let _g = e.barrier.read().await;
+        self.writable()?;
+        let name = new_entry_name(&name)?;
+        let (dir, uid) = self.dir_of(dfid)?;
+        let qid = self
+            .fs
+            .mknod(&dir, &name, mode, rdev, Creds { uid, gid })
+            .await?;
+        ok(Rmessage::Mknod { qid })
+    }
+
+    /// Tlink: `dfid/name` becomes a new link to the file `fid` names.
+    pub(in crate::server) async fn link(
+        &self,
+        dfid: Fid,
+        fid: Fid,
+        name: P9String,
+    ) -> HandlerResult {
+        let e = self.fids.get(dfid)?;
+        let _g = e.barrier.read().await;
+        self.writable()?;
+        let name = new_entry_name(&name)?;
+        let (dir, _) = self.dir_of(dfid)?;
+        let target = self.node_of(fid)?;
+        self.fs.link(&target, &dir, &name).await?;
+        ok(Rmessage::Link {})
+    }
+
+    /// Trename: moves the file `fid` names to `dfid/name`; the fid follows it.
+    pub(in crate::server) async fn rename(
+        &self,
+        fid: Fid,
+        dfid: Fid,
+        name: P9String,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        self.writable()?;
+        let new_name = new_entry_name(&name)?;
+        let (old_dir, old_name) = e.with(|s| s.parent.clone()).ok_or(Errno::EBUSY)?;
+        let (new_dir, _) = self.dir_of(dfid)?;
+        self.fs
+            .rename(&old_dir, &old_name, &new_dir, &new_name)
+            .await?;
+        e.with(|s| s.parent = Some((new_dir, new_name)));
+        ok(Rmessage::Rename {})
+    }
+
+    pub(in crate::server) async fn renameat(
+        &self,
+        olddirfid: Fid,
+        oldname: P9String,
+        newdirfid: Fid,
+        newname: P9String,
+    ) -> HandlerResult {
+        let e = self.fids.get(olddirfid)?;
+        let _g = e.barrier.read().await;
+        self.writable()?;
+        let old_name = existing_name(&oldname)?;
+        let new_name = new_entry_name(&newname)?;
+        let (old_dir, _) = self.dir_of(olddirfid)?;
+        let (new_dir, _) = self.dir_of(newdirfid)?;
+        self.fs
+            .rename(&old_dir, &old_name, &new_dir, &new_name)
+            .await?;
+        ok(Rmessage::Renameat {})
+    }
+
+    /// Tunlinkat: `AT_REMOVEDIR` removes an empty directory. `.` is `EINVAL` and `..` is
+    /// `ENOTEMPTY`, as rmdir(2) says.
+    pub(in crate::server) async fn unlinkat(
+        &self,
+        dirfid: Fid,
+        name: P9String,
+        flags: u32,
+    ) -> HandlerResult {
+        let e = self.fids.get(dirfid)?;
+        let _g = e.barrier.read().await;
+        self.writable()?;
+        if name.as_bytes() == b".." {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let name = existing_name(&name)?;
+        if flags & !AT_REMOVEDIR != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (dir, _) = self.dir_of(dirfid)?;
+        self.fs
+            .unlink(&dir, &name, flags & AT_REMOVEDIR != 0)
+            .await?;
+        ok(Rmessage::Unlinkat {})
+    }
+
+    pub(in crate::server) async fn readlink(&self, fid: Fid) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        let node = e.with(|s| s.node.clone());
+        let target = self.fs.readlink(&node).await?;
+        ok(Rmessage::Readlink {
+            target: P9String(target),
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! Open files: Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync.
+
+use std::sync::Arc;
+
+use crate::co::Executor;
+use crate::fs::{Creds, Filesystem};
+use crate::protocol::{
+    Dirent, DirentWriter, Errno, Fid, OpenFlags, P9String, PAYLOAD_HEADER_LEN, PayloadReply,
+    QidType, Rmessage,
+};
+use crate::server::fids::{FidEntry, Open};
+use crate::server::{HandlerResult, Out, Responder, SessionCore};
+
+use super::{new_entry_name, ok};
+
+/// Smallest wire size of a directory entry (a one-byte name).
+const MIN_DIRENT: usize = 13 + 8 + 1 + 2 + 1;
+
+/// Flags that change the file when it is opened.
+fn mutating(flags: OpenFlags) -> bool {
+    flags.writable() || flags.intersects(OpenFlags::TRUNC | OpenFlags::CREAT)
+}
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    pub(in crate::server) async fn lopen(&self, fid: Fid, flags: OpenFlags) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        if mutating(flags) {
+            self.writable()?;
+        }
+        let (node, qid) = e.with(|s| match s.open {
+            Open::Closed => Ok((s.node.clone(), s.qid)),
+            _ => Err(Errno::EINVAL),
+        })?;
+        let file = self.fs.open(&node, flags).await?;
+        e.with(|s| {
+            s.open = Open::File {
+                file: Arc::new(file),
+                flags,
+            }
+        });
+        ok(Rmessage::Lopen { qid, iounit: 0 })
+    }
+
+    /// Tlcreate: creates `name` in the directory `fid` and opens it; `fid` then names the
+    /// new file.
+    pub(in crate::server) async fn lcreate(
+        &self,
+        fid: Fid,
+        name: P9String,
+        flags: OpenFlags,
+        mode: u32,
+        gid: u32,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        self.writable()?;
+        let name = new_entry_name(&name)?;
+        let (dir, uid) = e.with(|s| match s.open {
+            Open::Closed if s.qid.ty == QidType::DIR => Ok((s.node.clone(), s.uid)),
+            Open::Closed => Err(Errno::ENOTDIR),
+            _ => Err(Errno::EINVAL),
+        })?;
+        let (node, file, qid) = self
+            .fs
+            .create(&dir, &name, flags, mode, Creds { uid, gid })
+            .await?;
+        e.with(|s| {
+            s.node = node;
+            s.qid = qid;
+            s.parent = Some((dir, name));
+            s.open = Open::File {
+                file: Arc::new(file),
+                flags,
+            };
+        });
+        ok(Rmessage::Lcreate { qid, iounit: 0 })
+    }
+
+    pub(in crate::server) async fn read(
+        &self,
+        fid: Fid,
+        offset: u64,
+        count: u32,
+        responder: &mut R,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        let count = (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN);
+        let target = e.with(|s| match &s.open {
+            Open::File { file, flags } if flags.readable() => Ok(Readable::<F>::File(file.clone())),
+            Open::XattrRead(value) => Ok(Readable::Xattr(value.clone())),
+            _ => Err(Errno::EBADF),
+        })?;
+        let buf = responder.payload(count);
+        let n = match target {
+            Readable::File(file) => self.fs.read(&file, offset, &mut buf[..count]).await?,
+            Readable::Xattr(value) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(value.len());
+                let n = (value.len() - start).min(count);
+                buf[..n].copy_from_slice(&value[start..start + n]);
+                n
+            }
+        };
+        Ok(Out::Payload(PayloadReply::Read, n.min(count) as u32))
+    }
+
+    pub(in crate::server) async fn write(
+        &self,
+        fid: Fid,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        let file = {
+            let mut s = crate::server::inflight::lock(&e.state);
+            match &mut s.open {
+                Open::File { file, flags } if flags.writable() => file.clone(),
+                Open::XattrWrite { value, written, .. } => {
+                    // The value was sized by Txattrcreate; writes fill it in place.
+                    let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
+                    let end = start
+                        .checked_add(data.len())
+                        .filter(|&end| end <= value.len())
+                        .ok_or(Errno::EINVAL)?;
+                    value[start..end].copy_from_slice(&data);
+                    *written = (*written).max(end);
+                    return ok(Rmessage::Write {
+                        count: data.len() as u32,
+                    });
+                }
+                _ => return Err(Errno::EBADF),
+            }
+        };
+        self.writable()?;
+        let n = self.fs.write(&file, offset, &data).await?;
+        ok(Rmessage::Write { count: n as u32 })
+    }
+
+    pub(in crate::server) async fn readdir(
+        &self,
+        fid: Fid,
+        offset: u64,
+        count: u32,
+        responder: &mut R,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        let count = (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN);
+        let file = open_file(&e)?;
+        let entries = self
+            .fs
+            .readdir(&file, offset, count / MIN_DIRENT + 1)
+            .await?;
+        let mut w = DirentWriter::new(&mut responder.payload(count)[..count]);
+        for d in entries {
+            let d = Dirent {
+                qid: d.qid,
+                offset: d.next,
+                ty: d.ty,
+                name: P9String(d.name),
+            };
+            if !w.push(&d) {
+                break;
+            }
+        }
+        Ok(Out::Payload(PayloadReply::Readdir, w.len() as u32))
+    }
+
+    pub(in crate::server) async fn fsync(&self, fid: Fid, datasync: bool) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        let file = open_file(&e)?;
+        self.fs.fsync(&file, datasync).await?;
+        ok(Rmessage::Fsync {})
+    }
+}
+
+enum Readable<F: Filesystem> {
+    File(Arc<F::File>),
+    Xattr(Arc<Vec<u8>>),
+}
+
+/// The open file of a fid, or `EBADF`.
+pub(super) fn open_file<F: Filesystem>(e: &FidEntry<F>) -> Result<Arc<F::File>, Errno> {
+    e.with(|s| match &s.open {
+        Open::File { file, .. } => Ok(file.clone()),
+        _ => Err(Errno::EBADF),
+    })
+}

@@ -1,0 +1,182 @@
+//! Request handlers, one file per family of messages. Where to find a message:
+//!
+//! | message | file |
+//! |---|---|
+//! | Tversion, Tauth, Tattach | `session.rs` |
+//! | Twalk | `walk.rs` |
+//! | Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync | `file.rs` |
+//! | Tclunk, Tremove | `clunk.rs` |
+//! | Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Tunlinkat, Treadlink | `dir.rs` |
+//! | Tgetattr, Tsetattr, Tstatfs | `attr.rs` |
+//! | Txattrwalk, Txattrcreate | `xattr.rs` |
+//! | Tlock, Tgetlock | `lock.rs` |
+//! | Tflush | `../inflight.rs` (the registry answers it) |
+//!
+//! A handler's shape: take the primary fid's barrier shared, read what it needs, make at
+//! most one call with an effect, and never await after that effect (see the cancellation
+//! contract in `fs`).
+
+mod attr;
+mod clunk;
+mod dir;
+mod file;
+mod lock;
+mod session;
+mod walk;
+mod xattr;
+
+use crate::co::Executor;
+use crate::fs::{Filesystem, Name};
+use crate::protocol::{Errno, Fid, P9String, Rmessage, Tmessage};
+
+use super::{HandlerResult, Out, Responder, SessionCore};
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    /// Runs the handler of one request (every T-message but Tversion and Tflush).
+    pub(super) async fn dispatch(&self, msg: Tmessage, responder: &mut R) -> HandlerResult {
+        if self.msize() == 0 {
+            // Nothing is meaningful before a Tversion has fixed the msize.
+            return Err(Errno::EPROTO);
+        }
+        use Tmessage as T;
+        match msg {
+            T::Auth { .. } | T::Lerror {} => Err(Errno::EOPNOTSUPP),
+            T::Attach {
+                fid,
+                afid,
+                uname: _,
+                aname,
+                n_uname,
+            } => self.attach(fid, afid, aname, n_uname).await,
+            T::Walk {
+                fid,
+                newfid,
+                wnames,
+            } => self.walk(fid, newfid, wnames).await,
+            T::Lopen { fid, flags } => self.lopen(fid, flags).await,
+            T::Lcreate {
+                fid,
+                name,
+                flags,
+                mode,
+                gid,
+            } => self.lcreate(fid, name, flags, mode, gid).await,
+            T::Read { fid, offset, count } => self.read(fid, offset, count, responder).await,
+            T::Write { fid, offset, data } => self.write(fid, offset, data.0).await,
+            T::Readdir { fid, offset, count } => self.readdir(fid, offset, count, responder).await,
+            T::Fsync { fid, datasync } => self.fsync(fid, datasync != 0).await,
+            T::Clunk { fid } => self.clunk(fid).await,
+            T::Remove { fid } => self.remove(fid).await,
+            T::Mkdir {
+                dfid,
+                name,
+                mode,
+                gid,
+            } => self.mkdir(dfid, name, mode, gid).await,
+            T::Symlink {
+                fid,
+                name,
+                symtgt,
+                gid,
+            } => self.symlink(fid, name, symtgt, gid).await,
+            T::Mknod {
+                dfid,
+                name,
+                mode,
+                major,
+                minor,
+                gid,
+            } => self.mknod(dfid, name, mode, (major, minor), gid).await,
+            T::Link { dfid, fid, name } => self.link(dfid, fid, name).await,
+            T::Rename { fid, dfid, name } => self.rename(fid, dfid, name).await,
+            T::Renameat {
+                olddirfid,
+                oldname,
+                newdirfid,
+                newname,
+            } => self.renameat(olddirfid, oldname, newdirfid, newname).await,
+            T::Unlinkat {
+                dirfid,
+                name,
+                flags,
+            } => self.unlinkat(dirfid, name, flags).await,
+            T::Readlink { fid } => self.readlink(fid).await,
+            T::Getattr {
+                fid,
+                request_mask: _,
+            } => self.getattr(fid).await,
+            T::Setattr { fid, attr } => self.setattr(fid, attr).await,
+            T::Statfs { fid } => self.statfs(fid).await,
+            T::Xattrwalk { fid, newfid, name } => self.xattrwalk(fid, newfid, name).await,
+            T::Xattrcreate {
+                fid,
+                name,
+                attr_size,
+                flags,
+            } => self.xattrcreate(fid, name, attr_size, flags).await,
+            T::Lock {
+                fid,
+                lock_type,
+                flags,
+                start,
+                length,
+                proc_id,
+                client_id,
+            } => {
+                self.lock(fid, lock_type, flags, start, length, proc_id, client_id)
+                    .await
+            }
+            T::Getlock {
+                fid,
+                lock_type,
+                start,
+                length,
+                proc_id,
+                client_id,
+            } => {
+                self.getlock(fid, lock_type, start, length, proc_id, client_id)
+                    .await
+            }
+            T::Version { .. } | T::Flush { .. } => unreachable!("handled by the session itself"),
+        }
+    }
+
+    /// `EROFS` on a read-only export.
+    fn writable(&self) -> Result<(), Errno> {
+        if self.config.readonly {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The node of a secondary fid (a directory argument), without taking its barrier: only
+    /// the primary fid of a request is a barrier, so two-fid requests cannot deadlock with
+    /// clunks.
+    fn node_of(&self, fid: Fid) -> Result<F::Node, Errno> {
+        let e = self.fids.get(fid)?;
+        e.check()?;
+        Ok(e.with(|s| s.node.clone()))
+    }
+}
+
+/// A name for a new directory entry, with QEMU's answers for the names that cannot be one:
+/// `.`/`..` already exist (`EEXIST`), empty or slashed names do not (`ENOENT`).
+fn new_entry_name(s: &P9String) -> Result<Name, Errno> {
+    match s.as_bytes() {
+        b"." | b".." => Err(Errno::EEXIST),
+        b => Name::new(b).map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e }),
+    }
+}
+
+/// A name of an existing entry (rename source, unlink target).
+fn existing_name(s: &P9String) -> Result<Name, Errno> {
+    match s.as_bytes() {
+        b"." | b".." => Err(Errno::EINVAL),
+        b => Name::new(b).map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e }),
+    }
+}
+
+fn ok(msg: Rmessage) -> HandlerResult {
+    Ok(Out::Msg(msg))
+}

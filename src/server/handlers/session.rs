@@ -1,0 +1,85 @@
+//! Tversion and Tattach (Tauth is answered `EOPNOTSUPP` by the dispatcher).
+
+use crate::co::Executor;
+use crate::fs::{Filesystem, Name};
+use crate::protocol::{Errno, Fid, NONUNAME, P9String, Rmessage, Tag, VERSION_9P2000_L};
+use crate::server::fids::{FidState, Open};
+use crate::server::{HandlerResult, Responder, SessionCore, clamp_msize};
+
+use super::ok;
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    /// Tversion: a barrier for the whole session. Every request in flight is cancelled and
+    /// waited for, every fid is dropped, then the msize is fixed.
+    pub(in crate::server) async fn version(
+        &self,
+        tag: Tag,
+        msize: u32,
+        version: P9String,
+    ) -> HandlerResult {
+        self.inflight.cancel_all(Some(tag)).wait().await;
+        self.fids.clear();
+        let msize = clamp_msize(msize, self.config.max_msize)?;
+        if !version.as_bytes().starts_with(VERSION_9P2000_L.as_bytes()) {
+            self.msize.store(0, std::sync::atomic::Ordering::Release);
+            return ok(Rmessage::Version {
+                msize,
+                version: "unknown".into(),
+            });
+        }
+        self.msize
+            .store(msize, std::sync::atomic::Ordering::Release);
+        ok(Rmessage::Version {
+            msize,
+            version: VERSION_9P2000_L.into(),
+        })
+    }
+
+    /// Tattach: `""`, `"/"` or the export's own path name the root; any other aname is a
+    /// path below the root, or `ENOENT`.
+    pub(in crate::server) async fn attach(
+        &self,
+        fid: Fid,
+        afid: Fid,
+        aname: P9String,
+        n_uname: u32,
+    ) -> HandlerResult {
+        if afid != Fid::NOFID {
+            // No authentication is offered, so no auth fid can exist.
+            return Err(Errno::EBADF);
+        }
+        let (root, root_qid) = self.fs.root().await?;
+        let _ = self.root_path.set(root_qid.path);
+        let mut node = root;
+        let mut qid = root_qid;
+        let mut parent = None;
+        let a = aname.as_bytes();
+        if !(a.is_empty() || a == b"/" || a == self.config.export_name.as_slice()) {
+            for comp in a
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty() && *c != b".")
+            {
+                let name = Name::new(comp).map_err(|_| Errno::ENOENT)?;
+                let (next, next_qid) = self.fs.lookup(&node, &name).await?;
+                parent = Some((node, name));
+                node = next;
+                qid = next_qid;
+            }
+            if qid.ty != crate::protocol::QidType::DIR {
+                return Err(Errno::ENOTDIR);
+            }
+        }
+        let uid = if n_uname == NONUNAME { 0 } else { n_uname };
+        self.fids.insert(
+            fid,
+            FidState {
+                node,
+                qid,
+                parent,
+                uid,
+                open: Open::Closed,
+            },
+        )?;
+        ok(Rmessage::Attach { qid })
+    }
+}

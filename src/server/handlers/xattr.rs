@@ -1,0 +1,82 @@
+//! Extended attributes: Txattrwalk (read one, or the list) and Txattrcreate (write one,
+//! set at clunk).
+
+use std::sync::Arc;
+
+use crate::co::Executor;
+use crate::fs::Filesystem;
+use crate::protocol::{Errno, Fid, P9String, Rmessage};
+use crate::server::fids::Open;
+use crate::server::{HandlerResult, Responder, SessionCore, XATTR_SIZE_MAX};
+
+use super::ok;
+
+/// `setxattr(2)` flags.
+const XATTR_CREATE: u32 = 1;
+const XATTR_REPLACE: u32 = 2;
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    /// Txattrwalk: `newfid` holds the value of xattr `name` (or, for an empty name, the
+    /// NUL-separated list of names) to be read with Tread.
+    pub(in crate::server) async fn xattrwalk(
+        &self,
+        fid: Fid,
+        newfid: Fid,
+        name: P9String,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        if self.fids.get(newfid).is_ok() {
+            return Err(Errno::EINVAL);
+        }
+        let state = e.with(|s| s.walked());
+        let value = if name.as_bytes().is_empty() {
+            self.fs.listxattr(&state.node).await?
+        } else {
+            self.fs.getxattr(&state.node, name.as_bytes()).await?
+        };
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Errno::E2BIG);
+        }
+        let size = value.len() as u64;
+        let mut state = state;
+        state.open = Open::XattrRead(Arc::new(value));
+        self.fids.insert(newfid, state)?;
+        ok(Rmessage::Xattrwalk { size })
+    }
+
+    /// Txattrcreate: `fid` becomes the buffer for a value of exactly `attr_size` bytes.
+    pub(in crate::server) async fn xattrcreate(
+        &self,
+        fid: Fid,
+        name: P9String,
+        attr_size: u64,
+        flags: u32,
+    ) -> HandlerResult {
+        let e = self.fids.get(fid)?;
+        let _g = e.barrier.read().await;
+        e.check()?;
+        self.writable()?;
+        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 || name.as_bytes().is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let size = usize::try_from(attr_size)
+            .ok()
+            .filter(|&s| s <= XATTR_SIZE_MAX)
+            .ok_or(Errno::E2BIG)?;
+        e.with(|s| match s.open {
+            Open::Closed => {
+                s.open = Open::XattrWrite {
+                    name: name.0,
+                    flags,
+                    value: vec![0; size],
+                    written: 0,
+                };
+                Ok(())
+            }
+            _ => Err(Errno::EINVAL),
+        })?;
+        ok(Rmessage::Xattrcreate {})
+    }
+}

@@ -1,0 +1,303 @@
+//! The per-session registry of requests in flight, and how Tflush and Tversion wait on it.
+//!
+//! Every request but Tflush gets an entry keyed by its tag while its handler runs. A flush
+//! marks the entry cancelled and parks itself on it; the request's own coroutine, when it
+//! ends, sends its reply (if it has one), removes the entry and answers the parked flushes
+//! in the order they came. So an Rflush can never overtake the reply it flushed, several
+//! flushes of one tag are answered in order, and a flush of a flush simply waits in turn.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::protocol::Tag;
+
+/// A request's cancellation state, shared by its coroutine and by whoever flushes it.
+#[derive(Default)]
+pub struct RequestCtl {
+    cancelled: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl RequestCtl {
+    /// Asks the request to stop; its coroutine notices at its next scheduling point.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+}
+
+/// Runs a handler until it finishes or its request is cancelled.
+///
+/// Cancellation is observed *between* polls: when the request is cancelled the handler is
+/// dropped at the await point where it was suspended. The filesystem contract (effects are
+/// applied when an operation's future completes, and handlers do not await after their
+/// effect) makes that point one where nothing has happened yet, so a cancelled request is
+/// one that had no effect and gets no reply.
+pub struct Cancellable<'a, Fut> {
+    ctl: &'a RequestCtl,
+    fut: Option<Pin<Box<Fut>>>,
+}
+
+impl<'a, Fut: Future> Cancellable<'a, Fut> {
+    pub fn new(ctl: &'a RequestCtl, fut: Fut) -> Self {
+        Cancellable {
+            ctl,
+            fut: Some(Box::pin(fut)),
+        }
+    }
+}
+
+impl<Fut: Future> Future for Cancellable<'_, Fut> {
+    /// `None` when cancelled before the handler finished.
+    type Output = Option<Fut::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.ctl.is_cancelled() {
+            self.fut = None;
+            return Poll::Ready(None);
+        }
+        {
+            let mut w = lock(&self.ctl.waker);
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        // A cancel between the check above and the waker store is caught here.
+        if self.ctl.is_cancelled() {
+            self.fut = None;
+            return Poll::Ready(None);
+        }
+        let fut = self
+            .fut
+            .as_mut()
+            .expect("Cancellable polled after completion");
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => {
+                self.fut = None;
+                Poll::Ready(Some(out))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Something waiting for a request to end.
+pub enum Waiter<R> {
+    /// A Tflush: answered with Rflush (through its responder) once the request has ended.
+    Flush { tag: Tag, responder: R },
+    /// A Tversion (or a closing session) counting requests down.
+    Latch(Arc<Latch>),
+}
+
+struct Entry<R> {
+    ctl: Arc<RequestCtl>,
+    waiters: Vec<Waiter<R>>,
+    /// A Tflush in flight has an entry too (so it can itself be flushed), but no handler.
+    is_flush: bool,
+}
+
+/// Why a request could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The tag is already in flight: a client bug or a hostile guest.
+    TagInUse,
+    /// The session's limit on requests in flight is reached.
+    Full,
+}
+
+/// The registry itself.
+pub struct Inflight<R> {
+    entries: Mutex<BTreeMap<Tag, Entry<R>>>,
+    limit: usize,
+}
+
+/// What flushing a tag found.
+pub enum FlushOutcome<R> {
+    /// Nothing to wait for (unknown, finished, or the flush's own tag): answer now.
+    AnswerNow(R),
+    /// Parked; the flushed request will answer it.
+    Parked,
+}
+
+impl<R> Inflight<R> {
+    pub fn new(limit: usize) -> Self {
+        Inflight {
+            entries: Mutex::new(BTreeMap::new()),
+            limit,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Registers a request with a handler.
+    pub fn register(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
+        self.insert(tag, false)
+    }
+
+    fn insert(&self, tag: Tag, is_flush: bool) -> Result<Arc<RequestCtl>, RegisterError> {
+        let mut entries = lock(&self.entries);
+        if entries.contains_key(&tag) {
+            return Err(RegisterError::TagInUse);
+        }
+        if entries.len() >= self.limit {
+            return Err(RegisterError::Full);
+        }
+        let ctl = Arc::new(RequestCtl::default());
+        entries.insert(
+            tag,
+            Entry {
+                ctl: ctl.clone(),
+                waiters: Vec::new(),
+                is_flush,
+            },
+        );
+        Ok(ctl)
+    }
+
+    /// Handles Tflush `tag` of `oldtag`: cancels the old request and parks the flush on it,
+    /// or hands the responder back to be answered at once.
+    pub fn flush(
+        &self,
+        tag: Tag,
+        oldtag: Tag,
+        responder: R,
+    ) -> Result<FlushOutcome<R>, (RegisterError, R)> {
+        let mut entries = lock(&self.entries);
+        if entries.contains_key(&tag) {
+            return Err((RegisterError::TagInUse, responder));
+        }
+        if oldtag == tag || !entries.contains_key(&oldtag) {
+            return Ok(FlushOutcome::AnswerNow(responder));
+        }
+        if entries.len() > self.limit {
+            // One slot of slack so a full session can still be flushed out of trouble.
+            return Err((RegisterError::Full, responder));
+        }
+        let ctl = Arc::new(RequestCtl::default());
+        entries.insert(
+            tag,
+            Entry {
+                ctl,
+                waiters: Vec::new(),
+                is_flush: true,
+            },
+        );
+        let old = entries.get_mut(&oldtag).expect("checked above");
+        if !old.is_flush {
+            old.ctl.cancel();
+        }
+        old.waiters.push(Waiter::Flush { tag, responder });
+        Ok(FlushOutcome::Parked)
+    }
+
+    /// Ends the request `tag` after its reply (if any) was sent, and answers what waited on
+    /// it: `answer_flush` is called for each parked Tflush, in order, each of which is then
+    /// ended in turn (a flush of that flush is answered right after it).
+    pub fn finish(&self, tag: Tag, answer_flush: &mut dyn FnMut(Tag, R)) {
+        let mut next = vec![tag];
+        while let Some(t) = next.pop() {
+            let waiters = match lock(&self.entries).remove(&t) {
+                Some(e) => e.waiters,
+                None => continue,
+            };
+            // Answer in arrival order; each answered flush's own waiters come right after it.
+            let mut flushes = Vec::new();
+            for w in waiters {
+                match w {
+                    Waiter::Flush { tag, responder } => {
+                        answer_flush(tag, responder);
+                        flushes.push(tag);
+                    }
+                    Waiter::Latch(l) => l.count_down(),
+                }
+            }
+            next.extend(flushes.into_iter().rev());
+        }
+    }
+
+    /// Cancels every request in flight but `except` (the Tversion doing this) and returns a
+    /// latch that opens when all of them have ended.
+    pub fn cancel_all(&self, except: Option<Tag>) -> Arc<Latch> {
+        let mut entries = lock(&self.entries);
+        let n = entries.len() - except.map_or(0, |t| entries.contains_key(&t) as usize);
+        let latch = Arc::new(Latch::new(n));
+        for (_, e) in entries.iter_mut().filter(|(t, _)| Some(**t) != except) {
+            if !e.is_flush {
+                e.ctl.cancel();
+            }
+            e.waiters.push(Waiter::Latch(latch.clone()));
+        }
+        latch
+    }
+}
+
+/// Opens once it has been counted down to zero.
+pub struct Latch {
+    count: AtomicUsize,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Latch {
+    pub fn new(count: usize) -> Self {
+        Latch {
+            count: AtomicUsize::new(count),
+            waker: Mutex::new(None),
+        }
+    }
+
+    pub fn count_down(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(w) = lock(&self.waker).take()
+        {
+            w.wake();
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits until the latch opens.
+    pub fn wait(self: &Arc<Self>) -> LatchWait {
+        LatchWait(self.clone())
+    }
+}
+
+pub struct LatchWait(Arc<Latch>);
+
+impl Future for LatchWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.is_open() {
+            return Poll::Ready(());
+        }
+        *lock(&self.0.waker) = Some(cx.waker().clone());
+        if self.0.is_open() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Locks a std mutex, carrying on if a panicking holder poisoned it: every critical section
+/// here leaves the data consistent at each step.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

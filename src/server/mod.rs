@@ -1,0 +1,317 @@
+//! The 9P2000.L device core: sessions, the fid table, one coroutine per request, Tflush.
+//!
+//! A transport owns a [`Session`] per connection (or per virtio device) and feeds it whole
+//! frames with [`Session::submit`], each with a [`Responder`] that knows how to get that
+//! request's reply back to the client. The session decodes the frame, registers the tag,
+//! and spawns the request's handler as a coroutine on the [`Executor`]; handlers live in
+//! `handlers/`, one file per family of messages (see `handlers/mod.rs` for the map).
+//!
+//! Limits (all in [`Config`]): msize between [`MIN_MSIZE`] and `max_msize` (default
+//! 512 KiB), `max_fids` fids per session (default 16 384), `max_inflight` requests in flight
+//! (default 1024; transports stop reading before it is reached), 16 names per walk, xattr
+//! values up to [`XATTR_SIZE_MAX`].
+
+mod fids;
+mod handlers;
+mod inflight;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::co::Executor;
+use crate::fs::Filesystem;
+use crate::protocol::{
+    DecodeError, Errno, MIN_MSIZE, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Request, Rmessage,
+    Tag, Tmessage,
+};
+
+pub use inflight::Latch;
+
+use fids::FidTable;
+use inflight::{Cancellable, FlushOutcome, Inflight, RegisterError};
+
+/// Largest xattr value a client may read or write through the server (Linux's limit).
+pub const XATTR_SIZE_MAX: usize = 64 * 1024;
+
+/// A session's configuration and limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest msize agreed to in Tversion.
+    pub max_msize: u32,
+    /// Most fids one session may hold.
+    pub max_fids: usize,
+    /// Most requests one session may have in flight.
+    pub max_inflight: usize,
+    /// Every mutating operation fails with `EROFS`.
+    pub readonly: bool,
+    /// An aname that also means the export root (the exported path), besides "" and "/".
+    pub export_name: Vec<u8>,
+    /// Print one decoded line per PDU to stderr.
+    pub trace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_msize: 512 * 1024,
+            max_fids: 16 * 1024,
+            max_inflight: 1024,
+            readonly: false,
+            export_name: Vec::new(),
+            trace: false,
+        }
+    }
+}
+
+/// How one request's reply reaches the client. A transport makes one per request.
+///
+/// Dropping a responder without sending means "no reply" (a request flushed before it had
+/// an effect); a transport that must still account for the request (virtio completes every
+/// descriptor chain) does so in `Drop`.
+pub trait Responder: Send + 'static {
+    /// Room for an in-place `Rread`/`Rreaddir` payload of up to `max` bytes, so data can be
+    /// read straight into the transport's buffer (guest memory, for virtio).
+    fn payload(&mut self, max: usize) -> &mut [u8];
+    /// Sends the `Rread`/`Rreaddir` whose first `count` payload bytes are in place.
+    fn send_payload(self, kind: PayloadReply, tag: Tag, count: u32);
+    /// Sends any other reply.
+    fn send(self, reply: &Reply);
+}
+
+/// Why a frame could not be taken at all; the transport should close the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("malformed frame without a usable header: {0}")]
+    Malformed(DecodeError),
+}
+
+/// What a handler produces.
+pub(crate) enum Out {
+    Msg(Rmessage),
+    /// A payload reply whose data is already in the responder's buffer.
+    Payload(PayloadReply, u32),
+}
+
+pub(crate) type HandlerResult = Result<Out, Errno>;
+
+/// One 9P session: what a client connection (or a virtio device) talks to.
+pub struct Session<F: Filesystem, E: Executor, R: Responder> {
+    core: Arc<SessionCore<F, E, R>>,
+}
+
+impl<F: Filesystem, E: Executor, R: Responder> Clone for Session<F, E, R> {
+    fn clone(&self) -> Self {
+        Session {
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The state a session's coroutines share.
+pub(crate) struct SessionCore<F: Filesystem, E: Executor, R: Responder> {
+    pub fs: Arc<F>,
+    pub ex: E,
+    pub config: Arc<Config>,
+    /// Negotiated msize; 0 until a Tversion succeeds.
+    msize: AtomicU32,
+    pub fids: FidTable<F>,
+    inflight: Inflight<R>,
+    /// The export root's qid path, learnt at the first Tattach: `..` stops there.
+    root_path: std::sync::OnceLock<u64>,
+}
+
+impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
+    pub fn new(fs: Arc<F>, ex: E, config: Arc<Config>) -> Self {
+        let core = SessionCore {
+            fids: FidTable::new(config.max_fids),
+            inflight: Inflight::new(config.max_inflight),
+            fs,
+            ex,
+            config,
+            msize: AtomicU32::new(0),
+            root_path: std::sync::OnceLock::new(),
+        };
+        Session {
+            core: Arc::new(core),
+        }
+    }
+
+    /// Negotiated msize (0 before Tversion).
+    pub fn msize(&self) -> u32 {
+        self.core.msize.load(Ordering::Acquire)
+    }
+
+    /// The largest frame this session accepts now.
+    pub fn frame_limit(&self) -> u32 {
+        match self.msize() {
+            0 => self.core.config.max_msize,
+            m => m,
+        }
+    }
+
+    /// Requests in flight (Tflush included).
+    pub fn inflight(&self) -> usize {
+        self.core.inflight.len()
+    }
+
+    /// Whether the transport should stop reading until some request ends.
+    pub fn is_full(&self) -> bool {
+        self.inflight() >= self.core.inflight.limit()
+    }
+
+    pub fn fid_count(&self) -> usize {
+        self.core.fids.len()
+    }
+
+    /// Takes one complete frame. Malformed frames with a readable header are answered with
+    /// `Rlerror`; only a frame too short to carry a tag is refused.
+    pub fn submit(&self, frame: &[u8], responder: R) -> Result<(), SubmitError> {
+        let core = &self.core;
+        let req = match Request::decode(frame, self.frame_limit()) {
+            Ok(req) => req,
+            Err(e) => {
+                if core.config.trace {
+                    eprintln!("<- (malformed: {e})");
+                }
+                return match e.tag {
+                    Some(tag) => {
+                        core.send(responder, tag, Err(e.errno()));
+                        Ok(())
+                    }
+                    None => Err(SubmitError::Malformed(e)),
+                };
+            }
+        };
+        if core.config.trace {
+            eprintln!("<- {req}");
+        }
+        let Request { tag, msg } = req;
+        match msg {
+            Tmessage::Flush { oldtag } => core.flush(tag, oldtag, responder),
+            Tmessage::Version { msize, version } => {
+                // Not cancellable: a flush of a Tversion waits for it like any flush.
+                if let Err(e) = core.inflight.register(tag) {
+                    core.send(responder, tag, Err(register_errno(e)));
+                    return Ok(());
+                }
+                let core2 = core.clone();
+                core.ex.spawn(async move {
+                    let out = core2.version(tag, msize, version).await;
+                    core2.send(responder, tag, out);
+                    core2.finish(tag);
+                });
+            }
+            msg => {
+                let ctl = match core.inflight.register(tag) {
+                    Ok(ctl) => ctl,
+                    Err(e) => {
+                        core.send(responder, tag, Err(register_errno(e)));
+                        return Ok(());
+                    }
+                };
+                let core2 = core.clone();
+                core.ex.spawn(async move {
+                    let mut responder = responder;
+                    let out = Cancellable::new(&ctl, core2.dispatch(msg, &mut responder)).await;
+                    match out {
+                        Some(out) => core2.send(responder, tag, out),
+                        // Cancelled before it had an effect: no reply at all.
+                        None => drop(responder),
+                    }
+                    core2.finish(tag);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session (the connection closed): cancels every request and drops every fid
+    /// (files close, locks are released, as each fid's last user ends). The returned latch
+    /// opens when no request is left.
+    pub fn close(&self) -> Arc<Latch> {
+        let latch = self.core.inflight.cancel_all(None);
+        self.core.fids.clear();
+        latch
+    }
+}
+
+fn register_errno(e: RegisterError) -> Errno {
+    match e {
+        RegisterError::TagInUse => Errno::EPROTO,
+        RegisterError::Full => Errno::EAGAIN,
+    }
+}
+
+impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    pub fn msize(&self) -> u32 {
+        self.msize.load(Ordering::Acquire)
+    }
+
+    /// Sends a handler's result, keeping every reply within msize.
+    fn send(&self, responder: R, tag: Tag, out: HandlerResult) {
+        let limit = match self.msize() {
+            0 => self.config.max_msize,
+            m => m,
+        } as usize;
+        match out {
+            Ok(Out::Payload(kind, count)) => {
+                debug_assert!(PAYLOAD_HEADER_LEN + count as usize <= limit);
+                if self.config.trace {
+                    eprintln!(
+                        "-> R{} tag={} count={count}",
+                        if kind == PayloadReply::Read {
+                            "read"
+                        } else {
+                            "readdir"
+                        },
+                        tag.0
+                    );
+                }
+                responder.send_payload(kind, tag, count);
+            }
+            Ok(Out::Msg(msg)) => {
+                let mut reply = Pdu::new(tag, msg);
+                if reply.encoded_len() > limit {
+                    reply.msg = Rmessage::Lerror {
+                        ecode: Errno::EMSGSIZE,
+                    };
+                }
+                if self.config.trace {
+                    eprintln!("-> {reply}");
+                }
+                responder.send(&reply);
+            }
+            Err(ecode) => {
+                let reply = Pdu::new(tag, Rmessage::Lerror { ecode });
+                if self.config.trace {
+                    eprintln!("-> {reply}");
+                }
+                responder.send(&reply);
+            }
+        }
+    }
+
+    /// Ends request `tag` and answers the flushes that waited for it.
+    fn finish(&self, tag: Tag) {
+        self.inflight.finish(tag, &mut |ftag, responder| {
+            self.send(responder, ftag, Ok(Out::Msg(Rmessage::Flush {})));
+        });
+    }
+
+    /// Tflush: answered now if there is nothing to wait for, else parked on the request.
+    fn flush(&self, tag: Tag, oldtag: Tag, responder: R) {
+        match self.inflight.flush(tag, oldtag, responder) {
+            Ok(FlushOutcome::AnswerNow(r)) => self.send(r, tag, Ok(Out::Msg(Rmessage::Flush {}))),
+            Ok(FlushOutcome::Parked) => {}
+            Err((e, r)) => self.send(r, tag, Err(register_errno(e))),
+        }
+    }
+}
+
+/// Checks a negotiated msize is sane for a configured maximum.
+pub fn clamp_msize(client: u32, max: u32) -> Result<u32, Errno> {
+    if client < MIN_MSIZE {
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok(client.min(max))
+}
