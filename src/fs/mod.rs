@@ -12,6 +12,7 @@
 //! free; a backend that waits must wait *before* it acts.)
 
 use std::future::Future;
+use std::io::{IoSlice, IoSliceMut};
 
 use crate::protocol::{Attr, Errno, LockType, OpenFlags, Qid, SetAttr, StatFs};
 
