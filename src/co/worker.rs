@@ -24,6 +24,8 @@ use super::timer::Timer;
 
 /// Check the shared queue every this many local tasks, so injected work is not starved.
 const GLOBAL_CHECK_INTERVAL: u32 = 61;
+/// How many injected tasks a thread takes at once when nobody is idle.
+const GLOBAL_BATCH: usize = 32;
 
 /// State shared by every thread and handle of one pool.
 pub(crate) struct Shared {
@@ -144,8 +146,10 @@ impl Shared {
         }
     }
 
-    /// Pops a task from the shared queue, firing due timers on the way.
-    fn pop_global(&self) -> Option<TaskRef> {
+    /// Pops a task from the shared queue, firing due timers on the way. When nobody is
+    /// idle, a batch moves to `local` too, so injected tasks and the caller's own take turns
+    /// in FIFO order (a yield then really lets every runnable task go first).
+    fn pop_global(&self, local: &RefCell<VecDeque<TaskRef>>) -> Option<TaskRef> {
         let mut g = self.global();
         let due = if g.timers.is_empty() {
             Vec::new()
@@ -153,6 +157,10 @@ impl Shared {
             g.take_due(Instant::now())
         };
         let task = g.queue.pop_front();
+        if g.idle == 0 && !g.queue.is_empty() {
+            let n = g.queue.len().min(GLOBAL_BATCH);
+            local.borrow_mut().extend(g.queue.drain(..n));
+        }
         g.publish(self);
         drop(g);
         due.into_iter().for_each(Waker::wake);
@@ -283,7 +291,7 @@ impl Worker {
         let hint = shared.work_hint.load(Ordering::Relaxed) != 0;
         if hint
             && tick % GLOBAL_CHECK_INTERVAL == 0
-            && let Some(t) = shared.pop_global()
+            && let Some(t) = shared.pop_global(&self.local)
         {
             return Some(t);
         }
@@ -298,7 +306,11 @@ impl Worker {
             return Some(t);
         }
         drop(local);
-        if hint { shared.pop_global() } else { None }
+        if hint {
+            shared.pop_global(&self.local)
+        } else {
+            None
+        }
     }
 
     /// Polls one task and deals with the outcome.
