@@ -226,7 +226,7 @@ impl<T> Deref for CoMutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard proves we hold the lock.
-        unsafe { &*self.mutex.data.get() }
+        unsafe { &*self.mutex.data.get_shared() }
     }
 }
 

@@ -313,6 +313,11 @@ impl Worker {
         }
     }
 
+    /// How many tasks are queued for this thread (an estimate including the shared queue).
+    pub(crate) fn runnable(&self, shared: &Shared) -> usize {
+        self.local.borrow().len() + shared.work_hint.load(Ordering::Relaxed)
+    }
+
     /// Polls one task and deals with the outcome.
     pub(crate) fn run(&self, task: TaskRef, shared: &Shared) {
         match task.run() {
