@@ -99,6 +99,7 @@ impl Shared {
 
     /// Queues a runnable task: on this thread's FIFO when it runs this pool and nobody is
     /// idle, otherwise on the shared queue.
+    #[inline]
     pub(crate) fn schedule(task: TaskRef) {
         let shared = Arc::as_ptr(&task.header().shared);
         let task = CURRENT.with(|cur| {
@@ -275,6 +276,7 @@ impl Worker {
     }
 
     /// Keeps `task` local unless another thread is idle; returns it if it must be injected.
+    #[inline]
     fn push_local(&self, task: TaskRef) -> Option<TaskRef> {
         // SAFETY: the worker never outlives its pool's `Shared` (it borrows it in `enter`).
         if unsafe { (*self.shared).idle_hint.load(Ordering::Relaxed) } != 0 {
@@ -285,6 +287,7 @@ impl Worker {
     }
 
     /// The next task to run, or `None` when nothing is runnable right now.
+    #[inline]
     pub(crate) fn pop(&self, shared: &Shared) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
@@ -314,11 +317,13 @@ impl Worker {
     }
 
     /// How many tasks are queued for this thread (an estimate including the shared queue).
+    #[inline]
     pub(crate) fn runnable(&self, shared: &Shared) -> usize {
         self.local.borrow().len() + shared.work_hint.load(Ordering::Relaxed)
     }
 
     /// Polls one task and deals with the outcome.
+    #[inline]
     pub(crate) fn run(&self, task: TaskRef, shared: &Shared) {
         match task.run() {
             RunOutcome::Parked => {}
