@@ -219,13 +219,16 @@ fn ping_pong() -> (f64, f64) {
     (ours, theirs)
 }
 
+/// A bench case: name, target, and the measurement giving (co9p, tokio) ns/op.
+type Case = (&'static str, &'static str, fn() -> (f64, f64));
+
 fn main() {
     // `cargo test --benches` runs bench mains with `--bench` absent: keep that quick.
     if !std::env::args().any(|a| a == "--bench") {
         println!("co bench: pass --bench (cargo bench) to run");
         return;
     }
-    let cases: [(&str, &str, fn() -> (f64, f64)); 6] = [
+    let cases: [Case; 6] = [
         ("spawn→complete, 100 in flight", "≤ 50", || lifecycle(100)),
         ("spawn→complete, 10k in flight", "≤ 50", || lifecycle(10_000)),
         ("yield round trip", "≤ 20", yields),
