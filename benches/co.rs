@@ -229,8 +229,12 @@ fn main() {
         return;
     }
     let cases: [Case; 6] = [
-        ("spawn→complete, 100 in flight", "≤ 50", || lifecycle(100)),
-        ("spawn→complete, 10k in flight", "≤ 50", || lifecycle(10_000)),
+        ("spawn→complete, 100 in flight", "≤ 50", || {
+            lifecycle(100)
+        }),
+        ("spawn→complete, 10k in flight", "≤ 50", || {
+            lifecycle(10_000)
+        }),
         ("yield round trip", "≤ 20", yields),
         ("uncontended lock/unlock", "≤ 10", uncontended),
         ("contended lock, 2 threads", "-", contended),

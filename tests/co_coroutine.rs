@@ -3,6 +3,7 @@
 //! QEMU enters coroutines by hand; here a thread-less `ThreadPool` runs them on the test
 //! thread (`run_until_idle`, `block_on`), or `Manual` polls them one step at a time.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -198,10 +199,7 @@ fn co_rwlock_downgrade_does_not_hang() {
         w.push("c4");
         say("c4 wrlock");
     });
-    assert!(!c1.step());
-    assert!(!c2.step());
-    assert!(!c3.step());
-    assert!(!c4.step());
+    pending!(c1, c2, c3, c4);
     assert!(!c1.step()); // unlock, yield
     assert!(c2.woken() && !c3.woken() && !c4.woken());
     assert!(!c2.step()); // write, downgrade, yield holding a read lock
