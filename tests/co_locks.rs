@@ -1,5 +1,6 @@
 //! CoMutex, CoQueue and CoRwLock behaviour, stepped by hand so every interleaving is explicit.
 
+#[macro_use]
 mod common;
 
 use co9p::co::{CoMutex, CoQueue, CoRwLock};
@@ -59,8 +60,7 @@ fn mutex_waiter_cancelled_while_queued_leaves_the_queue() {
     let holder = m.try_lock().unwrap();
     let mut a = Manual::new(m.lock());
     let mut b = Manual::new(m.lock());
-    assert!(!a.step());
-    assert!(!b.step());
+    pending!(a, b);
     a.cancel();
     drop(holder);
     assert!(b.woken(), "the lock skips the cancelled waiter");
@@ -75,8 +75,7 @@ fn mutex_waiter_cancelled_after_handoff_passes_the_lock_on() {
     let holder = m.try_lock().unwrap();
     let mut a = Manual::new(m.lock());
     let mut b = Manual::new(m.lock());
-    assert!(!a.step());
-    assert!(!b.step());
+    pending!(a, b);
     drop(holder);
     assert!(a.woken());
     assert!(!b.woken());
@@ -174,8 +173,7 @@ fn queue_waiter_cancelled_after_next_passes_the_wakeup_on() {
     let q = CoQueue::new();
     let mut a = Manual::new(async { drop(q.wait(m.lock().await).await) });
     let mut b = Manual::new(async { drop(q.wait(m.lock().await).await) });
-    assert!(!a.step());
-    assert!(!b.step());
+    pending!(a, b);
     assert!(q.next());
     a.cancel();
     assert!(b.woken(), "the wake-up went on to b");
@@ -247,8 +245,7 @@ fn rwlock_cancelled_writer_lets_readers_behind_it_in() {
     let r = l.try_read().unwrap();
     let mut w = Manual::new(l.write());
     let mut rd = Manual::new(l.read());
-    assert!(!w.step());
-    assert!(!rd.step());
+    pending!(w, rd);
     w.cancel();
     assert!(rd.woken());
     assert!(rd.step());
@@ -261,8 +258,7 @@ fn rwlock_writer_cancelled_after_grant_passes_it_on() {
     let r = l.try_read().unwrap();
     let mut w1 = Manual::new(l.write());
     let mut w2 = Manual::new(l.write());
-    assert!(!w1.step());
-    assert!(!w2.step());
+    pending!(w1, w2);
     drop(r);
     assert!(w1.woken());
     w1.cancel();

@@ -79,6 +79,7 @@ pub trait Executor: Clone + Send + Sync + 'static {
 ///
 /// Works on any executor, since it relies only on the waker; an executor that polls woken
 /// tasks in FIFO order thereby runs every other runnable task first.
+#[inline]
 pub fn yield_now() -> YieldNow {
     YieldNow { yielded: false }
 }
@@ -93,6 +94,7 @@ pub struct YieldNow {
 impl Future for YieldNow {
     type Output = ();
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.yielded {
             return Poll::Ready(());

@@ -52,6 +52,7 @@ impl<T> CoMutex<T> {
     }
 
     /// Takes the lock if it is free and nobody is queued; never waits.
+    #[inline]
     pub fn try_lock(&self) -> Option<CoMutexGuard<'_, T>> {
         self.state
             .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
@@ -60,6 +61,7 @@ impl<T> CoMutex<T> {
     }
 
     /// Returns a future that resolves to a guard once the lock is ours, in FIFO order.
+    #[inline]
     pub fn lock(&self) -> CoMutexLock<'_, T> {
         CoMutexLock {
             mutex: self,
@@ -105,6 +107,7 @@ impl<T> CoMutex<T> {
     }
 
     /// Releases the lock: fast CAS when nobody waits, otherwise FIFO hand-off.
+    #[inline]
     fn unlock(&self) {
         if self
             .state
@@ -224,13 +227,15 @@ impl<'a, T> CoMutexGuard<'a, T> {
 
 impl<T> Deref for CoMutexGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         // SAFETY: the guard proves we hold the lock.
-        unsafe { &*self.mutex.data.get() }
+        unsafe { &*self.mutex.data.get_shared() }
     }
 }
 
 impl<T> DerefMut for CoMutexGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard proves we hold the lock, and `&mut self` that nobody else borrows it.
         unsafe { &mut *self.mutex.data.get() }
@@ -238,6 +243,7 @@ impl<T> DerefMut for CoMutexGuard<'_, T> {
 }
 
 impl<T> Drop for CoMutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.mutex.unlock();
     }

@@ -80,11 +80,16 @@ impl ThreadPool {
                     return out;
                 }
             }
-            match worker.pop(shared) {
-                Some(t) => worker.run(t, shared),
-                None => {
-                    shared.park(Park::Root(&root.woken));
-                }
+            // Every task runnable now goes once before the root is polled again, so a yield
+            // in the root lets the others run, as it does in a task.
+            let mut ran = false;
+            for _ in 0..worker.runnable(shared).max(1) {
+                let Some(t) = worker.pop(shared) else { break };
+                worker.run(t, shared);
+                ran = true;
+            }
+            if !ran {
+                shared.park(Park::Root(&root.woken));
             }
         }
     }

@@ -313,7 +313,7 @@ impl<T> Deref for CoRwLockReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard proves a read lock is held, so no writer exists.
-        unsafe { &*self.lock.data.get() }
+        unsafe { &*self.lock.data.get_shared() }
     }
 }
 
@@ -361,7 +361,7 @@ impl<T> Deref for CoRwLockWriteGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard proves the write lock is held.
-        unsafe { &*self.lock.data.get() }
+        unsafe { &*self.lock.data.get_shared() }
     }
 }
 

@@ -51,7 +51,21 @@ impl<T> UnsafeCell<T> {
         self.inner.into_inner()
     }
 
-    /// A raw pointer to the value; the caller upholds the aliasing rules.
+    /// A pointer for shared reads (loom records a read access); the caller upholds the
+    /// aliasing rules.
+    pub(crate) fn get_shared(&self) -> *const T {
+        #[cfg(loom)]
+        {
+            self.inner.with(|p| p)
+        }
+        #[cfg(not(loom))]
+        {
+            self.inner.get()
+        }
+    }
+
+    /// A pointer for exclusive access (loom records a write access); the caller upholds the
+    /// aliasing rules.
     pub(crate) fn get(&self) -> *mut T {
         #[cfg(loom)]
         {

@@ -126,12 +126,14 @@ impl TaskRef {
         TaskRef(unsafe { NonNull::new_unchecked(Arc::into_raw(cell) as *mut Header) })
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: we own a reference, so the cell is alive.
         unsafe { self.0.as_ref() }
     }
 
     /// Polls the task once. Panics are caught here: the future is dropped and reported.
+    #[inline]
     pub(crate) fn run(self) -> RunOutcome {
         let h = self.header();
         h.state.swap(RUNNING, Ordering::AcqRel);
@@ -173,6 +175,7 @@ impl TaskRef {
     }
 
     /// Marks the task scheduled; returns whether the caller must queue a new reference.
+    #[inline]
     fn transition_to_scheduled(h: &Header) -> bool {
         h.state.fetch_or(SCHEDULED, Ordering::AcqRel) & (SCHEDULED | RUNNING | COMPLETE) == 0
     }
@@ -193,12 +196,14 @@ fn raw_waker(ptr: NonNull<Header>) -> RawWaker {
     RawWaker::new(ptr.as_ptr() as *const (), &WAKER_VTABLE)
 }
 
+#[inline]
 unsafe fn waker_clone(p: *const ()) -> RawWaker {
     let ptr = unsafe { NonNull::new_unchecked(p as *mut Header) };
     unsafe { (ptr.as_ref().vtable.inc)(ptr) };
     raw_waker(ptr)
 }
 
+#[inline]
 unsafe fn waker_wake(p: *const ()) {
     let task = TaskRef(unsafe { NonNull::new_unchecked(p as *mut Header) });
     if TaskRef::transition_to_scheduled(task.header()) {
@@ -206,6 +211,7 @@ unsafe fn waker_wake(p: *const ()) {
     }
 }
 
+#[inline]
 unsafe fn waker_wake_by_ref(p: *const ()) {
     let ptr = unsafe { NonNull::new_unchecked(p as *mut Header) };
     let h = unsafe { ptr.as_ref() };
@@ -215,6 +221,7 @@ unsafe fn waker_wake_by_ref(p: *const ()) {
     }
 }
 
+#[inline]
 unsafe fn waker_drop(p: *const ()) {
     drop(TaskRef(unsafe { NonNull::new_unchecked(p as *mut Header) }));
 }

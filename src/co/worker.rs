@@ -24,6 +24,8 @@ use super::timer::Timer;
 
 /// Check the shared queue every this many local tasks, so injected work is not starved.
 const GLOBAL_CHECK_INTERVAL: u32 = 61;
+/// How many injected tasks a thread takes at once when nobody is idle.
+const GLOBAL_BATCH: usize = 32;
 
 /// State shared by every thread and handle of one pool.
 pub(crate) struct Shared {
@@ -97,6 +99,7 @@ impl Shared {
 
     /// Queues a runnable task: on this thread's FIFO when it runs this pool and nobody is
     /// idle, otherwise on the shared queue.
+    #[inline]
     pub(crate) fn schedule(task: TaskRef) {
         let shared = Arc::as_ptr(&task.header().shared);
         let task = CURRENT.with(|cur| {
@@ -144,8 +147,10 @@ impl Shared {
         }
     }
 
-    /// Pops a task from the shared queue, firing due timers on the way.
-    fn pop_global(&self) -> Option<TaskRef> {
+    /// Pops a task from the shared queue, firing due timers on the way. When nobody is
+    /// idle, a batch moves to `local` too, so injected tasks and the caller's own take turns
+    /// in FIFO order (a yield then really lets every runnable task go first).
+    fn pop_global(&self, local: &RefCell<VecDeque<TaskRef>>) -> Option<TaskRef> {
         let mut g = self.global();
         let due = if g.timers.is_empty() {
             Vec::new()
@@ -153,6 +158,10 @@ impl Shared {
             g.take_due(Instant::now())
         };
         let task = g.queue.pop_front();
+        if g.idle == 0 && !g.queue.is_empty() {
+            let n = g.queue.len().min(GLOBAL_BATCH);
+            local.borrow_mut().extend(g.queue.drain(..n));
+        }
         g.publish(self);
         drop(g);
         due.into_iter().for_each(Waker::wake);
@@ -267,6 +276,7 @@ impl Worker {
     }
 
     /// Keeps `task` local unless another thread is idle; returns it if it must be injected.
+    #[inline]
     fn push_local(&self, task: TaskRef) -> Option<TaskRef> {
         // SAFETY: the worker never outlives its pool's `Shared` (it borrows it in `enter`).
         if unsafe { (*self.shared).idle_hint.load(Ordering::Relaxed) } != 0 {
@@ -277,13 +287,14 @@ impl Worker {
     }
 
     /// The next task to run, or `None` when nothing is runnable right now.
+    #[inline]
     pub(crate) fn pop(&self, shared: &Shared) -> Option<TaskRef> {
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         let hint = shared.work_hint.load(Ordering::Relaxed) != 0;
         if hint
             && tick % GLOBAL_CHECK_INTERVAL == 0
-            && let Some(t) = shared.pop_global()
+            && let Some(t) = shared.pop_global(&self.local)
         {
             return Some(t);
         }
@@ -298,10 +309,21 @@ impl Worker {
             return Some(t);
         }
         drop(local);
-        if hint { shared.pop_global() } else { None }
+        if hint {
+            shared.pop_global(&self.local)
+        } else {
+            None
+        }
+    }
+
+    /// How many tasks are queued for this thread (an estimate including the shared queue).
+    #[inline]
+    pub(crate) fn runnable(&self, shared: &Shared) -> usize {
+        self.local.borrow().len() + shared.work_hint.load(Ordering::Relaxed)
     }
 
     /// Polls one task and deals with the outcome.
+    #[inline]
     pub(crate) fn run(&self, task: TaskRef, shared: &Shared) {
         match task.run() {
             RunOutcome::Parked => {}

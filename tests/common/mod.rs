@@ -64,3 +64,10 @@ impl<'a, T> Manual<'a, T> {
         self.fut = None;
     }
 }
+
+/// Steps each `Manual` once, asserting it has to wait (it is now queued).
+macro_rules! pending {
+    ($($m:ident),+ $(,)?) => {
+        $(assert!(!$m.step(), concat!(stringify!($m), " should have to wait"));)+
+    };
+}

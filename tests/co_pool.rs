@@ -1,0 +1,234 @@
+//! The production thread pool: threads, shutdown, panics, timers, and a multi-thread stress
+//! test after QEMU's test-aio-multithread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use co9p::co::{CoMutex, CoQueue, Executor, JoinError, ThreadPool, block_on, yield_now};
+
+struct SetOnDrop(Arc<AtomicBool>);
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn spawn_handle_returns_output_from_pool_threads() {
+    let pool = ThreadPool::new(2);
+    let handles: Vec<_> = (0..50u64)
+        .map(|i| {
+            pool.spawn_handle(async move {
+                yield_now().await;
+                i * i
+            })
+        })
+        .collect();
+    let sum: u64 = handles.into_iter().map(|h| block_on(h).unwrap()).sum();
+    assert_eq!(sum, (0..50).map(|i| i * i).sum());
+}
+
+#[test]
+fn block_on_runs_pool_tasks_on_the_calling_thread() {
+    let pool = ThreadPool::new(0);
+    let h = pool.spawn_handle(async { std::thread::current().id() });
+    assert_eq!(pool.block_on(h), Ok(std::thread::current().id()));
+}
+
+#[test]
+fn panicking_coroutine_is_contained_and_counted() {
+    // No threads: the panic is caught and counted on this thread before `block_on` returns.
+    let pool = ThreadPool::new(0);
+    let bad = pool.spawn_handle(async {
+        yield_now().await;
+        panic!("boom");
+    });
+    assert_eq!(pool.block_on(bad), Err(JoinError::Panicked));
+    assert_eq!(pool.panics(), 1);
+    // The pool still works.
+    assert_eq!(pool.block_on(pool.spawn_handle(async { 7 })), Ok(7));
+}
+
+#[test]
+fn shutdown_drops_queued_tasks_and_later_spawns() {
+    let pool = ThreadPool::new(0);
+    let handle = pool.handle();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let token = SetOnDrop(dropped.clone());
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let join = pool.spawn_handle(async move {
+        let _token = token;
+        r.store(true, Ordering::SeqCst);
+    });
+    pool.shutdown();
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(block_on(join), Err(JoinError::Cancelled));
+
+    let late = Arc::new(AtomicBool::new(false));
+    let token = SetOnDrop(late.clone());
+    handle.spawn(async move { drop(token) });
+    assert!(
+        late.load(Ordering::SeqCst),
+        "spawn after shutdown drops the future"
+    );
+}
+
+#[test]
+fn parked_task_is_dropped_when_woken_after_shutdown() {
+    let pool = ThreadPool::new(1);
+    let m = Arc::new(CoMutex::new(false));
+    let q = Arc::new(CoQueue::new());
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (m2, q2, token) = (m.clone(), q.clone(), SetOnDrop(dropped.clone()));
+    let started = pool.spawn_handle(async move {
+        let _token = token;
+        let mut g = m2.lock().await;
+        while !*g {
+            g = q2.wait(g).await;
+        }
+    });
+    while q.is_empty() {
+        std::thread::yield_now();
+    }
+    pool.shutdown();
+    assert!(!dropped.load(Ordering::SeqCst));
+    assert!(q.next());
+    assert!(dropped.load(Ordering::SeqCst));
+    assert_eq!(block_on(started), Err(JoinError::Cancelled));
+}
+
+#[test]
+fn sleep_waits_at_least_its_duration_and_timers_fire_in_order() {
+    let pool = ThreadPool::new(0);
+    let ex = pool.handle();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for ms in [30u64, 10, 20] {
+        let (ex, order) = (ex.clone(), order.clone());
+        pool.spawn(async move {
+            let t0 = ex.now();
+            ex.sleep(Duration::from_millis(ms)).await;
+            assert!(ex.now() - t0 >= Duration::from_millis(ms));
+            order.lock().unwrap().push(ms);
+        });
+    }
+    pool.run_until_idle();
+    assert_eq!(*order.lock().unwrap(), [10, 20, 30]);
+}
+
+#[test]
+fn sleep_on_pool_threads_wakes_parked_thread() {
+    let pool = ThreadPool::new(2);
+    let ex = pool.handle();
+    let h = pool.spawn_handle(async move {
+        ex.sleep(Duration::from_millis(5)).await;
+        ex.now()
+    });
+    assert!(block_on(h).unwrap() >= Duration::from_millis(5));
+}
+
+#[test]
+fn now_is_monotonic() {
+    let pool = ThreadPool::new(0);
+    let a = pool.now();
+    let b = pool.now();
+    assert!(b >= a);
+}
+
+#[test]
+fn wake_from_foreign_thread_resumes_task_on_pool() {
+    let pool = ThreadPool::new(2);
+    let m = Arc::new(CoMutex::new(0));
+    let outside = m.try_lock().unwrap();
+    let m2 = m.clone();
+    let h = pool.spawn_handle(async move { *m2.lock().await + 1 });
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(!h.is_finished());
+    drop(outside); // unlock from this (non-pool) thread hands over and wakes the task
+    assert_eq!(block_on(h), Ok(1));
+}
+
+/// After QEMU's test-aio-multithread test_multi_co_mutex: many coroutines on several threads
+/// hammer one CoMutex, yielding inside the critical section; the counter it protects must
+/// equal an atomic counter kept alongside.
+#[test]
+fn stress_many_coroutines_one_mutex_several_threads() {
+    const TASKS: usize = 64;
+    const ROUNDS: usize = 200;
+    let pool = ThreadPool::new(4);
+    let m = Arc::new(CoMutex::new(0usize));
+    let atomic = Arc::new(AtomicUsize::new(0));
+    let inside = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let (m, atomic, inside) = (m.clone(), atomic.clone(), inside.clone());
+            pool.spawn_handle(async move {
+                for r in 0..ROUNDS {
+                    let mut g = m.lock().await;
+                    assert!(!inside.swap(true, Ordering::SeqCst), "two holders");
+                    *g += 1;
+                    atomic.fetch_add(1, Ordering::Relaxed);
+                    if (i + r) % 3 == 0 {
+                        yield_now().await;
+                    }
+                    inside.store(false, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        block_on(h).unwrap();
+    }
+    assert_eq!(pool.panics(), 0);
+    assert_eq!(atomic.load(Ordering::Relaxed), TASKS * ROUNDS);
+    assert_eq!(*block_on(m.lock()), TASKS * ROUNDS);
+}
+
+/// Producers and consumers on several threads through a CoQueue: every item is consumed once
+/// and nobody sleeps forever (no lost wake-up).
+#[test]
+fn stress_coqueue_producers_consumers() {
+    const ITEMS: usize = 2000;
+    let pool = ThreadPool::new(3);
+    let state = Arc::new(CoMutex::new((Vec::<usize>::new(), 0usize, false)));
+    let q = Arc::new(CoQueue::new());
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let (state, q) = (state.clone(), q.clone());
+            pool.spawn_handle(async move {
+                let mut got = 0;
+                let mut g = state.lock().await;
+                loop {
+                    if g.0.pop().is_some() {
+                        got += 1;
+                        g.1 += 1;
+                    } else if g.2 {
+                        return got;
+                    } else {
+                        g = q.wait(g).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let producer = {
+        let (state, q) = (state.clone(), q.clone());
+        pool.spawn_handle(async move {
+            for i in 0..ITEMS {
+                state.lock().await.0.push(i);
+                q.next();
+                if i % 7 == 0 {
+                    yield_now().await;
+                }
+            }
+            state.lock().await.2 = true;
+            q.restart_all();
+        })
+    };
+    block_on(producer).unwrap();
+    let total: usize = consumers.into_iter().map(|h| block_on(h).unwrap()).sum();
+    assert_eq!(total, ITEMS);
+    assert_eq!(block_on(state.lock()).1, ITEMS);
+}
