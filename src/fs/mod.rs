@@ -123,6 +123,47 @@ pub trait Filesystem: Send + Sync + 'static {
         offset: u64,
         data: &[u8],
     ) -> impl Future<Output = FsResult<usize>> + Send;
+    /// Reads into several buffers in turn (`preadv`): how an `Rread` lands straight in the
+    /// guest's scattered pages. The default reads each buffer with [`Self::read`] and stops
+    /// at the first short read.
+    fn read_vectored(
+        &self,
+        file: &Self::File,
+        offset: u64,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> impl Future<Output = FsResult<usize>> + Send {
+        async move {
+            let mut total = 0usize;
+            for buf in bufs.iter_mut() {
+                let n = self.read(file, offset + total as u64, buf).await?;
+                total += n;
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Ok(total)
+        }
+    }
+    /// Writes several buffers in turn (`pwritev`). The default writes each with
+    /// [`Self::write`] and stops at the first short write.
+    fn write_vectored(
+        &self,
+        file: &Self::File,
+        offset: u64,
+        bufs: &[IoSlice<'_>],
+    ) -> impl Future<Output = FsResult<usize>> + Send {
+        async move {
+            let mut total = 0usize;
+            for buf in bufs {
+                let n = self.write(file, offset + total as u64, buf).await?;
+                total += n;
+                if n < buf.len() {
+                    break;
+                }
+            }
+            Ok(total)
+        }
+    }
     /// Lists an open directory from `cookie` (0 = the start), at most `max` entries,
     /// including `.` and `..`.
     fn readdir(

@@ -69,9 +69,11 @@ impl Default for Config {
 /// an effect); a transport that must still account for the request (virtio completes every
 /// descriptor chain) does so in `Drop`.
 pub trait Responder: Send + 'static {
-    /// Room for an in-place `Rread`/`Rreaddir` payload of up to `max` bytes, so data can be
-    /// read straight into the transport's buffer (guest memory, for virtio).
-    fn payload(&mut self, max: usize) -> &mut [u8];
+    /// Room for an in-place `Rread`/`Rreaddir` payload of up to `max` bytes, as one or more
+    /// buffers filled in order, so data can be read straight into the transport's buffer
+    /// (the guest's scattered pages, for virtio). Their total may be less than `max` when
+    /// the transport has less room.
+    fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>>;
     /// Sends the `Rread`/`Rreaddir` whose first `count` payload bytes are in place.
     fn send_payload(self, kind: PayloadReply, tag: Tag, count: u32);
     /// Sends any other reply.
@@ -83,6 +85,20 @@ pub trait Responder: Send + 'static {
 pub enum SubmitError {
     #[error("malformed frame without a usable header: {0}")]
     Malformed(DecodeError),
+}
+
+/// Copies `data` into `bufs` in order; returns the bytes copied.
+pub(crate) fn scatter(data: &[u8], bufs: &mut [std::io::IoSliceMut<'_>]) -> usize {
+    let mut done = 0;
+    for b in bufs.iter_mut() {
+        let n = (data.len() - done).min(b.len());
+        b[..n].copy_from_slice(&data[done..done + n]);
+        done += n;
+        if done == data.len() {
+            break;
+        }
+    }
+    done
 }
 
 /// What a handler produces.

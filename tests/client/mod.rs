@@ -31,9 +31,9 @@ pub struct OutboxResponder {
 }
 
 impl Responder for OutboxResponder {
-    fn payload(&mut self, max: usize) -> &mut [u8] {
+    fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>> {
         self.buf.resize(PAYLOAD_HEADER_LEN + max, 0);
-        &mut self.buf[PAYLOAD_HEADER_LEN..]
+        vec![std::io::IoSliceMut::new(&mut self.buf[PAYLOAD_HEADER_LEN..])]
     }
     fn send_payload(mut self, kind: PayloadReply, tag: Tag, count: u32) {
         self.buf.truncate(PAYLOAD_HEADER_LEN + count as usize);

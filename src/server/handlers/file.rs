@@ -9,7 +9,7 @@ use crate::protocol::{
     QidType, Rmessage,
 };
 use crate::server::fids::{FidEntry, Open};
-use crate::server::{HandlerResult, Out, Responder, SessionCore};
+use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 
 use super::{new_entry_name, ok};
 
@@ -95,16 +95,15 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             Open::XattrRead(value) => Ok(Readable::Xattr(value.clone())),
             _ => Err(Errno::EBADF),
         })?;
-        let buf = responder.payload(count);
+        let mut bufs = responder.payload(count);
         let n = match target {
-            Readable::File(file) => self.fs.read(&file, offset, &mut buf[..count]).await?,
+            Readable::File(file) => self.fs.read_vectored(&file, offset, &mut bufs).await?,
             Readable::Xattr(value) => {
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(value.len());
-                let n = (value.len() - start).min(count);
-                buf[..n].copy_from_slice(&value[start..start + n]);
-                n
+                let end = value.len().min(start + count);
+                scatter(&value[start..end], &mut bufs)
             }
         };
         Ok(Out::Payload(PayloadReply::Read, n.min(count) as u32))
@@ -160,7 +159,10 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             .fs
             .readdir(&file, offset, count / MIN_DIRENT + 1)
             .await?;
-        let mut w = DirentWriter::new(&mut responder.payload(count)[..count]);
+        // Entries are packed whole, so they are built in a small buffer of at most msize
+        // and then copied into the reply's room.
+        let mut packed = vec![0u8; count];
+        let mut w = DirentWriter::new(&mut packed);
         for d in entries {
             let d = Dirent {
                 qid: d.qid,
@@ -172,7 +174,12 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 break;
             }
         }
-        Ok(Out::Payload(PayloadReply::Readdir, w.len() as u32))
+        let len = w.len();
+        let copied = scatter(&packed[..len], &mut responder.payload(len));
+        if copied != len {
+            return Err(Errno::EIO);
+        }
+        Ok(Out::Payload(PayloadReply::Readdir, len as u32))
     }
 
     pub(in crate::server) async fn fsync(&self, fid: Fid, datasync: bool) -> HandlerResult {
