@@ -5,4 +5,5 @@
 //! so a new draw in one place does not shift the others.
 
 pub mod executor;
+pub mod faulty;
 pub mod trace;
