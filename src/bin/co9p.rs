@@ -1,1 +1,117 @@
-fn main() {}
+//! The `co9p` command: serve a directory over 9P2000.L.
+//!
+//! `co9p serve --export DIR --listen tcp:HOST:PORT` (or `unix:PATH`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use co9p::co::ThreadPool;
+use co9p::fs::MemFs;
+use co9p::server::Config;
+use co9p::transport::stream::{ListenAddr, Listener, StreamServer};
+
+#[derive(Parser)]
+#[command(name = "co9p", version, about = "A 9P2000.L file server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a directory to 9P2000.L clients over tcp or a unix socket.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// An in-memory filesystem (starts empty; contents vanish at exit).
+    Mem,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The directory to export (also accepted as the attach name).
+    #[arg(long)]
+    export: PathBuf,
+    /// Where to listen: tcp:HOST:PORT or unix:PATH.
+    #[arg(long)]
+    listen: ListenAddr,
+    /// Which filesystem backs the export.
+    #[arg(long, value_enum, default_value_t = Backend::Mem)]
+    backend: Backend,
+    /// Largest msize to agree to, in bytes.
+    #[arg(long, default_value_t = 512 * 1024)]
+    msize: u32,
+    /// Refuse every change (EROFS).
+    #[arg(long)]
+    readonly: bool,
+    /// Print one decoded line per PDU to stderr.
+    #[arg(long)]
+    trace: bool,
+    /// Executor threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("co9p: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    if args.msize < co9p::protocol::MIN_MSIZE {
+        return Err(format!(
+            "--msize must be at least {}",
+            co9p::protocol::MIN_MSIZE
+        ));
+    }
+    let config = Config {
+        max_msize: args.msize,
+        readonly: args.readonly,
+        trace: args.trace,
+        export_name: args.export.as_os_str().as_encoded_bytes().to_vec(),
+        ..Config::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let listener = Listener::bind(&args.listen)
+        .map_err(|e| format!("cannot listen on {:?}: {e}", args.listen))?;
+    let pool = ThreadPool::new(args.threads.max(1));
+    let fs = match args.backend {
+        Backend::Mem => Arc::new(MemFs::with_clock(co9p::fs::mem::system_clock())),
+    };
+    let server = StreamServer::new(fs, pool.handle(), config);
+    println!(
+        "co9p: serving {} ({:?} backend) on {}",
+        args.export.display(),
+        args.backend,
+        listener.local_addr()
+    );
+    tracing::info!(export = %args.export.display(), addr = %listener.local_addr(), "listening");
+    server.serve(&listener, &stop).map_err(|e| e.to_string())?;
+    drop(listener);
+    pool.shutdown();
+    eprintln!("co9p: stopped");
+    Ok(())
+}

@@ -13,6 +13,8 @@ use co9p::fs::Filesystem;
 use co9p::protocol::*;
 use co9p::server::{Config, Responder, Session};
 
+pub mod fixture;
+
 /// Moves frames between the test and a server.
 pub trait Link {
     fn send(&mut self, frame: Vec<u8>);
@@ -33,7 +35,9 @@ pub struct OutboxResponder {
 impl Responder for OutboxResponder {
     fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>> {
         self.buf.resize(PAYLOAD_HEADER_LEN + max, 0);
-        vec![std::io::IoSliceMut::new(&mut self.buf[PAYLOAD_HEADER_LEN..])]
+        vec![std::io::IoSliceMut::new(
+            &mut self.buf[PAYLOAD_HEADER_LEN..],
+        )]
     }
     fn send_payload(mut self, kind: PayloadReply, tag: Tag, count: u32) {
         self.buf.truncate(PAYLOAD_HEADER_LEN + count as usize);
@@ -58,6 +62,9 @@ pub struct InProcess<F: Filesystem> {
     pub pool: ThreadPool,
     pub session: Session<F, PoolHandle, OutboxResponder>,
     pub out: Outbox,
+    /// While set, sent frames are only queued: the server runs at the next `recv`, so
+    /// requests can be made to arrive "at once".
+    pub batching: bool,
 }
 
 impl<F: Filesystem> InProcess<F> {
@@ -68,17 +75,23 @@ impl<F: Filesystem> InProcess<F> {
             pool,
             session,
             out: Outbox::default(),
+            batching: false,
         }
     }
 }
 
 impl<F: Filesystem> Link for InProcess<F> {
+    /// Submits the frame and, unless batching, lets the server run until it is idle: the
+    /// device handles a request when it arrives, as QEMU's does on each kick.
     fn send(&mut self, frame: Vec<u8>) {
         let r = OutboxResponder {
             out: self.out.clone(),
             buf: Vec::new(),
         };
         self.session.submit(&frame, r).expect("frame with a header");
+        if !self.batching {
+            self.pool.run_until_idle();
+        }
     }
     fn recv(&mut self) -> Option<Vec<u8>> {
         if self.out.0.lock().unwrap().is_empty() {
@@ -120,6 +133,7 @@ pub struct Client<L: Link> {
     next_tag: u16,
     stash: BTreeMap<u16, Reply>,
     pub msize: u32,
+    next_fid: u32,
 }
 
 impl<L: Link> Client<L> {
@@ -129,6 +143,7 @@ impl<L: Link> Client<L> {
             next_tag: 1,
             stash: BTreeMap::new(),
             msize: 8192,
+            next_fid: 1000,
         }
     }
 
@@ -368,5 +383,37 @@ impl<L: Link> Client<L> {
             Rmessage::Readlink { target } => Ok(target.0),
             r => panic!("expected Rreadlink, got {r:?}"),
         }
+    }
+}
+
+impl<L: Link> Client<L> {
+    /// Whether a reply to `tag` has already arrived (without waiting for one).
+    pub fn has_reply(&self, tag: Tag) -> bool {
+        self.stash.contains_key(&tag.0)
+    }
+
+    /// Walks from `fid` along a slash-separated path to a fresh fid.
+    pub fn walk_path(&mut self, fid: Fid, path: &str) -> Result<Fid, Errno> {
+        let newfid = self.fresh_fid();
+        let names: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let qids = self.walk(fid, newfid, &names)?;
+        if qids.len() != names.len() {
+            return Err(Errno::ENOENT);
+        }
+        Ok(newfid)
+    }
+
+    /// `stat` through the protocol: walk from the root fid 0, getattr, clunk.
+    pub fn stat(&mut self, path: &str) -> Result<Attr, Errno> {
+        let fid = self.walk_path(Fid(0), path)?;
+        let attr = self.getattr(fid);
+        self.clunk(fid).unwrap();
+        attr
+    }
+
+    /// A fid number not used by the tests' fixed fids.
+    pub fn fresh_fid(&mut self) -> Fid {
+        self.next_fid += 1;
+        Fid(self.next_fid)
     }
 }

@@ -1,0 +1,337 @@
+//! The server's own rules beyond QEMU's cases: Tflush ordering, Tversion as a barrier,
+//! the clunk barrier, limits, read-only exports, msize bounds, hostile frames.
+
+mod client;
+
+use client::fixture::{Stall, in_process};
+use client::{Client, InProcess, Link};
+use co9p::protocol::*;
+use co9p::server::Config;
+
+type C = Client<InProcess<client::fixture::TestFs>>;
+
+fn attached(config: Config) -> (C, Stall) {
+    let (mut c, stall) = in_process(config);
+    c.version(8192);
+    c.attach(Fid(0), "").unwrap();
+    (c, stall)
+}
+
+fn open_new_file(c: &mut C, name: &str) -> Fid {
+    let f = c.walk_path(Fid(0), "").unwrap();
+    c.lcreate(f, name, OpenFlags::RDWR, 0o644).unwrap();
+    f
+}
+
+/// Frames in the order the server sent them.
+fn sent_order(c: &mut C) -> Vec<Reply> {
+    c.drain()
+}
+
+#[test]
+fn several_flushes_of_one_tag_are_answered_in_order_after_nothing() {
+    let (mut c, stall) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    stall.set(true);
+    let w = c.send(Tmessage::Write {
+        fid: f,
+        offset: 0,
+        data: Data(b"x".to_vec()),
+    });
+    let f1 = c.send(Tmessage::Flush { oldtag: w });
+    let f2 = c.send(Tmessage::Flush { oldtag: w });
+    let f3 = c.send(Tmessage::Flush { oldtag: w });
+    let order: Vec<Tag> = sent_order(&mut c).into_iter().map(|r| r.tag).collect();
+    assert_eq!(
+        order,
+        vec![f1, f2, f3],
+        "no Rwrite (flushed before effect), Rflushes in order"
+    );
+}
+
+#[test]
+fn flush_of_unknown_or_own_tag_is_answered_at_once() {
+    let (mut c, _) = attached(Config::default());
+    assert_eq!(
+        c.rpc(Tmessage::Flush { oldtag: Tag(4000) }),
+        Rmessage::Flush {}
+    );
+    let t = c.fresh_tag();
+    c.send_tagged(t, Tmessage::Flush { oldtag: t });
+    assert_eq!(c.reply(t), Some(Rmessage::Flush {}));
+}
+
+#[test]
+fn flush_of_a_flush_waits_for_it() {
+    let (mut c, stall) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    stall.set(true);
+    let w = c.send(Tmessage::Write {
+        fid: f,
+        offset: 0,
+        data: Data(b"x".to_vec()),
+    });
+    let f1 = c.send(Tmessage::Flush { oldtag: w });
+    let f2 = c.send(Tmessage::Flush { oldtag: f1 });
+    let order: Vec<Tag> = sent_order(&mut c).into_iter().map(|r| r.tag).collect();
+    assert_eq!(order, vec![f1, f2]);
+}
+
+#[test]
+fn a_flushed_request_that_completed_replies_before_the_rflush() {
+    let (mut c, _) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    let w = c.send(Tmessage::Write {
+        fid: f,
+        offset: 0,
+        data: Data(b"abc".to_vec()),
+    });
+    let fl = c.send(Tmessage::Flush { oldtag: w });
+    let replies = sent_order(&mut c);
+    let tags: Vec<Tag> = replies.iter().map(|r| r.tag).collect();
+    assert_eq!(tags, vec![w, fl]);
+    assert_eq!(replies[0].msg, Rmessage::Write { count: 3 });
+}
+
+#[test]
+fn tversion_cancels_everything_and_frees_every_fid() {
+    let (mut c, stall) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    stall.set(true);
+    let w = c.send(Tmessage::Write {
+        fid: f,
+        offset: 0,
+        data: Data(b"x".to_vec()),
+    });
+    let (msize, _) = c.version(8192);
+    assert_eq!(msize, 8192);
+    assert!(
+        !c.has_reply(w),
+        "the stalled write was cancelled without effect"
+    );
+    stall.set(false);
+    assert_eq!(
+        c.getattr(Fid(0)),
+        Err(Errno::ENOENT),
+        "fids are gone after Tversion"
+    );
+    c.attach(Fid(0), "").unwrap();
+    assert_eq!(c.stat("f").unwrap().size, 0);
+}
+
+#[test]
+fn clunk_waits_for_requests_on_its_fid() {
+    let (mut c, stall) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    stall.set(true);
+    let w = c.send(Tmessage::Write {
+        fid: f,
+        offset: 0,
+        data: Data(b"x".to_vec()),
+    });
+    let cl = c.send(Tmessage::Clunk { fid: f });
+    // Nothing can finish: the clunk is behind the write.
+    assert!(c.drain().is_empty());
+    stall.set(false);
+    // Release the write by flushing it; then the clunk goes through.
+    let fl = c.send(Tmessage::Flush { oldtag: w });
+    let tags: Vec<Tag> = c.drain().into_iter().map(|r| r.tag).collect();
+    assert_eq!(tags, vec![fl, cl]);
+}
+
+#[test]
+fn versions_and_msize() {
+    let (mut c, _) = in_process(Config {
+        max_msize: 16384,
+        ..Config::default()
+    });
+    assert_eq!(
+        c.version(1 << 20).0,
+        16384,
+        "capped by the configured maximum"
+    );
+    assert_eq!(c.version(8192).0, 8192, "never above the client's");
+    let t = Tag::NOTAG;
+    c.send_tagged(
+        t,
+        Tmessage::Version {
+            msize: 8192,
+            version: "9P2000".into(),
+        },
+    );
+    match c.reply(t).unwrap() {
+        Rmessage::Version { version, .. } => assert_eq!(version.as_bytes(), b"unknown"),
+        r => panic!("{r:?}"),
+    }
+    c.send_tagged(
+        t,
+        Tmessage::Version {
+            msize: 100,
+            version: "9P2000.L".into(),
+        },
+    );
+    assert_eq!(
+        c.reply(t).unwrap(),
+        Rmessage::Lerror {
+            ecode: Errno::EMSGSIZE
+        }
+    );
+}
+
+#[test]
+fn requests_before_tversion_are_refused() {
+    let (mut c, _) = in_process(Config::default());
+    let r = c.call(Tmessage::Attach {
+        fid: Fid(0),
+        afid: Fid::NOFID,
+        uname: "".into(),
+        aname: "".into(),
+        n_uname: 0,
+    });
+    assert_eq!(r, Err(Errno::EPROTO));
+}
+
+#[test]
+fn reads_never_exceed_msize() {
+    let (mut c, _) = attached(Config::default());
+    let f = open_new_file(&mut c, "big");
+    let data = vec![7u8; 20000];
+    let mut off = 0;
+    while off < data.len() {
+        let n = (data.len() - off).min(8000);
+        c.write(f, off as u64, &data[off..off + n]).unwrap();
+        off += n;
+    }
+    // Asks for far more than msize allows: the reply is clamped (the client asserts every
+    // frame fits msize).
+    let got = c.read(f, 0, 1 << 20).unwrap();
+    assert_eq!(got.len(), 8192 - PAYLOAD_HEADER_LEN);
+}
+
+#[test]
+fn readonly_export_refuses_changes() {
+    let (mut c, _) = attached(Config {
+        readonly: true,
+        ..Config::default()
+    });
+    assert_eq!(c.mkdir(Fid(0), "d", 0o755), Err(Errno::EROFS));
+    let f = c.walk_path(Fid(0), "").unwrap();
+    assert_eq!(
+        c.lcreate(f, "x", OpenFlags::WRONLY, 0o644),
+        Err(Errno::EROFS)
+    );
+    assert_eq!(c.lopen(f, OpenFlags::RDWR), Err(Errno::EROFS));
+    c.lopen(f, OpenFlags::RDONLY).unwrap();
+}
+
+#[test]
+fn fid_limit_is_enforced() {
+    let (mut c, _) = attached(Config {
+        max_fids: 5,
+        ..Config::default()
+    });
+    for i in 1..5 {
+        c.walk(Fid(0), Fid(i), &[]).unwrap();
+    }
+    assert_eq!(c.walk(Fid(0), Fid(9), &[]), Err(Errno::EMFILE));
+    c.clunk(Fid(1)).unwrap();
+    c.walk(Fid(0), Fid(9), &[]).unwrap();
+}
+
+#[test]
+fn walk_names_that_cannot_exist() {
+    let (mut c, _) = attached(Config::default());
+    c.mkdir(Fid(0), "d", 0o755).unwrap();
+    assert_eq!(c.walk(Fid(0), Fid(1), &["d/.."]), Err(Errno::ENOENT));
+    assert_eq!(c.walk(Fid(0), Fid(1), &[""]), Err(Errno::ENOENT));
+    assert_eq!(c.walk(Fid(0), Fid(1), &["a\0b"]), Err(Errno::ENOENT));
+    // `..` chains stop at the root.
+    let root = c.getattr(Fid(0)).unwrap().qid;
+    let q = c.walk(Fid(0), Fid(2), &["d", "..", "..", ".."]).unwrap();
+    assert_eq!(q.last().unwrap().path, root.path);
+    // Creating "." or ".." is EEXIST; a slash is ENOENT.
+    assert_eq!(c.mkdir(Fid(0), "..", 0o755), Err(Errno::EEXIST));
+    assert_eq!(c.mkdir(Fid(0), "a/b", 0o755), Err(Errno::ENOENT));
+}
+
+#[test]
+fn hostile_frames_get_errors_not_silence() {
+    let (mut c, _) = attached(Config::default());
+    // Unknown type: EOPNOTSUPP with its tag, and the session goes on.
+    let mut f = vec![7, 0, 0, 0, 250, 9, 0];
+    c.link.send(f.clone());
+    assert_eq!(
+        c.reply(Tag(9)),
+        Some(Rmessage::Lerror {
+            ecode: Errno::EOPNOTSUPP
+        })
+    );
+    // Truncated body.
+    f = vec![9, 0, 0, 0, 120, 10, 0, 1, 0];
+    c.link.send(f);
+    assert_eq!(
+        c.reply(Tag(10)),
+        Some(Rmessage::Lerror {
+            ecode: Errno::EPROTO
+        })
+    );
+    // Tauth and Tlerror.
+    assert_eq!(
+        c.call(Tmessage::Auth {
+            afid: Fid(5),
+            uname: "".into(),
+            aname: "".into(),
+            n_uname: 0
+        }),
+        Err(Errno::EOPNOTSUPP)
+    );
+    assert_eq!(c.call(Tmessage::Lerror {}), Err(Errno::EOPNOTSUPP));
+    // Still alive.
+    c.getattr(Fid(0)).unwrap();
+}
+
+#[test]
+fn random_garbage_never_breaks_the_session() {
+    use rand::{RngExt, SeedableRng};
+    let (mut c, _) = attached(Config::default());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut replies = 0;
+    for i in 0..2000u32 {
+        let ty = Tmessage::TYPES[rng.random_range(0..Tmessage::TYPES.len())];
+        if ty == 100 {
+            continue; // a Tversion would reset the session under us
+        }
+        let mut pdu = Request::sample(ty, &mut rng).unwrap();
+        pdu.tag = Tag((i % 1000) as u16 + 1);
+        let mut bytes = pdu.to_bytes().unwrap();
+        if rng.random_bool(0.3) && bytes.len() > 7 {
+            let at = rng.random_range(7..bytes.len());
+            bytes[at] ^= rng.random::<u8>() | 1;
+        }
+        c.link.send(bytes);
+        // Every frame with a readable header gets one reply (flush targets aside).
+        replies += c.drain().len();
+    }
+    assert!(replies >= 1900, "only {replies} replies to 2000 frames");
+    // The garbage may have clunked or removed anything; the session itself still works.
+    let _ = c.clunk(Fid(4242));
+    c.attach(Fid(4242), "").unwrap();
+    c.getattr(Fid(4242)).unwrap();
+}
+
+#[test]
+fn a_request_flushed_before_it_ran_gets_no_reply_and_has_no_effect() {
+    let (mut c, _) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    c.link.batching = true;
+    let w = c.send(Tmessage::Write {
+        fid: f,
+        offset: 0,
+        data: Data(b"abc".to_vec()),
+    });
+    let fl = c.send(Tmessage::Flush { oldtag: w });
+    c.link.batching = false;
+    let tags: Vec<Tag> = c.drain().into_iter().map(|r| r.tag).collect();
+    assert_eq!(tags, vec![fl]);
+    assert_eq!(c.getattr(f).unwrap().size, 0);
+}
