@@ -76,7 +76,9 @@ impl Dir {
 
     /// Entries in name order: `(name, ino)`.
     pub fn by_name(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
-        self.by_name.iter().map(|(name, &(ino, _))| (&name[..], ino))
+        self.by_name
+            .iter()
+            .map(|(name, &(ino, _))| (&name[..], ino))
     }
 }
 

@@ -33,13 +33,7 @@ impl MemFs {
     }
 }
 
-fn dump_dir(
-    st: &State,
-    ino: u64,
-    path: &str,
-    seen: &mut BTreeMap<u64, String>,
-    out: &mut String,
-) {
+fn dump_dir(st: &State, ino: u64, path: &str, seen: &mut BTreeMap<u64, String>, out: &mut String) {
     let shown = if path.is_empty() { "/" } else { path };
     dump_inode(st, ino, shown, seen, out);
     let Some(dir) = st.inodes.get(&ino).and_then(|i| i.dir()) else {

@@ -97,7 +97,9 @@ impl Locks {
         let mut merged: Vec<Held> = Vec::with_capacity(mine.len());
         for h in mine {
             match merged.last_mut() {
-                Some(last) if last.ty == h.ty && last.end != u64::MAX && last.end + 1 == h.start => {
+                Some(last)
+                    if last.ty == h.ty && last.end != u64::MAX && last.end + 1 == h.start =>
+                {
                     last.end = h.end;
                     last.proc_id = h.proc_id;
                     last.client_id = h.client_id;

@@ -216,7 +216,10 @@ impl State {
         if inode.nlink == 0 {
             return Ok(out);
         }
-        let dots = [(SEQ_DOT, &b"."[..], dir), (SEQ_DOTDOT, &b".."[..], d.parent)];
+        let dots = [
+            (SEQ_DOT, &b"."[..], dir),
+            (SEQ_DOTDOT, &b".."[..], d.parent),
+        ];
         let dots = dots.into_iter().filter(|&(seq, _, _)| seq > cookie);
         for (seq, name, ino) in dots.chain(d.after(cookie.max(SEQ_DOTDOT))).take(max) {
             let entry = self.get(ino)?;

@@ -57,7 +57,10 @@ impl State {
             return Err(Errno::E2BIG);
         }
         let inode = self.get(ino)?;
-        let old = inode.xattrs.get(name).map(|v| (name.len() + v.len()) as u64);
+        let old = inode
+            .xattrs
+            .get(name)
+            .map(|v| (name.len() + v.len()) as u64);
         match old {
             Some(_) if flags & XATTR_CREATE != 0 => return Err(Errno::EEXIST),
             None if flags & XATTR_REPLACE != 0 => return Err(Errno::ENODATA),
