@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use co9p::fs::mem::{Limits, MemFile, MemNode, V9FS_MAGIC, makedev};
+use co9p::fs::mem::{ENTRY_COST, INODE_COST, Limits, MemFile, MemNode, V9FS_MAGIC, makedev};
 use co9p::fs::{Creds, DirEntry, Filesystem, LockOutcome, LockRequest, MemFs, Name};
 use co9p::protocol::{
     Errno, GetattrMask, LockType, OpenFlags, QidType, SetAttr, SetattrMask, Timespec,
@@ -158,7 +158,8 @@ fn writes_past_the_end_leave_holes_of_zeros() {
     assert_eq!((a.size, a.blocks), (10_004, 20));
     // Only the written page is stored: holes cost nothing.
     let base = MemFs::new().bytes_used();
-    assert_eq!(fs.bytes_used() - base, 4096 + "sparse".len() as u64);
+    let entry = ENTRY_COST + "sparse".len() as u64;
+    assert_eq!(fs.bytes_used() - base, INODE_COST + entry + 4096);
 }
 
 #[test]
@@ -1061,16 +1062,44 @@ fn capacity_limit_is_enospc_and_statfs_reports_it() {
 
     // The inode limit.
     for i in 0..8 {
-        run(fs.mknod(&r, &n(&format!("n{i}")), 0o010_644, (0, 0), ME)).unwrap_or_else(|e| {
-            assert_eq!((i, e), (8, Errno::ENOSPC));
-            Default::default()
-        });
+        run(fs.mknod(&r, &n(&format!("n{i}")), 0o010_644, (0, 0), ME)).unwrap();
     }
     assert_eq!(fs.inode_count(), 10);
     assert_eq!(
         run(fs.mkdir(&r, &n("more"), 0o755, ME)).unwrap_err(),
         Errno::ENOSPC
     );
+}
+
+#[test]
+fn names_and_links_count_against_capacity() {
+    let fs = MemFs::with_limits(Limits {
+        capacity: 16 * 1024,
+        ..Limits::default()
+    });
+    let r = root(&fs);
+    let (node, _) = create(&fs, &r, "f");
+    let used = fs.bytes_used();
+    let mut made = 0;
+    let err = loop {
+        match run(fs.link(&node, &r, &n(&format!("link{made:05}")))) {
+            Ok(()) => made += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, Errno::ENOSPC);
+    assert_eq!(made, (16 * 1024 - used) / (ENTRY_COST + 9));
+    // A rename to a longer name needs room too; to a shorter one it does not.
+    assert_eq!(
+        run(fs.rename(&r, &n("link00000"), &r, &n(&"x".repeat(200)))).unwrap_err(),
+        Errno::ENOSPC
+    );
+    run(fs.rename(&r, &n("link00000"), &r, &n("s"))).unwrap();
+    for i in 1..made {
+        run(fs.unlink(&r, &n(&format!("link{i:05}")), false)).unwrap();
+    }
+    run(fs.unlink(&r, &n("s"), false)).unwrap();
+    assert_eq!(fs.bytes_used(), used);
 }
 
 // ---------------------------------------------------------------------------------------
