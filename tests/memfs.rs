@@ -1180,3 +1180,49 @@ fn dump_lists_the_tree_in_order() {
     };
     assert_eq!(hash(other.dump().lines().nth(1).unwrap()), hash(lines[1]));
 }
+
+// ---------------------------------------------------------------------------------------
+// Through the server
+
+mod client;
+
+#[test]
+fn served_over_9p_and_nothing_leaks_after_clunk() {
+    use client::{Client, InProcess};
+    use co9p::protocol::Fid;
+    let fs = MemFs::new();
+    let (inodes, used) = (fs.inode_count(), fs.bytes_used());
+    let server = InProcess::new(Arc::new(fs.clone()), co9p::server::Config::default());
+    let mut c = Client::new(server);
+    c.attach_root();
+    c.mkdir(Fid(0), "d", 0o755).unwrap();
+    c.walk(Fid(0), Fid(1), &["d"]).unwrap();
+    c.lcreate(Fid(1), "f", RW, 0o644).unwrap();
+    assert_eq!(c.write(Fid(1), 0, b"over the wire").unwrap(), 13);
+    assert_eq!(c.read(Fid(1), 5, 100).unwrap(), b"the wire");
+
+    c.walk(Fid(0), Fid(2), &["d"]).unwrap();
+    c.lopen(Fid(2), RO).unwrap();
+    let listed: Vec<_> = c
+        .readdir_all(Fid(2), 64)
+        .into_iter()
+        .map(|d| d.name.0)
+        .collect();
+    assert_eq!(listed, [&b"."[..], b"..", b"f"]);
+
+    c.walk(Fid(0), Fid(3), &["d"]).unwrap();
+    c.unlinkat(Fid(3), "f", 0).unwrap();
+    assert_eq!(c.read(Fid(1), 0, 4).unwrap(), b"over", "open after unlink");
+    assert_eq!(fs.inode_count(), inodes + 2);
+    for fid in 1..=3 {
+        c.clunk(Fid(fid)).unwrap();
+    }
+    assert_eq!(
+        fs.inode_count(),
+        inodes + 1,
+        "the file went with its last fid"
+    );
+    c.unlinkat(Fid(0), "d", co9p::protocol::AT_REMOVEDIR)
+        .unwrap();
+    assert_eq!((fs.inode_count(), fs.bytes_used()), (inodes, used));
+}
