@@ -9,6 +9,16 @@
 
 use std::collections::BTreeMap;
 
+/// Bytes charged per directory entry on top of its name: a rough share of the two map
+/// nodes an entry lives in, so that a guest making millions of short hard links still
+/// runs into capacity.
+pub const ENTRY_COST: u64 = 64;
+
+/// What one entry named `name` is charged.
+pub(crate) fn entry_cost(name: &[u8]) -> u64 {
+    name.len() as u64 + ENTRY_COST
+}
+
 /// Sequence number (and cookie) of `.`.
 pub(crate) const SEQ_DOT: u64 = 1;
 /// Sequence number (and cookie) of `..`.
@@ -21,7 +31,7 @@ pub(crate) struct Dir {
     by_name: BTreeMap<Box<[u8]>, (u64, u64)>,
     by_seq: BTreeMap<u64, Box<[u8]>>,
     next_seq: u64,
-    name_bytes: u64,
+    cost: u64,
 }
 
 impl Dir {
@@ -31,7 +41,7 @@ impl Dir {
             by_name: BTreeMap::new(),
             by_seq: BTreeMap::new(),
             next_seq: SEQ_DOTDOT + 1,
-            name_bytes: 0,
+            cost: 0,
         }
     }
 
@@ -47,14 +57,14 @@ impl Dir {
         let prev = self.by_name.insert(name.into(), (ino, seq));
         debug_assert!(prev.is_none(), "insert over an existing entry");
         self.by_seq.insert(seq, name.into());
-        self.name_bytes += name.len() as u64;
+        self.cost += entry_cost(name);
     }
 
     /// Removes `name`, returning the inode it named.
     pub fn remove(&mut self, name: &[u8]) -> Option<u64> {
         let (ino, seq) = self.by_name.remove(name)?;
         self.by_seq.remove(&seq);
-        self.name_bytes -= name.len() as u64;
+        self.cost -= entry_cost(name);
         Some(ino)
     }
 
@@ -62,9 +72,9 @@ impl Dir {
         self.by_name.is_empty()
     }
 
-    /// Bytes of entry names (charged against capacity).
-    pub fn name_bytes(&self) -> u64 {
-        self.name_bytes
+    /// What the entries are charged against capacity ([`entry_cost`] each).
+    pub fn cost(&self) -> u64 {
+        self.cost
     }
 
     /// Entries with a sequence number above `cookie`, in sequence order: `(seq, name, ino)`.
@@ -96,6 +106,6 @@ mod tests {
         let seen: Vec<_> = d.after(0).map(|(s, n, i)| (s, n.to_vec(), i)).collect();
         assert_eq!(seen, vec![(4, b"b".to_vec(), 11), (5, b"a".to_vec(), 12)]);
         assert_eq!(d.after(4).count(), 1);
-        assert_eq!(d.name_bytes(), 2);
+        assert_eq!(d.cost(), 2 * ENTRY_COST + 2);
     }
 }

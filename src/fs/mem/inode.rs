@@ -19,6 +19,10 @@ pub(crate) const S_ISGID: u32 = 0o2000;
 /// Permission bits a guest may set (including setuid, setgid, sticky).
 pub(crate) const PERM_MASK: u32 = 0o7777;
 
+/// Bytes charged per inode on top of its contents: roughly its own size in memory, so that
+/// capacity bounds the host memory a guest can claim even with empty files.
+pub const INODE_COST: u64 = 256;
+
 /// Size a directory reports (it has no byte contents; ext4 says 4096 for small ones).
 const DIR_SIZE: u64 = 4096;
 
@@ -119,16 +123,16 @@ impl Inode {
         }
     }
 
-    /// Bytes this inode's contents and xattrs charge against capacity (directory entry
-    /// names are charged to the directory holding them).
+    /// Bytes this inode charges against capacity: [`INODE_COST`], contents and xattrs
+    /// (the entries naming it are charged to the directories holding them).
     pub fn charged(&self) -> u64 {
         let content = match &self.content {
             Content::File(d) => d.pages() * super::data::PAGE,
-            Content::Dir(d) => d.name_bytes(),
+            Content::Dir(d) => d.cost(),
             Content::Symlink(t) => t.len() as u64,
             Content::Special => 0,
         };
-        content + self.xattr_bytes()
+        INODE_COST + content + self.xattr_bytes()
     }
 
     pub fn xattr_bytes(&self) -> u64 {

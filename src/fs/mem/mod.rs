@@ -41,7 +41,8 @@ mod ns;
 mod state;
 mod xattr;
 
-pub use inode::makedev;
+pub use dir::ENTRY_COST;
+pub use inode::{INODE_COST, makedev};
 use state::State;
 
 /// Where timestamps come from.
@@ -64,7 +65,9 @@ pub fn system_clock() -> Clock {
 pub const V9FS_MAGIC: u32 = 0x0102_1997;
 
 /// How much a guest may store. Bytes charged against `capacity` are allocated 4 KiB data
-/// pages, symlink targets, directory entry names, and xattr names and values.
+/// pages, symlink targets, xattr names and values, [`INODE_COST`] per inode and
+/// [`ENTRY_COST`] plus the name per directory entry — so capacity bounds the host memory
+/// a guest can claim, whatever mix of files, links and names it makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest file size (`EFBIG` beyond). Default 1 GiB.

@@ -45,6 +45,7 @@ impl State {
             now,
         );
         root.nlink = 2;
+        st.used = root.charged();
         st.inodes.insert(ROOT_INO, root);
         st.next_ino = ROOT_INO + 1;
         st
