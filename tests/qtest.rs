@@ -175,6 +175,7 @@ fn fs_flush_ignored<L: Link>(c: &mut Client<L>, stall: &Stall) {
         offset: 0,
         data: Data(vec![0]),
     });
+    c.link.settle();
     let flush = c.send(Tmessage::Flush { oldtag: req });
     assert_eq!(c.reply(flush), Some(Rmessage::Flush {}));
     // Its reply came, and (the stash keeps arrival) before the Rflush.

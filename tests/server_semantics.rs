@@ -275,7 +275,7 @@ fn hostile_frames_get_errors_not_silence() {
             ecode: Errno::EPROTO
         })
     );
-    // Tauth and Tlerror.
+    // Tauth: "no authentication required", in the form diod's clients understand.
     assert_eq!(
         c.call(Tmessage::Auth {
             afid: Fid(5),
@@ -283,7 +283,7 @@ fn hostile_frames_get_errors_not_silence() {
             aname: "".into(),
             n_uname: 0
         }),
-        Err(Errno::EOPNOTSUPP)
+        Err(Errno::ENOENT)
     );
     assert_eq!(c.call(Tmessage::Lerror {}), Err(Errno::EOPNOTSUPP));
     // Still alive.

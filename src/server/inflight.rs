@@ -206,28 +206,34 @@ impl<R> Inflight<R> {
         Ok(FlushOutcome::Parked)
     }
 
-    /// Ends the request `tag` after its reply (if any) was sent, and answers what waited on
-    /// it: `answer_flush` is called for each parked Tflush, in order, each of which is then
-    /// ended in turn (a flush of that flush is answered right after it).
-    pub fn finish(&self, tag: Tag, answer_flush: &mut dyn FnMut(Tag, R)) {
-        let mut next = vec![tag];
-        while let Some(t) = next.pop() {
-            let waiters = match lock(&self.entries).remove(&t) {
-                Some(e) => e.waiters,
-                None => continue,
-            };
+    /// Ends the request `tag`: sends its reply with `reply` (if it has one), then answers
+    /// what waited on it — `answer_flush` for each parked Tflush, in order, each of which
+    /// is then ended in turn (a flush of that flush is answered right after it).
+    ///
+    /// All of it happens under the registry lock, which is what orders the wire: a Tflush
+    /// of this tag either parked before (and is answered after the reply) or finds the tag
+    /// gone (and is answered after everything here), and a new request reusing the tag
+    /// (clients do so as soon as they see the reply) never finds the old entry.
+    pub fn finish(&self, tag: Tag, reply: impl FnOnce(), answer_flush: &mut dyn FnMut(Tag, R)) {
+        let mut entries = lock(&self.entries);
+        let first = entries.remove(&tag);
+        reply();
+        let mut next: Vec<Vec<Waiter<R>>> = first.into_iter().map(|e| e.waiters).collect();
+        while let Some(waiters) = next.pop() {
             // Answer in arrival order; each answered flush's own waiters come right after it.
-            let mut flushes = Vec::new();
+            let mut after = Vec::new();
             for w in waiters {
                 match w {
                     Waiter::Flush { tag, responder } => {
                         answer_flush(tag, responder);
-                        flushes.push(tag);
+                        if let Some(e) = entries.remove(&tag) {
+                            after.push(e.waiters);
+                        }
                     }
                     Waiter::Latch(l) => l.count_down(),
                 }
             }
-            next.extend(flushes.into_iter().rev());
+            next.extend(after.into_iter().rev());
         }
     }
 

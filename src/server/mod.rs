@@ -213,16 +213,20 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
         match msg {
             Tmessage::Flush { oldtag } => core.flush(tag, oldtag, responder),
             Tmessage::Version { msize, version } => {
-                // Not cancellable: a flush of a Tversion waits for it like any flush.
+                // The barrier takes effect now, so requests pipelined behind the Tversion
+                // already see the new session; its reply waits until every earlier request
+                // has ended. Not cancellable: a flush of it waits like any flush.
+                let ended = core.inflight.cancel_all(None);
+                core.fids.clear();
+                let out = core.negotiate(msize, &version);
                 if let Err(e) = core.inflight.register(tag) {
                     core.send(responder, tag, Err(register_errno(e)));
                     return Ok(());
                 }
                 let core2 = core.clone();
                 core.ex.spawn(async move {
-                    let out = core2.version(tag, msize, version).await;
-                    core2.send(responder, tag, out);
-                    core2.finish(tag);
+                    ended.wait().await;
+                    core2.finish(tag, Some((responder, out)));
                 });
             }
             msg => {
@@ -238,11 +242,13 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                     let mut responder = responder;
                     let out = Cancellable::new(&ctl, core2.dispatch(msg, &mut responder)).await;
                     match out {
-                        Some(out) => core2.send(responder, tag, out),
+                        Some(out) => core2.finish(tag, Some((responder, out))),
                         // Cancelled before it had an effect: no reply at all.
-                        None => drop(responder),
+                        None => {
+                            drop(responder);
+                            core2.finish(tag, None);
+                        }
                     }
-                    core2.finish(tag);
                 });
             }
         }
@@ -316,10 +322,18 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     }
 
     /// Ends request `tag` and answers the flushes that waited for it.
-    fn finish(&self, tag: Tag) {
-        self.inflight.finish(tag, &mut |ftag, responder| {
-            self.send(responder, ftag, Ok(Out::Msg(Rmessage::Flush {})));
-        });
+    /// Sends a request's reply (`None`: it was cancelled and has none) and ends it,
+    /// answering the flushes that waited for it.
+    fn finish(&self, tag: Tag, reply: Option<(R, HandlerResult)>) {
+        self.inflight.finish(
+            tag,
+            || {
+                if let Some((responder, out)) = reply {
+                    self.send(responder, tag, out);
+                }
+            },
+            &mut |ftag, responder| self.send(responder, ftag, Ok(Out::Msg(Rmessage::Flush {}))),
+        );
     }
 
     /// Tflush: answered now if there is nothing to wait for, else parked on the request.

@@ -21,6 +21,11 @@ pub trait Link {
     /// The next reply frame, or `None` if none is coming (in process: the server is idle;
     /// over a socket: nothing within a timeout, or the connection closed).
     fn recv(&mut self) -> Option<Vec<u8>>;
+    /// Gives the server time to finish what it can before the next frame (in process: run
+    /// it until idle; over a socket: a short pause).
+    fn settle(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Replies of an in-process session, in the order they were sent.
@@ -98,6 +103,9 @@ impl<F: Filesystem> Link for InProcess<F> {
             self.pool.run_until_idle();
         }
         self.out.0.lock().unwrap().pop_front()
+    }
+    fn settle(&mut self) {
+        self.pool.run_until_idle();
     }
 }
 

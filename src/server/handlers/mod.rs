@@ -40,7 +40,11 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         }
         use Tmessage as T;
         match msg {
-            T::Auth { .. } | T::Lerror {} => Err(Errno::EOPNOTSUPP),
+            // No authentication is required. diod's client library reads ENOENT from Tauth
+            // as exactly that (any other error aborts its mount); the Linux kernel never
+            // sends Tauth unless asked to.
+            T::Auth { .. } => Err(Errno::ENOENT),
+            T::Lerror {} => Err(Errno::EOPNOTSUPP),
             T::Attach {
                 fid,
                 afid,

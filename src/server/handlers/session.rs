@@ -2,33 +2,35 @@
 
 use crate::co::Executor;
 use crate::fs::{Filesystem, Name};
-use crate::protocol::{Errno, Fid, NONUNAME, P9String, Rmessage, Tag, VERSION_9P2000_L};
+use std::sync::atomic::Ordering;
+
+use crate::protocol::{Errno, Fid, NONUNAME, P9String, Rmessage, VERSION_9P2000_L};
 use crate::server::fids::{FidState, Open};
 use crate::server::{HandlerResult, Responder, SessionCore, clamp_msize};
 
 use super::ok;
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
-    /// Tversion: a barrier for the whole session. Every request in flight is cancelled and
-    /// waited for, every fid is dropped, then the msize is fixed.
-    pub(in crate::server) async fn version(
-        &self,
-        tag: Tag,
-        msize: u32,
-        version: P9String,
-    ) -> HandlerResult {
-        self.inflight.cancel_all(Some(tag)).wait().await;
-        self.fids.clear();
-        let msize = clamp_msize(msize, self.config.max_msize)?;
+    /// Tversion's negotiation: the msize is the client's, capped by ours (and at least
+    /// [`crate::protocol::MIN_MSIZE`]); a version other than 9P2000.L gets "unknown" and
+    /// leaves the session unusable until a good Tversion. The caller has already cancelled
+    /// every request and dropped every fid (the barrier).
+    pub(in crate::server) fn negotiate(&self, msize: u32, version: &P9String) -> HandlerResult {
+        let msize = match clamp_msize(msize, self.config.max_msize) {
+            Ok(m) => m,
+            Err(e) => {
+                self.msize.store(0, Ordering::Release);
+                return Err(e);
+            }
+        };
         if !version.as_bytes().starts_with(VERSION_9P2000_L.as_bytes()) {
-            self.msize.store(0, std::sync::atomic::Ordering::Release);
+            self.msize.store(0, Ordering::Release);
             return ok(Rmessage::Version {
                 msize,
                 version: "unknown".into(),
             });
         }
-        self.msize
-            .store(msize, std::sync::atomic::Ordering::Release);
+        self.msize.store(msize, Ordering::Release);
         ok(Rmessage::Version {
             msize,
             version: VERSION_9P2000_L.into(),
