@@ -45,14 +45,14 @@ impl RequestCtl {
 /// one that had no effect and gets no reply.
 pub struct Cancellable<'a, Fut> {
     ctl: &'a RequestCtl,
-    fut: Option<Pin<Box<Fut>>>,
+    fut: Option<Fut>,
 }
 
 impl<'a, Fut: Future> Cancellable<'a, Fut> {
     pub fn new(ctl: &'a RequestCtl, fut: Fut) -> Self {
         Cancellable {
             ctl,
-            fut: Some(Box::pin(fut)),
+            fut: Some(fut),
         }
     }
 }
@@ -61,29 +61,35 @@ impl<Fut: Future> Future for Cancellable<'_, Fut> {
     /// `None` when cancelled before the handler finished.
     type Output = Option<Fut::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.ctl.is_cancelled() {
-            self.fut = None;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out of `self`, only
+        // polled in place through `Pin::new_unchecked` or dropped in place by assigning
+        // `None` (dropping pinned data is allowed; moving it is not). `ctl` is a plain
+        // reference and is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.ctl.is_cancelled() {
+            this.fut = None;
             return Poll::Ready(None);
         }
         {
-            let mut w = lock(&self.ctl.waker);
+            let mut w = lock(&this.ctl.waker);
             if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *w = Some(cx.waker().clone());
             }
         }
         // A cancel between the check above and the waker store is caught here.
-        if self.ctl.is_cancelled() {
-            self.fut = None;
+        if this.ctl.is_cancelled() {
+            this.fut = None;
             return Poll::Ready(None);
         }
-        let fut = self
+        let fut = this
             .fut
             .as_mut()
             .expect("Cancellable polled after completion");
-        match fut.as_mut().poll(cx) {
+        // SAFETY: see above; `fut` stays where it is until it is dropped.
+        match unsafe { Pin::new_unchecked(fut) }.poll(cx) {
             Poll::Ready(out) => {
-                self.fut = None;
+                this.fut = None;
                 Poll::Ready(Some(out))
             }
             Poll::Pending => Poll::Pending,
