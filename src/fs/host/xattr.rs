@@ -17,7 +17,9 @@
 //! The calls go through `/proc/self/fd/N`, which names the node's inode itself (for a
 //! symlink node, the symlink, not its target: the magic link is not followed further).
 
-use rustix::fs::{XattrFlags, getxattr, listxattr, removexattr, setxattr};
+use rustix::fs::{
+    XattrFlags, getxattr, getxattr_query, listxattr, listxattr_query, removexattr, setxattr,
+};
 
 use crate::fs::FsResult;
 use crate::protocol::Errno;
@@ -74,12 +76,15 @@ impl HostFs {
             Access::Unsupported => return Err(Errno::EOPNOTSUPP),
         }
         let p = ProcPath::new(node.raw_fd());
-        sized(|buf| getxattr(p.abs(), name, buf))
+        sized(
+            || getxattr_query(p.abs(), name),
+            |buf| getxattr(p.abs(), name, buf),
+        )
     }
 
     pub(super) fn do_listxattr(&self, node: &HostNode) -> FsResult<Vec<u8>> {
         let p = ProcPath::new(node.raw_fd());
-        let all = sized(|buf| listxattr(p.abs(), buf))?;
+        let all = sized(|| listxattr_query(p.abs()), |buf| listxattr(p.abs(), buf))?;
         let mut out = Vec::with_capacity(all.len());
         for name in all.split(|&b| b == 0).filter(|n| !n.is_empty()) {
             if let Access::Allowed = access(self.model, name) {
@@ -121,9 +126,12 @@ impl HostFs {
 }
 
 /// Runs a size-query-then-fetch xattr call, retrying if the value grows in between.
-fn sized(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> FsResult<Vec<u8>> {
+fn sized(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    call: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> FsResult<Vec<u8>> {
     for _ in 0..4 {
-        let len = call(&mut []).map_err(errno)?;
+        let len = query().map_err(errno)?;
         if len > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
