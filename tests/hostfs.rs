@@ -38,7 +38,10 @@ fn create_write_read_getattr() {
     assert_eq!(q2.path, qid.path);
     let f2 = now(fs.open(&n2, OpenFlags::RDONLY)).unwrap();
     let (mut a1, mut a2) = ([0u8; 5], [0u8; 6]);
-    let mut bufs = [std::io::IoSliceMut::new(&mut a1), std::io::IoSliceMut::new(&mut a2)];
+    let mut bufs = [
+        std::io::IoSliceMut::new(&mut a1),
+        std::io::IoSliceMut::new(&mut a2),
+    ];
     assert_eq!(now(fs.read_vectored(&f2, 0, &mut bufs)), Ok(11));
     assert_eq!((&a1, &a2), (b"hello", b" world"));
     assert!(now(fs.write(&f2, 0, b"x")).is_err(), "read-only open");
@@ -89,7 +92,7 @@ fn readdir_has_dots_and_resumable_cookies() {
     let names: BTreeSet<_> = all.iter().map(|e| e.name.clone()).collect();
     assert_eq!(names.len(), all.len(), "no entry twice");
     assert_eq!(all.len(), 63);
-    assert!(names.contains(&b".".to_vec()) && names.contains(&b"..".to_vec()));
+    assert!(names.contains(b".".as_slice()) && names.contains(b"..".as_slice()));
     let dotdot = all.iter().find(|e| e.name == b"..").unwrap();
     assert_eq!(dotdot.qid.path, rq.path, "the root's .. is the root");
     let sub = all.iter().find(|e| e.name == b"sub").unwrap();
@@ -151,7 +154,11 @@ fn mkdir_rename_link_unlink_parent() {
     now(fs.unlink(&r, &name("d"), true)).unwrap();
     now(fs.unlink(&r, &name("b"), false)).unwrap();
     assert_eq!(now(fs.unlink(&r, &name("b"), false)), Err(Errno::ENOENT));
-    assert_eq!(now(fs.link(&r, &r, &name("x"))), Err(Errno::EPERM), "no dir links");
+    assert_eq!(
+        now(fs.link(&r, &r, &name("x"))),
+        Err(Errno::EPERM),
+        "no dir links"
+    );
     assert_eq!(now(fs.parent(&f)).err(), Some(Errno::ENOTDIR));
 }
 
@@ -162,13 +169,22 @@ fn symlink_and_readlink() {
     let (r, _) = root(&fs);
     let q = now(fs.symlink(&r, &name("l"), b"some/where", ROOT)).unwrap();
     assert_eq!(q.ty, QidType::SYMLINK);
-    assert_eq!(std::fs::read_link(sb.path("l")).unwrap().to_str(), Some("some/where"));
+    assert_eq!(
+        std::fs::read_link(sb.path("l")).unwrap().to_str(),
+        Some("some/where")
+    );
     let (l, lq) = walk(&fs, "l");
     assert_eq!(lq.ty, QidType::SYMLINK);
     assert_eq!(now(fs.readlink(&l)).unwrap(), b"some/where");
     assert_eq!(now(fs.readlink(&r)), Err(Errno::EINVAL));
-    assert_eq!(now(fs.symlink(&r, &name("e"), b"", ROOT)), Err(Errno::ENOENT));
-    assert_eq!(now(fs.symlink(&r, &name("e"), b"a\0b", ROOT)), Err(Errno::EINVAL));
+    assert_eq!(
+        now(fs.symlink(&r, &name("e"), b"", ROOT)),
+        Err(Errno::ENOENT)
+    );
+    assert_eq!(
+        now(fs.symlink(&r, &name("e"), b"a\0b", ROOT)),
+        Err(Errno::EINVAL)
+    );
     let a = now(fs.getattr(&l)).unwrap();
     assert_eq!(a.mode & libc::S_IFMT, libc::S_IFLNK);
 }
@@ -188,7 +204,14 @@ fn setattr_mode_size_times_owner() {
         now(fs.setattr(&n, &a))
     };
     set(SetattrMask::MODE, &|a| a.mode = 0o640).unwrap();
-    assert_eq!(std::fs::metadata(sb.path("f")).unwrap().permissions().mode() & 0o7777, 0o640);
+    assert_eq!(
+        std::fs::metadata(sb.path("f"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o640
+    );
     set(SetattrMask::SIZE, &|a| a.size = 4).unwrap();
     assert_eq!(std::fs::read(sb.path("f")).unwrap(), b"0123");
     set(SetattrMask::SIZE, &|a| a.size = 6).unwrap();
@@ -197,10 +220,16 @@ fn setattr_mode_size_times_owner() {
         sec: 1_000_000_000,
         nsec: 123,
     };
-    set(SetattrMask::ATIME | SetattrMask::ATIME_SET | SetattrMask::MTIME | SetattrMask::MTIME_SET, &|a| {
-        a.atime = t;
-        a.mtime = Timespec { sec: 2_000_000_000, nsec: 7 };
-    })
+    set(
+        SetattrMask::ATIME | SetattrMask::ATIME_SET | SetattrMask::MTIME | SetattrMask::MTIME_SET,
+        &|a| {
+            a.atime = t;
+            a.mtime = Timespec {
+                sec: 2_000_000_000,
+                nsec: 7,
+            };
+        },
+    )
     .unwrap();
     let a = now(fs.getattr(&n)).unwrap();
     assert_eq!((a.atime, a.mtime.sec, a.mtime.nsec), (t, 2_000_000_000, 7));
@@ -208,7 +237,9 @@ fn setattr_mode_size_times_owner() {
     set(SetattrMask::MTIME, &|_| {}).unwrap();
     let b = now(fs.getattr(&n)).unwrap();
     assert_eq!(b.atime, t);
-    assert!(b.mtime.sec > 2_000_000_000 || b.mtime.sec > 1_600_000_000 && b.mtime.sec < 2_000_000_000);
+    assert!(
+        b.mtime.sec > 2_000_000_000 || b.mtime.sec > 1_600_000_000 && b.mtime.sec < 2_000_000_000
+    );
     assert_ne!(b.mtime.sec, 2_000_000_000);
     if is_root_user() {
         set(SetattrMask::UID | SetattrMask::GID, &|a| {
@@ -223,7 +254,13 @@ fn setattr_mode_size_times_owner() {
     }
     let (r, _) = root(&fs);
     assert_eq!(
-        now(fs.setattr(&r, &SetAttr { valid: SetattrMask::SIZE, ..SetAttr::default() })),
+        now(fs.setattr(
+            &r,
+            &SetAttr {
+                valid: SetattrMask::SIZE,
+                ..SetAttr::default()
+            }
+        )),
         Err(Errno::EISDIR)
     );
 }
@@ -232,22 +269,47 @@ fn setattr_mode_size_times_owner() {
 fn xattrs_user_roundtrip_and_private_names_hidden() {
     let sb = Sandbox::new("xattr");
     std::fs::write(sb.path("f"), b"").unwrap();
-    for model in [SecurityModel::None, SecurityModel::MappedXattr, SecurityModel::Passthrough] {
+    for model in [
+        SecurityModel::None,
+        SecurityModel::MappedXattr,
+        SecurityModel::Passthrough,
+    ] {
         let fs = sb.fs(model);
         let (n, _) = walk(&fs, "f");
         now(fs.setxattr(&n, b"user.co9p", b"value", 0)).unwrap();
         assert_eq!(now(fs.getxattr(&n, b"user.co9p")).unwrap(), b"value");
-        assert_eq!(now(fs.setxattr(&n, b"user.co9p", b"v", 1)), Err(Errno::EEXIST));
-        assert_eq!(now(fs.setxattr(&n, b"user.new", b"v", 2)), Err(Errno::ENODATA));
+        assert_eq!(
+            now(fs.setxattr(&n, b"user.co9p", b"v", 1)),
+            Err(Errno::EEXIST)
+        );
+        assert_eq!(
+            now(fs.setxattr(&n, b"user.new", b"v", 2)),
+            Err(Errno::ENODATA)
+        );
         let list = now(fs.listxattr(&n)).unwrap();
         assert!(list.split(|&b| b == 0).any(|n| n == b"user.co9p"));
-        assert!(!list.windows(12).any(|w| w == b"user.virtfs."), "{model}: {list:?}");
-        assert_eq!(now(fs.getxattr(&n, b"user.virtfs.uid")), Err(Errno::ENODATA));
-        assert_eq!(now(fs.setxattr(&n, b"user.virtfs.uid", &[0; 4], 0)), Err(Errno::EACCES));
-        assert_eq!(now(fs.removexattr(&n, b"user.virtfs.mode")), Err(Errno::ENODATA));
+        assert!(
+            !list.windows(12).any(|w| w == b"user.virtfs."),
+            "{model}: {list:?}"
+        );
+        assert_eq!(
+            now(fs.getxattr(&n, b"user.virtfs.uid")),
+            Err(Errno::ENODATA)
+        );
+        assert_eq!(
+            now(fs.setxattr(&n, b"user.virtfs.uid", &[0; 4], 0)),
+            Err(Errno::EACCES)
+        );
+        assert_eq!(
+            now(fs.removexattr(&n, b"user.virtfs.mode")),
+            Err(Errno::ENODATA)
+        );
         assert_eq!(now(fs.getxattr(&n, b"bogus.ns")), Err(Errno::EOPNOTSUPP));
         if model != SecurityModel::Passthrough {
-            assert_eq!(now(fs.getxattr(&n, b"security.capability")), Err(Errno::EOPNOTSUPP));
+            assert_eq!(
+                now(fs.getxattr(&n, b"security.capability")),
+                Err(Errno::EOPNOTSUPP)
+            );
             assert_eq!(
                 now(fs.setxattr(&n, b"system.posix_acl_access", b"", 0)),
                 Err(Errno::EOPNOTSUPP)
@@ -273,27 +335,60 @@ fn ofd_locks_conflict_between_files_and_close_releases() {
         proc_id: 1,
         client_id: b"c".to_vec(),
     };
-    assert_eq!(now(fs.lock(&a, &req(LockType::Write, 0, 10))), Ok(LockOutcome::Granted));
-    assert_eq!(now(fs.lock(&b, &req(LockType::Write, 5, 1))), Ok(LockOutcome::Conflict));
-    assert_eq!(now(fs.lock(&b, &req(LockType::Read, 0, 0))), Ok(LockOutcome::Conflict));
-    assert_eq!(now(fs.lock(&b, &req(LockType::Write, 10, 5))), Ok(LockOutcome::Granted));
+    assert_eq!(
+        now(fs.lock(&a, &req(LockType::Write, 0, 10))),
+        Ok(LockOutcome::Granted)
+    );
+    assert_eq!(
+        now(fs.lock(&b, &req(LockType::Write, 5, 1))),
+        Ok(LockOutcome::Conflict)
+    );
+    assert_eq!(
+        now(fs.lock(&b, &req(LockType::Read, 0, 0))),
+        Ok(LockOutcome::Conflict)
+    );
+    assert_eq!(
+        now(fs.lock(&b, &req(LockType::Write, 10, 5))),
+        Ok(LockOutcome::Granted)
+    );
     let probe = now(fs.getlock(&b, &req(LockType::Write, 0, 0))).unwrap();
-    assert_eq!((probe.lock_type, probe.start, probe.length), (LockType::Write, 0, 10));
+    assert_eq!(
+        (probe.lock_type, probe.start, probe.length),
+        (LockType::Write, 0, 10)
+    );
     let free = now(fs.getlock(&a, &req(LockType::Write, 0, 10))).unwrap();
     assert_eq!(free.lock_type, LockType::Unlock, "own locks never conflict");
     // unlock, then closing the other file releases its locks
-    assert_eq!(now(fs.lock(&a, &req(LockType::Unlock, 0, 0))), Ok(LockOutcome::Granted));
-    assert_eq!(now(fs.lock(&a, &req(LockType::Write, 10, 1))), Ok(LockOutcome::Conflict));
+    assert_eq!(
+        now(fs.lock(&a, &req(LockType::Unlock, 0, 0))),
+        Ok(LockOutcome::Granted)
+    );
+    assert_eq!(
+        now(fs.lock(&a, &req(LockType::Write, 10, 1))),
+        Ok(LockOutcome::Conflict)
+    );
     drop(b);
-    assert_eq!(now(fs.lock(&a, &req(LockType::Write, 0, 0))), Ok(LockOutcome::Granted));
+    assert_eq!(
+        now(fs.lock(&a, &req(LockType::Write, 0, 0))),
+        Ok(LockOutcome::Granted)
+    );
     // read lock needs a readable file
     let w = now(fs.open(&n, OpenFlags::WRONLY)).unwrap();
-    assert_eq!(now(fs.lock(&w, &req(LockType::Read, 100, 1))), Err(Errno::EBADF));
+    assert_eq!(
+        now(fs.lock(&w, &req(LockType::Read, 100, 1))),
+        Err(Errno::EBADF)
+    );
     // huge ranges are "to the end", not an error
     drop(a);
     let c = now(fs.open(&n, RW)).unwrap();
-    assert_eq!(now(fs.lock(&c, &req(LockType::Write, 1, u64::MAX))), Ok(LockOutcome::Granted));
-    assert_eq!(now(fs.lock(&c, &req(LockType::Write, u64::MAX, 1))), Err(Errno::EINVAL));
+    assert_eq!(
+        now(fs.lock(&c, &req(LockType::Write, 1, u64::MAX))),
+        Ok(LockOutcome::Granted)
+    );
+    assert_eq!(
+        now(fs.lock(&c, &req(LockType::Write, u64::MAX, 1))),
+        Err(Errno::EINVAL)
+    );
 }
 
 #[test]
@@ -357,7 +452,11 @@ fn qids_unique_and_versions_change() {
     if shm.is_dir() {
         let other = HostFs::new(shm, HostOptions::default()).unwrap();
         let (_, oq) = root(&other);
-        assert_eq!(oq.path, std::fs::metadata(shm).unwrap().ino(), "own device, prefix 0");
+        assert_eq!(
+            oq.path,
+            std::fs::metadata(shm).unwrap().ino(),
+            "own device, prefix 0"
+        );
     }
 }
 
@@ -366,12 +465,19 @@ fn mapped_xattr_keeps_guest_metadata_in_xattrs() {
     let sb = Sandbox::new("mapped");
     let fs = sb.fs(SecurityModel::MappedXattr);
     let (r, _) = root(&fs);
-    let guest = Creds { uid: 1000, gid: 100 };
+    let guest = Creds {
+        uid: 1000,
+        gid: 100,
+    };
     let (n, _f, _) = now(fs.create(&r, &name("f"), RW, 0o4755, guest)).unwrap();
     let a = now(fs.getattr(&n)).unwrap();
     assert_eq!((a.uid, a.gid, a.mode), (1000, 100, libc::S_IFREG | 0o4755));
     let host = std::fs::metadata(sb.path("f")).unwrap();
-    assert_eq!(host.permissions().mode() & 0o7777, 0o600, "no set-id bit on the host");
+    assert_eq!(
+        host.permissions().mode() & 0o7777,
+        0o600,
+        "no set-id bit on the host"
+    );
     assert_eq!(host.uid(), rustix::process::geteuid().as_raw());
     // chown/chmod change the xattrs only
     let sa = SetAttr {
@@ -383,13 +489,27 @@ fn mapped_xattr_keeps_guest_metadata_in_xattrs() {
     now(fs.setattr(&n, &sa)).unwrap();
     let a = now(fs.getattr(&n)).unwrap();
     assert_eq!((a.uid, a.gid, a.mode), (0, 100, libc::S_IFREG | 0o640));
-    assert_eq!(std::fs::metadata(sb.path("f")).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert_eq!(
+        std::fs::metadata(sb.path("f"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o600
+    );
     // directories
     now(fs.mkdir(&r, &name("d"), 0o1777, guest)).unwrap();
     let (d, _) = walk(&fs, "d");
     let a = now(fs.getattr(&d)).unwrap();
     assert_eq!((a.uid, a.mode), (1000, libc::S_IFDIR | 0o1777));
-    assert_eq!(std::fs::metadata(sb.path("d")).unwrap().permissions().mode() & 0o7777, 0o700);
+    assert_eq!(
+        std::fs::metadata(sb.path("d"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o700
+    );
     // symlinks are regular files holding the target
     let q = now(fs.symlink(&r, &name("l"), b"/etc/passwd", guest)).unwrap();
     assert_eq!(q.ty, QidType::SYMLINK);
@@ -399,17 +519,32 @@ fn mapped_xattr_keeps_guest_metadata_in_xattrs() {
     assert_eq!(lq.ty, QidType::SYMLINK);
     assert_eq!(now(fs.readlink(&l)).unwrap(), b"/etc/passwd");
     assert_eq!(now(fs.getattr(&l)).unwrap().mode, libc::S_IFLNK | 0o777);
-    assert_eq!(now(fs.open(&l, OpenFlags::RDONLY)).err(), Some(Errno::ENXIO));
+    assert_eq!(
+        now(fs.open(&l, OpenFlags::RDONLY)).err(),
+        Some(Errno::ENXIO)
+    );
     // special files are regular files with the type in the xattr
     now(fs.mknod(&r, &name("p"), libc::S_IFIFO | 0o644, (0, 0), guest)).unwrap();
     let (p, _) = walk(&fs, "p");
     assert_eq!(now(fs.getattr(&p)).unwrap().mode, libc::S_IFIFO | 0o644);
-    assert!(std::fs::symlink_metadata(sb.path("p")).unwrap().file_type().is_file());
-    assert_eq!(now(fs.open(&p, OpenFlags::RDONLY)).err(), Some(Errno::ENXIO));
+    assert!(
+        std::fs::symlink_metadata(sb.path("p"))
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(
+        now(fs.open(&p, OpenFlags::RDONLY)).err(),
+        Some(Errno::ENXIO)
+    );
     // readdir does not give away host types of regular entries
     let dir = now(fs.open(&r, OpenFlags::RDONLY)).unwrap();
     let ents = now(fs.readdir(&dir, 0, 100)).unwrap();
-    assert!(ents.iter().filter(|e| e.name == b"l" || e.name == b"f").all(|e| e.ty == 0));
+    assert!(
+        ents.iter()
+            .filter(|e| e.name == b"l" || e.name == b"f")
+            .all(|e| e.ty == 0)
+    );
 }
 
 #[test]
@@ -417,17 +552,27 @@ fn passthrough_applies_guest_owner_and_exact_mode() {
     let sb = Sandbox::new("passthrough");
     let fs = sb.fs(SecurityModel::Passthrough);
     let (r, _) = root(&fs);
-    let guest = Creds { uid: 1234, gid: 5678 };
+    let guest = Creds {
+        uid: 1234,
+        gid: 5678,
+    };
     let made = now(fs.create(&r, &name("f"), RW, 0o666, guest));
     if !is_root_user() {
         assert_eq!(made.err(), Some(Errno::EPERM));
-        assert!(!sb.path("f").exists(), "a file that could not be owned is removed");
+        assert!(
+            !sb.path("f").exists(),
+            "a file that could not be owned is removed"
+        );
         return;
     }
     made.unwrap();
     let m = std::fs::metadata(sb.path("f")).unwrap();
     assert_eq!((m.uid(), m.gid()), (1234, 5678));
-    assert_eq!(m.permissions().mode() & 0o7777, 0o666, "not reduced by the server's umask");
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o666,
+        "not reduced by the server's umask"
+    );
     now(fs.mkdir(&r, &name("d"), 0o777, guest)).unwrap();
     let m = std::fs::metadata(sb.path("d")).unwrap();
     assert_eq!((m.uid(), m.permissions().mode() & 0o7777), (1234, 0o777));
@@ -450,8 +595,14 @@ fn readonly_option_refuses_changes() {
     let (r, _) = root(&fs);
     let (n, _) = walk(&fs, "f");
     assert_eq!(now(fs.open(&n, RW)).err(), Some(Errno::EROFS));
-    assert_eq!(now(fs.create(&r, &name("g"), RW, 0o600, ROOT)).err(), Some(Errno::EROFS));
-    assert_eq!(now(fs.mkdir(&r, &name("g"), 0o700, ROOT)), Err(Errno::EROFS));
+    assert_eq!(
+        now(fs.create(&r, &name("g"), RW, 0o600, ROOT)).err(),
+        Some(Errno::EROFS)
+    );
+    assert_eq!(
+        now(fs.mkdir(&r, &name("g"), 0o700, ROOT)),
+        Err(Errno::EROFS)
+    );
     assert_eq!(now(fs.unlink(&r, &name("f"), false)), Err(Errno::EROFS));
     assert_eq!(now(fs.setxattr(&n, b"user.a", b"", 0)), Err(Errno::EROFS));
     let f = now(fs.open(&n, OpenFlags::RDONLY)).unwrap();

@@ -39,8 +39,22 @@ fn watchdog(what: &'static str) -> Arc<AtomicBool> {
 
 #[test]
 fn names_cannot_carry_paths() {
-    for bad in [&b"../secret"[..], b"..", b".", b"a/b", b"/", b"/etc/passwd", b"a\0b", b""] {
-        assert_eq!(Name::new(bad), Err(Errno::EINVAL), "{:?}", bad.escape_ascii().to_string());
+    for bad in [
+        &b"../secret"[..],
+        b"..",
+        b".",
+        b"a/b",
+        b"/",
+        b"/etc/passwd",
+        b"a\0b",
+        b"",
+    ] {
+        assert_eq!(
+            Name::new(bad),
+            Err(Errno::EINVAL),
+            "{:?}",
+            bad.escape_ascii().to_string()
+        );
     }
     assert_eq!(Name::new(&[b'n'; 256]), Err(Errno::ENAMETOOLONG));
     // 255 bytes is a real name on the host
@@ -76,24 +90,48 @@ fn escaping_symlinks_are_never_followed() {
         ] {
             let (l, q) = walk(&fs, path);
             assert_eq!(q.ty, QidType::SYMLINK, "{model} {path}: the link itself");
-            for flags in [OpenFlags::RDONLY, OpenFlags::RDWR, OpenFlags::RDONLY | OpenFlags::DIRECTORY] {
+            for flags in [
+                OpenFlags::RDONLY,
+                OpenFlags::RDWR,
+                OpenFlags::RDONLY | OpenFlags::DIRECTORY,
+            ] {
                 let e = now(fs.open(&l, flags)).err();
-                assert!(matches!(e, Some(Errno::ENXIO | Errno::ELOOP)), "{model} {path}: {e:?}");
+                assert!(
+                    matches!(e, Some(Errno::ENXIO | Errno::ELOOP)),
+                    "{model} {path}: {e:?}"
+                );
             }
-            assert_eq!(now(fs.readlink(&l)).unwrap(), target.as_bytes(), "text only");
+            assert_eq!(
+                now(fs.readlink(&l)).unwrap(),
+                target.as_bytes(),
+                "text only"
+            );
             let a = now(fs.getattr(&l)).unwrap();
             assert_eq!(a.mode & libc::S_IFMT, libc::S_IFLNK);
-            assert_eq!(a.size, target.len() as u64, "the link's size, not the target's");
+            assert_eq!(
+                a.size,
+                target.len() as u64,
+                "the link's size, not the target's"
+            );
             // nothing goes *through* a symlink node
-            assert_eq!(now(fs.lookup(&l, &name("secret"))).err(), Some(Errno::ENOTDIR));
+            assert_eq!(
+                now(fs.lookup(&l, &name("secret"))).err(),
+                Some(Errno::ENOTDIR)
+            );
             assert_eq!(now(fs.lookup(&l, &name("etc"))).err(), Some(Errno::ENOTDIR));
             assert_eq!(
                 now(fs.create(&l, &name("x"), OpenFlags::RDWR, 0o600, ROOT)).err(),
                 Some(Errno::ENOTDIR)
             );
-            assert_eq!(now(fs.mkdir(&l, &name("x"), 0o700, ROOT)), Err(Errno::ENOTDIR));
+            assert_eq!(
+                now(fs.mkdir(&l, &name("x"), 0o700, ROOT)),
+                Err(Errno::ENOTDIR)
+            );
             assert_eq!(now(fs.parent(&l)).err(), Some(Errno::ENOTDIR));
-            assert_eq!(now(fs.rename(&r, &name("d"), &l, &name("x"))), Err(Errno::ENOTDIR));
+            assert_eq!(
+                now(fs.rename(&r, &name("d"), &l, &name("x"))),
+                Err(Errno::ENOTDIR)
+            );
             let trunc = SetAttr {
                 valid: SetattrMask::SIZE,
                 size: 0,
@@ -109,11 +147,17 @@ fn escaping_symlinks_are_never_followed() {
             // times apply to the link itself
             let times = SetAttr {
                 valid: SetattrMask::MTIME | SetattrMask::MTIME_SET,
-                mtime: co9p::protocol::Timespec { sec: 12345, nsec: 0 },
+                mtime: co9p::protocol::Timespec {
+                    sec: 12345,
+                    nsec: 0,
+                },
                 ..SetAttr::default()
             };
             now(fs.setattr(&l, &times)).unwrap();
-            assert_eq!(std::fs::symlink_metadata(sb.path(path)).unwrap().mtime(), 12345);
+            assert_eq!(
+                std::fs::symlink_metadata(sb.path(path)).unwrap().mtime(),
+                12345
+            );
             let _ = now(fs.getxattr(&l, b"user.x"));
             assert!(now(fs.setxattr(&l, b"user.x", b"v", 0)).is_err());
             // a hard link to the node links the symlink, never its target
@@ -126,7 +170,11 @@ fn escaping_symlinks_are_never_followed() {
         drop(fs);
         let now_meta = std::fs::metadata(&sb.secret).unwrap();
         assert_eq!(now_meta.nlink(), 1, "no hard link to the secret");
-        assert_eq!(now_meta.mtime(), secret_meta.mtime(), "secret's times untouched");
+        assert_eq!(
+            now_meta.mtime(),
+            secret_meta.mtime(),
+            "secret's times untouched"
+        );
         assert_eq!(now_meta.mode(), secret_meta.mode());
         sb.assert_untouched();
     }
@@ -152,7 +200,10 @@ fn dotdot_never_leaves_the_root() {
     // `..` in the root's listing is the root
     let d = now(fs.open(&r, OpenFlags::RDONLY)).unwrap();
     let ents = now(fs.readdir(&d, 0, 100)).unwrap();
-    assert_eq!(ents.iter().find(|e| e.name == b"..").unwrap().qid.path, rq.path);
+    assert_eq!(
+        ents.iter().find(|e| e.name == b"..").unwrap().qid.path,
+        rq.path
+    );
 }
 
 #[test]
@@ -214,12 +265,16 @@ fn paths_deeper_than_path_max_work_relative_to_fds() {
 #[test]
 fn special_files_are_never_opened() {
     let sb = Sandbox::new("special");
-    rustix::fs::mkfifoat(rustix::fs::CWD, &sb.path("fifo"), rustix::fs::Mode::from_raw_mode(0o666))
-        .unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        sb.path("fifo"),
+        rustix::fs::Mode::from_raw_mode(0o666),
+    )
+    .unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(sb.path("sock")).unwrap();
     let have_dev = rustix::fs::mknodat(
         rustix::fs::CWD,
-        &sb.path("null"),
+        sb.path("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -240,7 +295,11 @@ fn special_files_are_never_opened() {
                 OpenFlags::RDWR | OpenFlags::NONBLOCK,
                 OpenFlags::RDONLY | OpenFlags::TRUNC,
             ] {
-                assert_eq!(now(fs.open(&node, flags)).err(), Some(Errno::ENXIO), "{model} {n}");
+                assert_eq!(
+                    now(fs.open(&node, flags)).err(),
+                    Some(Errno::ENXIO),
+                    "{model} {n}"
+                );
             }
             let trunc = SetAttr {
                 valid: SetattrMask::SIZE,
@@ -272,7 +331,10 @@ fn mknod_device_nodes_per_model() {
         match model {
             SecurityModel::MappedXattr => {
                 made.unwrap();
-                assert!(host.unwrap().file_type().is_file(), "a plain file on the host");
+                assert!(
+                    host.unwrap().file_type().is_file(),
+                    "a plain file on the host"
+                );
                 let (n, _) = walk(&fs, &dev);
                 let a = now(fs.getattr(&n)).unwrap();
                 assert_eq!(a.mode, libc::S_IFCHR | 0o600);
@@ -282,7 +344,10 @@ fn mknod_device_nodes_per_model() {
             _ if root_user => {
                 made.unwrap();
                 let (n, _) = walk(&fs, &dev);
-                assert_eq!(now(fs.getattr(&n)).unwrap().mode & libc::S_IFMT, libc::S_IFCHR);
+                assert_eq!(
+                    now(fs.getattr(&n)).unwrap().mode & libc::S_IFMT,
+                    libc::S_IFCHR
+                );
                 assert_eq!(now(fs.open(&n, OpenFlags::RDWR)).err(), Some(Errno::ENXIO));
             }
             _ => {
@@ -315,15 +380,29 @@ fn rename_and_link_cannot_leave_the_export() {
     let (out, _) = walk(&fs, "out");
     // The only directory handles are nodes from walks beneath the root; a link to a
     // directory outside is a symlink node, never a directory.
-    assert_eq!(now(fs.rename(&r, &name("f"), &out, &name("f"))), Err(Errno::ENOTDIR));
+    assert_eq!(
+        now(fs.rename(&r, &name("f"), &out, &name("f"))),
+        Err(Errno::ENOTDIR)
+    );
     assert_eq!(now(fs.link(&f, &out, &name("f"))), Err(Errno::ENOTDIR));
-    assert_eq!(now(fs.symlink(&out, &name("s"), b"x", ROOT)), Err(Errno::ENOTDIR));
-    assert_eq!(now(fs.unlink(&out, &name("secret"), false)), Err(Errno::ENOTDIR));
+    assert_eq!(
+        now(fs.symlink(&out, &name("s"), b"x", ROOT)),
+        Err(Errno::ENOTDIR)
+    );
+    assert_eq!(
+        now(fs.unlink(&out, &name("secret"), false)),
+        Err(Errno::ENOTDIR)
+    );
     // and the names themselves cannot climb
     assert!(Name::new(b"../f").is_err() && Name::new(b"..").is_err());
     // renaming the symlink itself moves the link, inside the export
     now(fs.rename(&r, &name("out"), &r, &name("out2"))).unwrap();
-    assert!(std::fs::symlink_metadata(sb.path("out2")).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(sb.path("out2"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     sb.assert_untouched();
 }
 
@@ -371,7 +450,10 @@ fn swap_race_with_symlink_to_root() {
         let (a, q) = now(fs.lookup(&r, &name("a"))).unwrap();
         if q.ty == QidType::SYMLINK {
             via_link += 1;
-            assert_eq!(now(fs.open(&a, OpenFlags::RDONLY)).err(), Some(Errno::ENXIO));
+            assert_eq!(
+                now(fs.open(&a, OpenFlags::RDONLY)).err(),
+                Some(Errno::ENXIO)
+            );
             assert!(now(fs.lookup(&a, &name("tmp"))).is_err());
             continue;
         }
@@ -398,7 +480,10 @@ fn swap_race_with_symlink_to_root() {
         if i % 16 == 0 {
             let nm = format!("{marker}-{i}");
             if let Ok((_, _, _)) = now(fs.create(&a, &name(&nm), OpenFlags::RDWR, 0o600, ROOT)) {
-                assert!(!std::path::Path::new("/").join(&nm).exists(), "created in /");
+                assert!(
+                    !std::path::Path::new("/").join(&nm).exists(),
+                    "created in /"
+                );
             }
             let _ = now(fs.mkdir(&a, &name(&format!("{nm}-d")), 0o700, ROOT));
         }

@@ -61,7 +61,10 @@ fn descriptors_return_to_start_and_are_bounded() {
     assert_eq!(held.len(), 9);
     assert_eq!(now(fs.lookup(&r, &name("d"))).err(), Some(Errno::EMFILE));
     let (n, _) = held.pop().unwrap();
-    assert_eq!(now(fs.open(&r, OpenFlags::RDONLY)).err(), Some(Errno::EMFILE));
+    assert_eq!(
+        now(fs.open(&r, OpenFlags::RDONLY)).err(),
+        Some(Errno::EMFILE)
+    );
     drop(n);
     let _ = now(fs.lookup(&r, &name("d"))).unwrap();
     drop(held);

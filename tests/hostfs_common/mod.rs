@@ -71,13 +71,21 @@ impl Sandbox {
 
     /// The secret is intact and nothing new appeared beside the export.
     pub fn assert_untouched(&self) {
-        assert_eq!(std::fs::read(&self.secret).unwrap(), SECRET, "secret changed");
+        assert_eq!(
+            std::fs::read(&self.secret).unwrap(),
+            SECRET,
+            "secret changed"
+        );
         let mut names: Vec<_> = std::fs::read_dir(&self.base)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["export", "secret"], "files appeared outside the export");
+        assert_eq!(
+            names,
+            ["export", "secret"],
+            "files appeared outside the export"
+        );
     }
 }
 

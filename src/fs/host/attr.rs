@@ -1,8 +1,8 @@
 //! Attributes: qids and getattr (with mapped-xattr's view), setattr, statfs.
 
 use rustix::fs::{
-    AtFlags, Gid, Mode, OFlags, Timestamps, UTIME_NOW, UTIME_OMIT, Uid, chmodat, chownat,
-    fstat, fstatfs, ftruncate, utimensat,
+    AtFlags, Gid, Mode, OFlags, Timestamps, UTIME_NOW, UTIME_OMIT, Uid, chmodat, chownat, fstat,
+    fstatfs, ftruncate, utimensat,
 };
 
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -20,8 +20,7 @@ impl HostFs {
     /// The mode the guest sees for a file whose host mode is `host_mode` (mapped-xattr
     /// keeps it on regular files, where types other than regular live).
     fn guest_mode(&self, fd: BorrowedFd<'_>, host_mode: u32) -> FsResult<u32> {
-        if self.model != SecurityModel::MappedXattr || host_mode & libc::S_IFMT != libc::S_IFREG
-        {
+        if self.model != SecurityModel::MappedXattr || host_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(host_mode);
         }
         let mode = read_mapped_mode(ProcPath::new(fd.as_raw_fd()).abs())?;

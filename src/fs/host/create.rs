@@ -14,8 +14,8 @@ use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{
-    AtFlags, FileType, Gid, Mode, OFlags, Uid, chmodat, chownat, fchmod, fchown, fstat,
-    linkat, makedev, mkdirat, mknodat, openat, renameat, symlinkat, unlinkat,
+    AtFlags, FileType, Gid, Mode, OFlags, Uid, chmodat, chownat, fchmod, fchown, fstat, linkat,
+    makedev, mkdirat, mknodat, openat, renameat, symlinkat, unlinkat,
 };
 
 use crate::fs::{Creds, FsResult, Name};
@@ -222,7 +222,8 @@ impl HostFs {
         dir.require_dir()?;
         let ty = match mode & libc::S_IFMT {
             0 => libc::S_IFREG,
-            t @ (libc::S_IFREG | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK) => t,
+            t
+            @ (libc::S_IFREG | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK) => t,
             _ => return Err(Errno::EINVAL),
         };
         let perm = mode & 0o7777;
@@ -236,8 +237,14 @@ impl HostFs {
             });
         }
         let ftype = FileType::from_raw_mode(ty);
-        mknodat(dir.fd(), name.as_bytes(), ftype, self.host_perm(perm, false), dev)
-            .map_err(errno)?;
+        mknodat(
+            dir.fd(),
+            name.as_bytes(),
+            ftype,
+            self.host_perm(perm, false),
+            dev,
+        )
+        .map_err(errno)?;
         let kind = if ty == libc::S_IFREG {
             Kind::Reg
         } else {

@@ -31,7 +31,11 @@ fn to_flock(req: &LockRequest) -> FsResult<libc::flock> {
 }
 
 fn last_errno() -> Errno {
-    Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as u32)
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO) as u32,
+    )
 }
 
 /// Takes or releases a lock without waiting.

@@ -43,9 +43,7 @@ use std::sync::Arc;
 
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, fdatasync, fstat, fstatfs, fsync, openat};
 
-use crate::fs::{
-    Creds, DirEntry, Filesystem, FsResult, LockOutcome, LockProbe, LockRequest, Name,
-};
+use crate::fs::{Creds, DirEntry, Filesystem, FsResult, LockOutcome, LockProbe, LockRequest, Name};
 use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
 
 pub use node::{HostFile, HostNode};
@@ -230,8 +228,7 @@ impl HostFs {
             // A mapped fifo, device or symlink is a regular file on the host; the guest
             // must not open it as data either.
             let mode = security::read_mapped_mode(ProcPath::new(node.raw_fd()).abs())?;
-            if mode.is_some_and(|m| m & libc::S_IFMT != 0 && m & libc::S_IFMT != libc::S_IFREG)
-            {
+            if mode.is_some_and(|m| m & libc::S_IFMT != 0 && m & libc::S_IFMT != libc::S_IFREG) {
                 return Err(Errno::ENXIO);
             }
         }

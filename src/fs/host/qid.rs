@@ -81,6 +81,8 @@ pub(super) fn qid_type(mode: u32) -> QidType {
 }
 
 /// The qid version of a stat (see the module doc).
+// `Stat` field widths differ between architectures.
+#[allow(clippy::unnecessary_cast)]
 pub(super) fn qid_version(st: &Stat) -> u32 {
     (st.st_mtime as u64 ^ (st.st_size as u64) << 8 ^ st.st_mtime_nsec as u64) as u32
 }

@@ -103,9 +103,8 @@ impl HostFs {
         }
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         if self.has_openat2 {
-            let resolve = ResolveFlags::BENEATH
-                | ResolveFlags::NO_SYMLINKS
-                | ResolveFlags::NO_MAGICLINKS;
+            let resolve =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             for _ in 0..8 {
                 match openat2(dir.fd(), bytes, flags, Mode::empty(), resolve) {
                     Err(e) if e == rustix::io::Errno::AGAIN => continue,

@@ -117,9 +117,7 @@ pub(super) fn read_mapped(path: &CStr) -> FsResult<Mapped> {
         match getxattr(path, name, &mut buf[..]) {
             Ok(n) if n == N => Ok(Some(buf)),
             Ok(_) => Ok(None),
-            Err(e) if e == rustix::io::Errno::NODATA || e == rustix::io::Errno::RANGE => {
-                Ok(None)
-            }
+            Err(e) if e == rustix::io::Errno::NODATA || e == rustix::io::Errno::RANGE => Ok(None),
             Err(e) if e == rustix::io::Errno::OPNOTSUPP => Ok(None),
             Err(e) => Err(errno(e)),
         }

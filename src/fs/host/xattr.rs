@@ -43,14 +43,11 @@ fn access(model: SecurityModel, name: &[u8]) -> Access {
         return Access::Hidden;
     }
     let passthrough = model == SecurityModel::Passthrough;
-    if name.starts_with(b"user.") {
-        Access::Allowed
-    } else if (name == b"system.posix_acl_access"
+    let privileged = name == b"system.posix_acl_access"
         || name == b"system.posix_acl_default"
         || name.starts_with(b"security.")
-        || name.starts_with(b"trusted."))
-        && passthrough
-    {
+        || name.starts_with(b"trusted.");
+    if name.starts_with(b"user.") || privileged && passthrough {
         Access::Allowed
     } else {
         Access::Unsupported
