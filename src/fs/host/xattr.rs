@@ -64,14 +64,19 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// `Ok` if the guest may use xattr `name`; `hidden` is the answer for our private names.
+fn permit(model: SecurityModel, name: &[u8], hidden: Errno) -> FsResult<()> {
+    check_name(name)?;
+    match access(model, name) {
+        Access::Allowed => Ok(()),
+        Access::Hidden => Err(hidden),
+        Access::Unsupported => Err(Errno::EOPNOTSUPP),
+    }
+}
+
 impl HostFs {
     pub(super) fn do_getxattr(&self, node: &HostNode, name: &[u8]) -> FsResult<Vec<u8>> {
-        check_name(name)?;
-        match access(self.model, name) {
-            Access::Allowed => {}
-            Access::Hidden => return Err(Errno::ENODATA),
-            Access::Unsupported => return Err(Errno::EOPNOTSUPP),
-        }
+        permit(self.model, name, Errno::ENODATA)?;
         let p = ProcPath::new(node.raw_fd());
         sized(
             || getxattr_query(p.abs(), name),
@@ -99,24 +104,14 @@ impl HostFs {
         value: &[u8],
         flags: u32,
     ) -> FsResult<()> {
-        check_name(name)?;
         let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
-        match access(self.model, name) {
-            Access::Allowed => {}
-            Access::Hidden => return Err(Errno::EACCES),
-            Access::Unsupported => return Err(Errno::EOPNOTSUPP),
-        }
+        permit(self.model, name, Errno::EACCES)?;
         let p = ProcPath::new(node.raw_fd());
         setxattr(p.abs(), name, value, flags).map_err(errno)
     }
 
     pub(super) fn do_removexattr(&self, node: &HostNode, name: &[u8]) -> FsResult<()> {
-        check_name(name)?;
-        match access(self.model, name) {
-            Access::Allowed => {}
-            Access::Hidden => return Err(Errno::ENODATA),
-            Access::Unsupported => return Err(Errno::EOPNOTSUPP),
-        }
+        permit(self.model, name, Errno::ENODATA)?;
         let p = ProcPath::new(node.raw_fd());
         removexattr(p.abs(), name).map_err(errno)
     }
