@@ -17,9 +17,11 @@ use std::io::{IoSlice, IoSliceMut};
 use crate::protocol::{Attr, Errno, LockType, OpenFlags, Qid, SetAttr, StatFs};
 
 pub mod hooked;
+pub mod host;
 pub mod mem;
 mod name;
 
+pub use host::HostFs;
 pub use mem::MemFs;
 pub use name::{NAME_MAX, Name};
 

@@ -1,0 +1,427 @@
+//! `HostFs`: the backend that serves real host files, confined to the export directory.
+//!
+//! Every security property rests on a few mechanisms, each in one file:
+//!
+//! - **Handles, not paths** (`node.rs`): a node is one `O_PATH|O_NOFOLLOW|O_CLOEXEC`
+//!   descriptor that pins its inode; its type is read once and cannot change.
+//! - **One component at a time, beneath the export** (`resolve.rs`): lookups are
+//!   `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)` (or `openat`
+//!   with `O_NOFOLLOW`) of a validated single-component [`Name`]; symlinks on the host are
+//!   never followed (a lookup yields the link, `readlink` its text); the root's parent is
+//!   the root, and a parent that no longer leads back to the root is refused.
+//! - **Only regular files and directories are opened** (`resolve.rs`), reopened through
+//!   `/proc/self/fd/N` after the type check, so a fifo, socket or device is never opened
+//!   (`ENXIO`, as QEMU) and nothing blocks.
+//! - **Security models** (`security.rs`), **xattr namespaces** (`xattr.rs`), **qids**
+//!   unique across devices (`qid.rs`), **OFD locks** (`locks.rs`), **readdir cookies**
+//!   (`dir.rs`), **making names** (`create.rs`), **attributes** (`attr.rs`).
+//!
+//! **Descriptor use is bounded, not reclaimed.** Each node holds one descriptor (shared by
+//! its clones) and each open file one; together they may hold at most
+//! [`HostOptions::max_fds`] (by default `RLIMIT_NOFILE` less a reserve), past which
+//! lookups and opens fail with `EMFILE`. Idle descriptors are *not* closed and reopened
+//! by path as QEMU's reclaim does: reopening by path is exactly the race class of
+//! CVE-2021-20181, and a node here is an inode, not a path.
+//!
+//! All work is synchronous inside each `async fn` (no awaits), which meets the trait's
+//! cancellation contract.
+
+mod attr;
+mod create;
+mod dir;
+mod locks;
+mod node;
+mod qid;
+mod resolve;
+mod security;
+mod xattr;
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, fdatasync, fstat, fstatfs, fsync, openat};
+
+use crate::fs::{Creds, DirEntry, Filesystem, FsResult, LockOutcome, LockProbe, LockRequest, Name};
+use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
+
+pub use node::{HostFile, HostNode};
+pub use security::SecurityModel;
+
+use node::{FdBudget, Kind};
+use qid::QidMap;
+use resolve::{ProcPath, reopen_flags};
+
+/// `statfs` magic of procfs.
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// Longest symlink target read back from a mapped-xattr symlink file.
+const MAPPED_LINK_MAX: usize = 4096;
+
+/// How a [`HostFs`] serves its export.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    pub security_model: SecurityModel,
+    /// Refuse every change with `EROFS` (the server enforces `--readonly` too; this is a
+    /// second line).
+    pub readonly: bool,
+    /// Most descriptors nodes and open files may hold at once; `None`: `RLIMIT_NOFILE`
+    /// less a quarter (at most 256) kept for everything else.
+    pub max_fds: Option<usize>,
+}
+
+/// The host backend (see the module doc).
+pub struct HostFs {
+    root: HostNode,
+    /// `/proc/self/fd`, opened once and checked to be procfs.
+    proc_fd: OwnedFd,
+    model: SecurityModel,
+    readonly: bool,
+    qids: QidMap,
+    budget: Arc<FdBudget>,
+    has_openat2: bool,
+    /// The process umask, which the kernel applies to modes given at creation.
+    umask: u32,
+}
+
+impl std::fmt::Debug for HostFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFs")
+            .field("root", &self.root)
+            .field("model", &self.model)
+            .field("readonly", &self.readonly)
+            .field("openat2", &self.has_openat2)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn errno(e: rustix::io::Errno) -> Errno {
+    Errno(e.raw_os_error() as u32)
+}
+
+fn io_err(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+fn default_max_fds() -> usize {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let cur = lim.current.unwrap_or(1 << 20).min(1 << 30) as usize;
+    cur.saturating_sub((cur / 4).min(256)).max(16)
+}
+
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+impl HostFs {
+    /// Serves the directory `export` (symlinks in `export` itself are followed: it is the
+    /// administrator's path; nothing the guest names ever is).
+    pub fn new(export: &Path, opts: HostOptions) -> io::Result<HostFs> {
+        let proc_fd = openat(
+            CWD,
+            "/proc/self/fd",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err)?;
+        if fstatfs(&proc_fd).map_err(io_err)?.f_type as i64 != PROC_SUPER_MAGIC {
+            return Err(io::Error::other("/proc/self/fd is not on procfs"));
+        }
+        let budget = FdBudget::new(opts.max_fds.unwrap_or_else(default_max_fds).max(1));
+        let slot = budget
+            .take()
+            .map_err(|_| io::Error::from_raw_os_error(libc::EMFILE))?;
+        let fd = openat(
+            CWD,
+            export,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err)?;
+        let st = fstat(&fd).map_err(io_err)?;
+        let has_openat2 = !matches!(
+            rustix::fs::openat2(
+                &fd,
+                ".",
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH
+            ),
+            Err(rustix::io::Errno::NOSYS)
+        );
+        let root = HostNode::new(fd, &st, slot);
+        if opts.security_model == SecurityModel::MappedXattr {
+            let p = ProcPath::new(root.raw_fd());
+            if let Err(rustix::io::Errno::OPNOTSUPP) =
+                rustix::fs::getxattr(p.abs(), c"user.virtfs.mode", &mut [0u8; 4][..])
+            {
+                return Err(io::Error::other(
+                    "mapped-xattr needs user.* xattrs, which the export's filesystem lacks",
+                ));
+            }
+        }
+        Ok(HostFs {
+            qids: QidMap::new(st.st_dev),
+            root,
+            proc_fd,
+            model: opts.security_model,
+            readonly: opts.readonly,
+            budget,
+            has_openat2,
+            umask: process_umask(),
+        })
+    }
+
+    pub fn security_model(&self) -> SecurityModel {
+        self.model
+    }
+
+    /// Descriptors held by nodes and open files right now (the root's included).
+    pub fn fds_in_use(&self) -> usize {
+        self.budget.used()
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        if self.readonly {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wraps an `O_PATH` descriptor as a node, taking its budget slot.
+    fn node_from(&self, fd: OwnedFd, slot: node::FdSlot) -> FsResult<(HostNode, Qid)> {
+        let st = fstat(&fd).map_err(errno)?;
+        let node = HostNode::new(fd, &st, slot);
+        let qid = self.qid_of(&node)?;
+        Ok((node, qid))
+    }
+
+    fn do_lookup(&self, dir: &HostNode, name: &Name) -> FsResult<(HostNode, Qid)> {
+        let slot = self.budget.take()?;
+        let fd = self.lookup_fd(dir, name)?;
+        self.node_from(fd, slot)
+    }
+
+    fn do_parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {
+        match self.parent_fd(dir)? {
+            None => Ok((self.root.clone(), self.qid_of(&self.root)?)),
+            Some(fd) => {
+                let slot = self.budget.take()?;
+                self.node_from(fd, slot)
+            }
+        }
+    }
+
+    fn do_open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
+        if flags.writable() || flags.contains(OpenFlags::TRUNC) {
+            self.writable()?;
+        }
+        if self.model == SecurityModel::MappedXattr && node.kind() == Kind::Reg {
+            // A mapped fifo, device or symlink is a regular file on the host; the guest
+            // must not open it as data either.
+            let mode = security::read_mapped_mode(ProcPath::new(node.raw_fd()).abs())?;
+            if mode.is_some_and(|m| m & libc::S_IFMT != 0 && m & libc::S_IFMT != libc::S_IFREG) {
+                return Err(Errno::ENXIO);
+            }
+        }
+        let slot = self.budget.take()?;
+        let mut oflags = reopen_flags(flags)?;
+        if node.kind() == Kind::Dir {
+            oflags |= OFlags::DIRECTORY;
+        }
+        let fd = self.reopen(node, oflags)?;
+        HostFile::new(node.clone(), fd, slot)
+    }
+
+    fn do_readlink(&self, node: &HostNode) -> FsResult<Vec<u8>> {
+        match node.kind() {
+            Kind::Symlink => {
+                let target = rustix::fs::readlinkat(node.fd(), c"", Vec::new()).map_err(errno)?;
+                Ok(target.into_bytes())
+            }
+            Kind::Reg if self.model == SecurityModel::MappedXattr => {
+                let p = ProcPath::new(node.raw_fd());
+                let mode = security::read_mapped_mode(p.abs())?.unwrap_or(0);
+                if mode & libc::S_IFMT != libc::S_IFLNK {
+                    return Err(Errno::EINVAL);
+                }
+                let fd = self.reopen(node, OFlags::RDONLY)?;
+                let mut buf = vec![0u8; MAPPED_LINK_MAX];
+                let mut len = 0;
+                while len < buf.len() {
+                    match rustix::io::pread(&fd, &mut buf[len..], len as u64) {
+                        Ok(0) => break,
+                        Ok(n) => len += n,
+                        Err(e) if e == rustix::io::Errno::INTR => {}
+                        Err(e) => return Err(errno(e)),
+                    }
+                }
+                buf.truncate(len);
+                Ok(buf)
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+}
+
+/// Retries a syscall interrupted by a signal.
+fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> FsResult<T> {
+    loop {
+        match f() {
+            Err(e) if e == rustix::io::Errno::INTR => {}
+            r => return r.map_err(errno),
+        }
+    }
+}
+
+impl Filesystem for HostFs {
+    type Node = HostNode;
+    type File = HostFile;
+
+    async fn root(&self) -> FsResult<(HostNode, Qid)> {
+        Ok((self.root.clone(), self.qid_of(&self.root)?))
+    }
+    async fn lookup(&self, dir: &HostNode, name: &Name) -> FsResult<(HostNode, Qid)> {
+        self.do_lookup(dir, name)
+    }
+    async fn parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {
+        self.do_parent(dir)
+    }
+    async fn getattr(&self, node: &HostNode) -> FsResult<Attr> {
+        self.do_getattr(node)
+    }
+    async fn setattr(&self, node: &HostNode, attr: &SetAttr) -> FsResult<()> {
+        self.do_setattr(node, attr)
+    }
+    async fn open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
+        self.do_open(node, flags)
+    }
+    async fn create(
+        &self,
+        dir: &HostNode,
+        name: &Name,
+        flags: OpenFlags,
+        mode: u32,
+        creds: Creds,
+    ) -> FsResult<(HostNode, HostFile, Qid)> {
+        self.do_create(dir, name, flags, mode, creds)
+    }
+    async fn read(&self, file: &HostFile, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
+        let fd = file.data_fd()?;
+        retry(|| rustix::io::pread(fd, &mut *buf, offset))
+    }
+    async fn write(&self, file: &HostFile, offset: u64, data: &[u8]) -> FsResult<usize> {
+        self.writable()?;
+        let fd = file.data_fd()?;
+        // With O_APPEND, Linux's pwrite appends whatever the offset.
+        retry(|| rustix::io::pwrite(fd, data, offset))
+    }
+    async fn read_vectored(
+        &self,
+        file: &HostFile,
+        offset: u64,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> FsResult<usize> {
+        let fd = file.data_fd()?;
+        retry(|| rustix::io::preadv(fd, &mut *bufs, offset))
+    }
+    async fn write_vectored(
+        &self,
+        file: &HostFile,
+        offset: u64,
+        bufs: &[IoSlice<'_>],
+    ) -> FsResult<usize> {
+        self.writable()?;
+        let fd = file.data_fd()?;
+        retry(|| rustix::io::pwritev(fd, bufs, offset))
+    }
+    async fn readdir(&self, dir: &HostFile, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {
+        self.do_readdir(dir, cookie, max)
+    }
+    async fn fsync(&self, file: &HostFile, datasync: bool) -> FsResult<()> {
+        file.with_fd(|fd| {
+            if datasync {
+                retry(|| fdatasync(fd))
+            } else {
+                retry(|| fsync(fd))
+            }
+        })
+    }
+    async fn mkdir(&self, dir: &HostNode, name: &Name, mode: u32, creds: Creds) -> FsResult<Qid> {
+        self.do_mkdir(dir, name, mode, creds)
+    }
+    async fn symlink(
+        &self,
+        dir: &HostNode,
+        name: &Name,
+        target: &[u8],
+        creds: Creds,
+    ) -> FsResult<Qid> {
+        self.do_symlink(dir, name, target, creds)
+    }
+    async fn mknod(
+        &self,
+        dir: &HostNode,
+        name: &Name,
+        mode: u32,
+        rdev: (u32, u32),
+        creds: Creds,
+    ) -> FsResult<Qid> {
+        self.do_mknod(dir, name, mode, rdev, creds)
+    }
+    async fn link(&self, target: &HostNode, dir: &HostNode, name: &Name) -> FsResult<()> {
+        self.do_link(target, dir, name)
+    }
+    async fn readlink(&self, node: &HostNode) -> FsResult<Vec<u8>> {
+        self.do_readlink(node)
+    }
+    async fn rename(
+        &self,
+        old_dir: &HostNode,
+        old_name: &Name,
+        new_dir: &HostNode,
+        new_name: &Name,
+    ) -> FsResult<()> {
+        self.do_rename(old_dir, old_name, new_dir, new_name)
+    }
+    async fn unlink(&self, dir: &HostNode, name: &Name, rmdir: bool) -> FsResult<()> {
+        self.do_unlink(dir, name, rmdir)
+    }
+    async fn statfs(&self, node: &HostNode) -> FsResult<StatFs> {
+        self.do_statfs(node)
+    }
+    async fn getxattr(&self, node: &HostNode, name: &[u8]) -> FsResult<Vec<u8>> {
+        self.do_getxattr(node, name)
+    }
+    async fn listxattr(&self, node: &HostNode) -> FsResult<Vec<u8>> {
+        self.do_listxattr(node)
+    }
+    async fn setxattr(
+        &self,
+        node: &HostNode,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        self.writable()?;
+        self.do_setxattr(node, name, value, flags)
+    }
+    async fn removexattr(&self, node: &HostNode, name: &[u8]) -> FsResult<()> {
+        self.writable()?;
+        self.do_removexattr(node, name)
+    }
+    async fn lock(&self, file: &HostFile, req: &LockRequest) -> FsResult<LockOutcome> {
+        file.with_fd(|fd| locks::set(fd, req))
+    }
+    async fn getlock(&self, file: &HostFile, req: &LockRequest) -> FsResult<LockProbe> {
+        file.with_fd(|fd| locks::get(fd, req))
+    }
+}

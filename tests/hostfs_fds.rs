@@ -1,0 +1,73 @@
+//! HostFs gives back every descriptor: after many nodes and files are made and dropped,
+//! the process's descriptor count is where it started; and the budget turns exhaustion
+//! into `EMFILE` instead of running the process out. (Its own test binary, so no other
+//! test opens descriptors meanwhile.)
+
+mod hostfs_common;
+
+use co9p::fs::Filesystem;
+use co9p::fs::host::{HostFs, HostOptions, SecurityModel};
+use co9p::protocol::{Errno, OpenFlags};
+use hostfs_common::*;
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn descriptors_return_to_start_and_are_bounded() {
+    let sb = Sandbox::new("fds");
+    std::fs::create_dir(sb.path("d")).unwrap();
+    let start = open_fds();
+    {
+        let fs = sb.fs(SecurityModel::MappedXattr);
+        let (r, _) = root(&fs);
+        let mut keep = Vec::new();
+        for i in 0..1000 {
+            let nm = name(&format!("f{i}"));
+            let (n, f, _) = now(fs.create(&r, &nm, OpenFlags::RDWR, 0o600, ROOT)).unwrap();
+            now(fs.write(&f, 0, b"x")).unwrap();
+            let (d, _) = now(fs.lookup(&r, &name("d"))).unwrap();
+            let df = now(fs.open(&d, OpenFlags::RDONLY)).unwrap();
+            now(fs.readdir(&df, 0, 4)).unwrap();
+            let (p, _) = now(fs.parent(&d)).unwrap();
+            now(fs.mkdir(&d, &nm, 0o700, ROOT)).unwrap();
+            now(fs.symlink(&d, &name(&format!("l{i}")), b"t", ROOT)).unwrap();
+            if i % 10 == 0 {
+                keep.push((n, f, d, df, p));
+            }
+        }
+        assert_eq!(fs.fds_in_use(), 1 + keep.len() * 5);
+        drop(keep);
+        assert_eq!(fs.fds_in_use(), 1, "only the root's");
+    }
+    assert_eq!(open_fds(), start, "every descriptor closed");
+
+    // A budget of 10: the 10th descriptor is refused, nothing is leaked, and dropping
+    // nodes makes room again.
+    let fs = HostFs::new(
+        &sb.export,
+        HostOptions {
+            max_fds: Some(10),
+            ..HostOptions::default()
+        },
+    )
+    .unwrap();
+    let (r, _) = root(&fs);
+    let mut held = Vec::new();
+    while let Ok(n) = now(fs.lookup(&r, &name("d"))) {
+        held.push(n);
+    }
+    assert_eq!(held.len(), 9);
+    assert_eq!(now(fs.lookup(&r, &name("d"))).err(), Some(Errno::EMFILE));
+    let (n, _) = held.pop().unwrap();
+    assert_eq!(
+        now(fs.open(&r, OpenFlags::RDONLY)).err(),
+        Some(Errno::EMFILE)
+    );
+    drop(n);
+    let _ = now(fs.lookup(&r, &name("d"))).unwrap();
+    drop(held);
+    drop((fs, r));
+    assert_eq!(open_fds(), start);
+}
