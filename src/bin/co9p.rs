@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use co9p::co::ThreadPool;
-use co9p::fs::MemFs;
+use co9p::fs::host::{HostOptions, SecurityModel};
+use co9p::fs::{Filesystem, HostFs, MemFs};
 use co9p::server::Config;
 use co9p::transport::stream::{ListenAddr, Listener, StreamServer};
 
@@ -28,6 +29,8 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Backend {
+    /// The export directory's real files, confined beneath it.
+    Host,
     /// An in-memory filesystem (starts empty; contents vanish at exit).
     Mem,
 }
@@ -41,8 +44,12 @@ struct ServeArgs {
     #[arg(long)]
     listen: ListenAddr,
     /// Which filesystem backs the export.
-    #[arg(long, value_enum, default_value_t = Backend::Mem)]
+    #[arg(long, value_enum, default_value_t = Backend::Host)]
     backend: Backend,
+    /// How guest ownership and modes map to host files (host backend), as QEMU's
+    /// `security_model`: passthrough, mapped-xattr or none.
+    #[arg(long, default_value = "none")]
+    security_model: SecurityModel,
     /// Largest msize to agree to, in bytes.
     #[arg(long, default_value_t = 512 * 1024)]
     msize: u32,
@@ -87,7 +94,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         max_msize: args.msize,
         readonly: args.readonly,
         trace: args.trace,
-        export_name: args.export.as_os_str().as_encoded_bytes().to_vec(),
+        // Clients such as diod's send the exported path as the aname.
+        export_name: std::fs::canonicalize(&args.export)
+            .unwrap_or_else(|_| args.export.clone())
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec(),
         ..Config::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -97,21 +109,51 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let listener = Listener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {:?}: {e}", args.listen))?;
-    let pool = ThreadPool::new(args.threads.max(1));
-    let fs = match args.backend {
-        Backend::Mem => Arc::new(MemFs::with_clock(co9p::fs::mem::system_clock())),
+    let label = match args.backend {
+        Backend::Host => format!("host backend, security model {}", args.security_model),
+        Backend::Mem => "mem backend".to_string(),
     };
-    let server = StreamServer::new(fs, pool.handle(), config);
     println!(
-        "co9p: serving {} ({:?} backend) on {}",
+        "co9p: serving {} ({label}) on {}",
         args.export.display(),
-        args.backend,
         listener.local_addr()
     );
-    tracing::info!(export = %args.export.display(), addr = %listener.local_addr(), "listening");
-    server.serve(&listener, &stop).map_err(|e| e.to_string())?;
+    match args.backend {
+        Backend::Host => {
+            let opts = HostOptions {
+                security_model: args.security_model,
+                readonly: args.readonly,
+                ..HostOptions::default()
+            };
+            let fs = HostFs::new(&args.export, opts)
+                .map_err(|e| format!("cannot export {}: {e}", args.export.display()))?;
+            run(Arc::new(fs), &args, config, &listener, &stop)?;
+        }
+        Backend::Mem => run(
+            Arc::new(MemFs::with_clock(co9p::fs::mem::system_clock())),
+            &args,
+            config,
+            &listener,
+            &stop,
+        )?,
+    }
     drop(listener);
-    pool.shutdown();
     eprintln!("co9p: stopped");
     Ok(())
+}
+
+/// Serves until SIGINT/SIGTERM, on a pool of `--threads` threads.
+fn run<F: Filesystem>(
+    fs: Arc<F>,
+    args: &ServeArgs,
+    config: Config,
+    listener: &Listener,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let pool = ThreadPool::new(args.threads.max(1));
+    let server = StreamServer::new(fs, pool.handle(), config);
+    tracing::info!(export = %args.export.display(), addr = %listener.local_addr(), "listening");
+    let result = server.serve(listener, stop).map_err(|e| e.to_string());
+    pool.shutdown();
+    result
 }
