@@ -85,6 +85,21 @@ impl Listener {
         }
     }
 
+    /// Waits up to `timeout` for a connection to be ready to accept.
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
+        let n = match self {
+            Listener::Tcp(l) => poll(&mut [PollFd::new(l, PollFlags::IN)], Some(&ts)),
+            Listener::Unix(l, _) => poll(&mut [PollFd::new(l, PollFlags::IN)], Some(&ts)),
+        };
+        match n {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn accept(&self) -> io::Result<Conn> {
         match self {
             Listener::Tcp(l) => {
@@ -263,6 +278,11 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
         let mut threads = Vec::new();
         let mut next_id = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            // Poll with a timeout rather than sleep between tries: a connection is accepted
+            // the moment it arrives, and `stop` is still seen within 50 ms.
+            if !listener.wait_readable(Duration::from_millis(50))? {
+                continue;
+            }
             match listener.accept() {
                 Ok(conn) => {
                     conn.set_nonblocking(false)?;

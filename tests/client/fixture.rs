@@ -48,6 +48,7 @@ pub fn in_process(config: Config) -> (Client<InProcess<TestFs>>, Stall) {
 /// A tcp server on 127.0.0.1 with its own pool, stopped when dropped.
 pub struct TcpServer {
     pub addr: String,
+    pub stats: Arc<co9p::transport::stream::Stats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,17 +59,14 @@ impl TcpServer {
         let addr = listener.local_addr().trim_start_matches("tcp:").to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let pool = ThreadPool::new(2);
+        let server = StreamServer::new(fs, pool.handle(), config);
+        let stats = server.stats.clone();
         let thread = std::thread::spawn(move || {
-            let pool = ThreadPool::new(2);
-            let server = StreamServer::new(fs, pool.handle(), config);
             server.serve(&listener, &stop2).expect("serve");
             pool.shutdown();
         });
-        TcpServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+        TcpServer { addr, stats, stop, thread: Some(thread) }
     }
 
     pub fn connect(&self) -> Client<Socket<std::net::TcpStream>> {
