@@ -6,7 +6,7 @@
 //! so the clunk is answered only after the requests before it on that fid have finished.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::co::CoRwLock;
@@ -32,7 +32,30 @@ pub enum Open<F: Filesystem> {
         flags: u32,
         value: Vec<u8>,
         written: usize,
+        _slot: XattrSlot,
     },
+}
+
+/// One of the session's limited xattr-write buffers; given back when dropped, however the
+/// fid ends (clunk, walk over it, Tversion, connection close).
+pub struct XattrSlot(Arc<AtomicUsize>);
+
+impl XattrSlot {
+    /// Takes a slot if fewer than `limit` are out.
+    pub fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<XattrSlot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| XattrSlot(counter.clone()))
+    }
+}
+
+impl Drop for XattrSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A fid's state.
@@ -110,8 +133,9 @@ impl<F: Filesystem> FidTable<F> {
         }
     }
 
+    /// The fid's entry; an unknown fid is `ENOENT`, as QEMU answers.
     pub fn get(&self, fid: Fid) -> Result<Arc<FidEntry<F>>, Errno> {
-        lock(&self.map).get(&fid).cloned().ok_or(Errno::EBADF)
+        lock(&self.map).get(&fid).cloned().ok_or(Errno::ENOENT)
     }
 
     /// Adds a new fid: `EINVAL` if it is in use (or is NOFID), `EMFILE` past the limit.

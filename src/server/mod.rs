@@ -9,7 +9,8 @@
 //! Limits (all in [`Config`]): msize between [`MIN_MSIZE`] and `max_msize` (default
 //! 512 KiB), `max_fids` fids per session (default 16 384), `max_inflight` requests in flight
 //! (default 1024; transports stop reading before it is reached), 16 names per walk, xattr
-//! values up to [`XATTR_SIZE_MAX`].
+//! values up to [`XATTR_SIZE_MAX`] with at most `max_xattr_writes` (1024) pending at once.
+//! An unknown fid is `ENOENT`, as QEMU answers.
 
 mod fids;
 mod handlers;
@@ -42,6 +43,9 @@ pub struct Config {
     pub max_fids: usize,
     /// Most requests one session may have in flight.
     pub max_inflight: usize,
+    /// Most fids at once holding a pending xattr value (Txattrcreate), each up to
+    /// [`XATTR_SIZE_MAX`] bytes; one more is `ENOSPC`.
+    pub max_xattr_writes: usize,
     /// Every mutating operation fails with `EROFS`.
     pub readonly: bool,
     /// An aname that also means the export root (the exported path), besides "" and "/".
@@ -56,6 +60,7 @@ impl Default for Config {
             max_msize: 512 * 1024,
             max_fids: 16 * 1024,
             max_inflight: 1024,
+            max_xattr_writes: 1024,
             readonly: false,
             export_name: Vec::new(),
             trace: false,
@@ -132,6 +137,8 @@ pub(crate) struct SessionCore<F: Filesystem, E: Executor, R: Responder> {
     msize: AtomicU32,
     pub fids: FidTable<F>,
     inflight: Inflight<R>,
+    /// Pending xattr values (see [`Config::max_xattr_writes`]).
+    pub xattr_writes: Arc<std::sync::atomic::AtomicUsize>,
     /// The export root's qid path, learnt at the first Tattach: `..` stops there.
     root_path: std::sync::OnceLock<u64>,
 }
@@ -146,6 +153,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             config,
             msize: AtomicU32::new(0),
             root_path: std::sync::OnceLock::new(),
+            xattr_writes: Arc::default(),
         };
         Session {
             core: Arc::new(core),

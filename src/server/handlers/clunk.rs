@@ -25,6 +25,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 flags,
                 value,
                 written,
+                ..
             } => Some((
                 s.node.clone(),
                 name.clone(),

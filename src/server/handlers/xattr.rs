@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::co::Executor;
 use crate::fs::Filesystem;
 use crate::protocol::{Errno, Fid, P9String, Rmessage};
-use crate::server::fids::Open;
+use crate::server::fids::{Open, XattrSlot};
 use crate::server::{HandlerResult, Responder, SessionCore, XATTR_SIZE_MAX};
 
 use super::ok;
@@ -67,11 +67,15 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             .ok_or(Errno::E2BIG)?;
         e.with(|s| match s.open {
             Open::Closed => {
+                // Each pending value holds up to 64 KiB: how many may exist is bounded.
+                let slot = XattrSlot::take(&self.xattr_writes, self.config.max_xattr_writes)
+                    .ok_or(Errno::ENOSPC)?;
                 s.open = Open::XattrWrite {
                     name: name.0,
                     flags,
                     value: vec![0; size],
                     written: 0,
+                    _slot: slot,
                 };
                 Ok(())
             }

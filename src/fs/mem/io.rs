@@ -1,0 +1,168 @@
+//! File contents and attributes: read, write, truncate, setattr.
+
+use std::io::{IoSlice, IoSliceMut};
+
+use super::data::PAGE;
+use super::inode::{Content, PERM_MASK, S_IFMT};
+use super::state::State;
+use crate::fs::FsResult;
+use crate::protocol::{Errno, OpenFlags, SetAttr, SetattrMask, Timespec};
+
+const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+impl State {
+    /// Reads at `offset` into `bufs` in turn, stopping at end of file.
+    pub fn read(
+        &self,
+        ino: u64,
+        flags: OpenFlags,
+        offset: u64,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> FsResult<usize> {
+        let data = match &self.get(ino)?.content {
+            Content::File(d) => d,
+            Content::Dir(_) => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EBADF),
+        };
+        if !flags.readable() {
+            return Err(Errno::EBADF);
+        }
+        let mut total = 0usize;
+        for buf in bufs.iter_mut() {
+            let Some(pos) = offset.checked_add(total as u64) else {
+                break;
+            };
+            let n = data.read(pos, buf);
+            total += n;
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Writes `bufs` in turn at `offset` (at the end with `O_APPEND`), all or nothing as
+    /// far as capacity goes (`ENOSPC`); a write crossing the file size limit is cut short
+    /// there, and one starting at or past it fails with `EFBIG`.
+    pub fn write(
+        &mut self,
+        ino: u64,
+        flags: OpenFlags,
+        offset: u64,
+        bufs: &[IoSlice<'_>],
+        now: Timespec,
+    ) -> FsResult<usize> {
+        let max_size = self.limits.max_file_size;
+        let data = match &self.get(ino)?.content {
+            Content::File(d) => d,
+            Content::Dir(_) => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EBADF),
+        };
+        if !flags.writable() {
+            return Err(Errno::EBADF);
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let offset = if flags.contains(OpenFlags::APPEND) {
+            data.size()
+        } else {
+            offset
+        };
+        if offset >= max_size {
+            return Err(Errno::EFBIG);
+        }
+        let n = (total as u64).min(max_size - offset);
+        let pages = data.new_pages(offset, n);
+        self.charge(pages * PAGE)?;
+
+        let inode = self.get_mut(ino)?;
+        if let Content::File(data) = &mut inode.content {
+            let (mut pos, mut left) = (offset, n as usize);
+            for buf in bufs {
+                let take = buf.len().min(left);
+                data.write(pos, &buf[..take]);
+                pos += take as u64;
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        inode.modified(now);
+        Ok(n as usize)
+    }
+
+    /// Empties a regular file (`O_TRUNC`); other kinds are left alone.
+    pub fn truncate_on_open(&mut self, ino: u64, now: Timespec) -> FsResult<()> {
+        let inode = self.get_mut(ino)?;
+        if let Content::File(data) = &mut inode.content {
+            let freed = data.truncate(0);
+            inode.modified(now);
+            self.uncharge(freed * PAGE);
+        }
+        Ok(())
+    }
+
+    /// Applies the fields named in `attr.valid`; all checks come first, so a failure
+    /// changes nothing. Any change sets ctime to `now`.
+    pub fn setattr(&mut self, ino: u64, attr: &SetAttr, now: Timespec) -> FsResult<()> {
+        let v = attr.valid;
+        let inode = self.get(ino)?;
+        if v.contains(SetattrMask::SIZE) {
+            match inode.content {
+                Content::File(_) => {}
+                Content::Dir(_) => return Err(Errno::EISDIR),
+                _ => return Err(Errno::EINVAL),
+            }
+            if attr.size > self.limits.max_file_size {
+                return Err(Errno::EFBIG);
+            }
+        }
+        let bad_time = |t: Timespec| t.nsec >= NSEC_PER_SEC;
+        if (v.contains(SetattrMask::ATIME_SET) && bad_time(attr.atime))
+            || (v.contains(SetattrMask::MTIME_SET) && bad_time(attr.mtime))
+        {
+            return Err(Errno::EINVAL);
+        }
+
+        let inode = self.get_mut(ino)?;
+        if v.contains(SetattrMask::MODE) {
+            inode.mode = (inode.mode & S_IFMT) | (attr.mode & PERM_MASK);
+        }
+        if v.contains(SetattrMask::UID) {
+            inode.uid = attr.uid;
+        }
+        if v.contains(SetattrMask::GID) {
+            inode.gid = attr.gid;
+        }
+        let mut freed = 0;
+        if v.contains(SetattrMask::SIZE) {
+            if let Content::File(data) = &mut inode.content {
+                freed = data.truncate(attr.size);
+            }
+            inode.modified(now);
+        }
+        if v.contains(SetattrMask::ATIME) {
+            inode.atime = if v.contains(SetattrMask::ATIME_SET) {
+                attr.atime
+            } else {
+                now
+            };
+        }
+        if v.contains(SetattrMask::MTIME) {
+            inode.mtime = if v.contains(SetattrMask::MTIME_SET) {
+                attr.mtime
+            } else {
+                now
+            };
+            inode.version += 1;
+        }
+        if v.0 != 0 {
+            inode.ctime = now;
+        }
+        self.uncharge(freed * PAGE);
+        Ok(())
+    }
+}
