@@ -41,7 +41,8 @@ pub struct Virtio<F: Filesystem> {
     /// Every used entry seen, in order (including length-0 ones).
     pub completions: Vec<Completion>,
     msize: u32,
-    replies: VecDeque<Vec<u8>>,
+    /// Replies received and not yet taken by `recv`.
+    pub replies: VecDeque<Vec<u8>>,
 }
 
 impl<F: Filesystem> Virtio<F> {

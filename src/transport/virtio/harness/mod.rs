@@ -307,6 +307,14 @@ impl<D: MmioDevice> VirtualGuest<D> {
         let _ = self.ram.memory().write_slice(data, GuestAddress(addr));
     }
 
+    /// Reads bytes from guest RAM (zeros where there is none).
+    pub fn read_ram(&self, addr: u64, len: usize) -> Vec<u8> {
+        use vm_memory::{Bytes, GuestAddress};
+        let mut v = vec![0u8; len];
+        let _ = self.ram.memory().read_slice(&mut v, GuestAddress(addr));
+        v
+    }
+
     /// Notifies the queue (QueueNotify = 0).
     pub fn kick(&mut self) {
         self.write32(mmio::QUEUE_NOTIFY, 0);
