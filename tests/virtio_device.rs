@@ -17,8 +17,8 @@ use co9p::fs::{FsResult, MemFs};
 use co9p::protocol::*;
 use co9p::server::Config;
 use co9p::transport::virtio::harness::{BootError, BootOptions, Layout, RawDesc, VirtualGuest};
-use co9p::transport::virtio::*;
 use co9p::transport::virtio::mmio::MmioDevice;
+use co9p::transport::virtio::*;
 
 #[derive(Default)]
 struct Gate {
@@ -148,7 +148,10 @@ fn queue_registers_after_driver_ok_are_ignored() {
 
 #[test]
 fn event_idx_suppresses_interrupts() {
-    for (features, want_irqs) in [(DEVICE_FEATURES, 1), (DEVICE_FEATURES & !F_RING_EVENT_IDX, 3)] {
+    for (features, want_irqs) in [
+        (DEVICE_FEATURES, 1),
+        (DEVICE_FEATURES & !F_RING_EVENT_IDX, 3),
+    ] {
         let fs = Arc::new(HookedFs::new(MemFs::new(), Gate::default()));
         let opts = BootOptions {
             features,
@@ -168,7 +171,11 @@ fn event_idx_suppresses_interrupts() {
         assert!(c.link.guest.needs_kick());
         c.link.guest.kick();
         c.link.pool.run_until_idle();
-        assert_eq!(c.link.guest.irq.count() - irqs, want_irqs, "features {features:#x}");
+        assert_eq!(
+            c.link.guest.irq.count() - irqs,
+            want_irqs,
+            "features {features:#x}"
+        );
         assert_eq!(c.link.guest.poll_used().len(), 3);
     }
 }
@@ -245,8 +252,16 @@ fn reset_with_requests_in_flight() {
     assert!(!dev.is_active());
     c.link.pool.run_until_idle();
     let g = &c.link.guest;
-    assert_eq!(g.read_ram(w, 4096), vec![0xaa; 4096], "no reply written after reset");
-    assert_eq!(g.read_ram(used + 2, 2), used_idx, "used ring untouched after reset");
+    assert_eq!(
+        g.read_ram(w, 4096),
+        vec![0xaa; 4096],
+        "no reply written after reset"
+    );
+    assert_eq!(
+        g.read_ram(used + 2, 2),
+        used_idx,
+        "used ring untouched after reset"
+    );
     assert_eq!(dev.stats().completed, before.completed);
     assert_eq!(dev.session().inflight(), 0);
     assert_eq!(dev.session().fid_count(), 0);
@@ -311,8 +326,12 @@ fn many_requests_on_a_thread_pool() {
     for round in 0..20u16 {
         for i in 0..50u16 {
             let indirect = i % 3 == 0;
-            g.submit(&getattr(round * 50 + i + 10), Layout::Plain { room: 512 }, indirect)
-                .unwrap();
+            g.submit(
+                &getattr(round * 50 + i + 10),
+                Layout::Plain { room: 512 },
+                indirect,
+            )
+            .unwrap();
         }
         g.kick();
         for done in wait_for(&mut g, 50) {
@@ -354,12 +373,15 @@ mod mock {
     }
 
     fn rig() -> Rig {
-        let mem = Arc::new(
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap(),
-        );
+        let mem =
+            Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap());
         let pool = ThreadPool::new(0);
-        let dev = Virtio9p::new(DeviceConfig::new("mock"), Arc::new(MemFs::new()), pool.handle())
-            .unwrap();
+        let dev = Virtio9p::new(
+            DeviceConfig::new("mock"),
+            Arc::new(MemFs::new()),
+            pool.handle(),
+        )
+        .unwrap();
         Rig {
             pool,
             mem,
@@ -495,11 +517,16 @@ mod mock {
         assert_eq!(q.used().idx().load(), 3);
         let (id, len) = used(&q, 1);
         assert_eq!(id, 2);
-        assert!(matches!(rig.reply(0x21_0000, len).msg, Rmessage::Attach { .. }));
+        assert!(matches!(
+            rig.reply(0x21_0000, len).msg,
+            Rmessage::Attach { .. }
+        ));
         let (id, len) = used(&q, 2);
         assert_eq!(id, 5);
         let mut b = vec![0u8; len as usize];
-        rig.mem.read_slice(&mut b[..100], GuestAddress(0x22_0000)).unwrap();
+        rig.mem
+            .read_slice(&mut b[..100], GuestAddress(0x22_0000))
+            .unwrap();
         rig.mem
             .read_slice(&mut b[100..], GuestAddress(0x22_0064))
             .unwrap();
@@ -572,7 +599,12 @@ mod mock {
         assert_eq!(id, 0);
         assert_eq!(
             rig.reply(0x20_0000, len),
-            Reply::new(Tag(7), Rmessage::Lerror { ecode: Errno::EPROTO })
+            Reply::new(
+                Tag(7),
+                Rmessage::Lerror {
+                    ecode: Errno::EPROTO
+                }
+            )
         );
     }
 }

@@ -99,7 +99,10 @@ fn chain_too_short_for_a_header() {
     let mut c = rig();
     let r = place(&mut c, &getattr_frame()[..5]);
     let w = room(&mut c, 64);
-    let done = inject(&mut c, &[RawDesc::readable(r, 5).then(1), RawDesc::writable(w, 64)]);
+    let done = inject(
+        &mut c,
+        &[RawDesc::readable(r, 5).then(1), RawDesc::writable(w, 64)],
+    );
     assert_eq!(done.len, 0);
     still_usable(&mut c);
 }
@@ -121,7 +124,10 @@ fn writable_before_readable() {
     // No readable header before the writable part: nothing to answer.
     let done = inject(
         &mut c,
-        &[RawDesc::writable(w, 256).then(1), RawDesc::readable(r, f.len() as u32)],
+        &[
+            RawDesc::writable(w, 256).then(1),
+            RawDesc::readable(r, f.len() as u32),
+        ],
     );
     assert_eq!(done.len, 0);
     // A header first, then writable, then readable again: Rlerror(EPROTO) with the tag.
@@ -143,11 +149,23 @@ fn readable_outside_guest_memory() {
     let mut c = rig();
     let w = room(&mut c, 256);
     let out = outside(&c);
-    let done = inject(&mut c, &[RawDesc::readable(out, 64).then(1), RawDesc::writable(w, 256)]);
+    let done = inject(
+        &mut c,
+        &[
+            RawDesc::readable(out, 64).then(1),
+            RawDesc::writable(w, 256),
+        ],
+    );
     assert_eq!(done.len, 0);
     // Straddling the end of RAM.
     let edge = c.link.guest.ram.size() - 8;
-    let done = inject(&mut c, &[RawDesc::readable(edge, 64).then(1), RawDesc::writable(w, 256)]);
+    let done = inject(
+        &mut c,
+        &[
+            RawDesc::readable(edge, 64).then(1),
+            RawDesc::writable(w, 256),
+        ],
+    );
     assert_eq!(done.len, 0);
     // The header readable, a later readable buffer outside: EPROTO with the tag.
     let f = getattr_frame();
@@ -172,12 +190,18 @@ fn writable_outside_guest_memory() {
     let out = outside(&c);
     let done = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(out, 256)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(out, 256),
+        ],
     );
     assert_eq!(done.len, 0);
     let huge = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(r, u32::MAX)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(r, u32::MAX),
+        ],
     );
     assert_eq!(huge.len, 0);
     still_usable(&mut c);
@@ -292,13 +316,19 @@ fn no_writable_room() {
     // Less than an Rlerror: the request is not run, the chain comes back empty.
     let done = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(w, 10)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 10),
+        ],
     );
     assert_eq!(done.len, 0);
     // Room for an Rlerror but not for the Rgetattr: EMSGSIZE.
     let done = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(w, 16)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 16),
+        ],
     );
     assert_lerror(&done, Errno::EMSGSIZE);
     still_usable(&mut c);
@@ -314,12 +344,21 @@ fn request_larger_than_msize() {
     f[5..7].copy_from_slice(&TAG.0.to_le_bytes());
     let r = place(&mut c, &f);
     let w = room(&mut c, 256);
-    let done = inject(&mut c, &[RawDesc::readable(r, 9000).then(1), RawDesc::writable(w, 256)]);
+    let done = inject(
+        &mut c,
+        &[
+            RawDesc::readable(r, 9000).then(1),
+            RawDesc::writable(w, 256),
+        ],
+    );
     assert_lerror(&done, Errno::EMSGSIZE);
     // Declares 4 GiB - 1 with a small readable part.
     f[..4].copy_from_slice(&u32::MAX.to_le_bytes());
     c.link.guest.write_ram(r, &f[..7]);
-    let done = inject(&mut c, &[RawDesc::readable(r, 64).then(1), RawDesc::writable(w, 256)]);
+    let done = inject(
+        &mut c,
+        &[RawDesc::readable(r, 64).then(1), RawDesc::writable(w, 256)],
+    );
     assert_lerror(&done, Errno::EMSGSIZE);
     still_usable(&mut c);
 }
@@ -335,7 +374,10 @@ fn size_field_disagrees_with_the_chain() {
     let r = place(&mut c, &g);
     let done = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(w, 256)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 256),
+        ],
     );
     assert_lerror(&done, Errno::EPROTO);
     // Declared smaller than a header.
@@ -343,7 +385,10 @@ fn size_field_disagrees_with_the_chain() {
     c.link.guest.write_ram(r, &g);
     let done = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(w, 256)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 256),
+        ],
     );
     assert_lerror(&done, Errno::EPROTO);
     // Unknown message type.
@@ -352,7 +397,10 @@ fn size_field_disagrees_with_the_chain() {
     let r = place(&mut c, &g);
     let done = inject(
         &mut c,
-        &[RawDesc::readable(r, f.len() as u32).then(1), RawDesc::writable(w, 256)],
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 256),
+        ],
     );
     assert_lerror(&done, Errno::EOPNOTSUPP);
     still_usable(&mut c);
@@ -417,7 +465,12 @@ fn head_index_out_of_range_needs_reset() {
     c.link.guest.kick();
     c.link.collect();
     c.link.replies.clear();
-    assert!(c.link.completions.iter().any(|x| x.head == head && x.len > 0));
+    assert!(
+        c.link
+            .completions
+            .iter()
+            .any(|x| x.head == head && x.len > 0)
+    );
     assert_ne!(c.link.device().status() & STATUS_NEEDS_RESET, 0);
     let s = c.link.device().stats();
     assert_eq!(s.popped, s.completed);

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use client::Client;
 use client::virtio::Virtio;
+use co9p::fs::FsResult;
 use co9p::fs::MemFs;
 use co9p::fs::hooked::{Hook, HookedFs, OpKind};
-use co9p::fs::FsResult;
 use co9p::protocol::*;
 use co9p::server::Config;
 
@@ -132,7 +132,10 @@ case!(walk_dotdot_from_root, |c, fs| {
 
 case!(walk_non_existent, |c, fs| {
     c.attach_root();
-    assert_eq!(c.walk(Fid(0), Fid(1), &["non-existent"]), Err(Errno::ENOENT));
+    assert_eq!(
+        c.walk(Fid(0), Fid(1), &["non-existent"]),
+        Err(Errno::ENOENT)
+    );
 });
 
 case!(walk_2nd_non_existent, |c, fs| {

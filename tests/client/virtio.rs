@@ -108,7 +108,8 @@ impl<F: Filesystem> Virtio<F> {
             if c.len > 0 {
                 // Learn msize from an Rversion, to size later reply buffers as Linux does.
                 if c.reply.len() >= 11 && c.reply[4] == 101 {
-                    self.msize = u32::from_le_bytes([c.reply[7], c.reply[8], c.reply[9], c.reply[10]]);
+                    self.msize =
+                        u32::from_le_bytes([c.reply[7], c.reply[8], c.reply[9], c.reply[10]]);
                 }
                 self.replies.push_back(c.reply.clone());
             }

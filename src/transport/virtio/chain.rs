@@ -12,7 +12,10 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, MemoryRegionAddress, Permissions,
+};
 
 /// One guest buffer `[addr, addr + len)`, already checked to lie inside guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +84,8 @@ where
             addr: desc.addr(),
             len: desc.len(),
         };
-        let in_memory = mem.check_range(region.addr, region.len as usize, Permissions::Read);
+        let in_memory = host_range(mem, region.addr, region.len as usize).is_some()
+            || GuestMemory::check_range(mem, region.addr, region.len as usize, Permissions::Read);
         if !in_memory {
             out.error.get_or_insert(ChainError::OutOfMemory);
         }
@@ -109,6 +113,17 @@ where
         out.error.get_or_insert(ChainError::Truncated);
     }
     out
+}
+
+/// The host address of `[addr, addr + len)` when it lies inside one memory region (the
+/// fast path; a range spanning regions gets `None` and takes vm-memory's slice iterator).
+pub fn host_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
+    let region = mem.find_region(addr)?;
+    let off = addr.checked_offset_from(region.start_addr())?;
+    if off.checked_add(len as u64)? > region.len() {
+        return None;
+    }
+    region.get_host_address(MemoryRegionAddress(off)).ok()
 }
 
 /// Copies up to `buf.len()` bytes from the start of `regions` into `buf`; returns how many.

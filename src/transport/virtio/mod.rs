@@ -195,7 +195,10 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     }
 
     pub fn driver_features(&self) -> u64 {
-        *self.driver_features.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .driver_features
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The driver's feature acknowledgement; ignored unless the driver is negotiating
@@ -203,7 +206,10 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     pub fn set_driver_features(&self, features: u64) {
         let st = self.core.lock();
         if st.status & STATUS_DRIVER != 0 && st.status & STATUS_FEATURES_OK == 0 {
-            *self.driver_features.lock().unwrap_or_else(|p| p.into_inner()) = features;
+            *self
+                .driver_features
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = features;
         }
     }
 
@@ -297,17 +303,23 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
 
     /// QueueDesc: ignored unless 16-byte aligned.
     pub fn set_queue_desc_table(&self, addr: u64) {
-        self.configure_queue(|q| q.set_desc_table_address(Some(addr as u32), Some((addr >> 32) as u32)));
+        self.configure_queue(|q| {
+            q.set_desc_table_address(Some(addr as u32), Some((addr >> 32) as u32))
+        });
     }
 
     /// QueueDriver (the available ring): ignored unless 2-byte aligned.
     pub fn set_queue_avail_ring(&self, addr: u64) {
-        self.configure_queue(|q| q.set_avail_ring_address(Some(addr as u32), Some((addr >> 32) as u32)));
+        self.configure_queue(|q| {
+            q.set_avail_ring_address(Some(addr as u32), Some((addr >> 32) as u32))
+        });
     }
 
     /// QueueDevice (the used ring): ignored unless 4-byte aligned.
     pub fn set_queue_used_ring(&self, addr: u64) {
-        self.configure_queue(|q| q.set_used_ring_address(Some(addr as u32), Some((addr >> 32) as u32)));
+        self.configure_queue(|q| {
+            q.set_used_ring_address(Some(addr as u32), Some((addr >> 32) as u32))
+        });
     }
 
     pub fn set_queue_ready(&self, ready: bool) {
@@ -390,7 +402,10 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             st.queue.reset();
             st.mem = None;
             st.notifier = None;
-            *self.driver_features.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+            *self
+                .driver_features
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = 0;
             self.core.interrupt_status.store(0, Ordering::Release);
         }
         let fresh = Session::new(self.fs.clone(), self.ex.clone(), self.server_config.clone());
@@ -487,8 +502,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             writable,
             error,
         } = chain;
-        let responder =
-            VirtioResponder::new(self.core.clone(), mem.clone(), epoch, head, writable);
+        let responder = VirtioResponder::new(self.core.clone(), mem.clone(), epoch, head, writable);
         if room < MIN_REPLY_ROOM as u64 {
             // No reply fits: complete with length 0, without running the request.
             return drop(responder);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::chain::{Region, write_to};
+use super::chain::{Region, host_range, write_to};
 use crate::protocol::{
     Errno, HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Rmessage, Tag,
     encode_payload_header,
@@ -83,8 +83,7 @@ impl QueueCore {
             return None;
         }
         st.status |= STATUS_NEEDS_RESET;
-        self.interrupt_status
-            .fetch_or(INT_CONFIG, Ordering::AcqRel);
+        self.interrupt_status.fetch_or(INT_CONFIG, Ordering::AcqRel);
         st.notifier.clone()
     }
 
@@ -212,6 +211,12 @@ impl Responder for VirtioResponder {
             };
             skip = 0;
             left -= take;
+            if let Some(ptr) = host_range(&self.mem, start, take as usize) {
+                // SAFETY: as below; `host_range` checked the range lies in one region.
+                let slice = unsafe { std::slice::from_raw_parts_mut(ptr, take as usize) };
+                out.push(IoSliceMut::new(slice));
+                continue;
+            }
             for s in self.mem.get_slices(start, take as usize) {
                 let Ok(s) = s else { break };
                 // SAFETY: `s` was produced by the guest memory map for a range that `parse`

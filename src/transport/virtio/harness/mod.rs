@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::mmio::{self, MmioDevice, MmioFront};
 use super::{
-    DEVICE_FEATURES, Notifier, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
-    STATUS_FAILED, STATUS_FEATURES_OK, Virtio9p,
+    DEVICE_FEATURES, Notifier, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED,
+    STATUS_FEATURES_OK, Virtio9p,
 };
 use crate::co::Executor;
 use crate::fs::Filesystem;
@@ -238,9 +238,7 @@ impl<D: MmioDevice> VirtualGuest<D> {
             self.write32(reg + 4, (addr >> 32) as u32);
         }
         self.write32(mmio::QUEUE_READY, 1);
-        self.set_status(
-            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
-        );
+        self.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
         let s = self.status();
         if s & STATUS_DRIVER_OK == 0 || s & super::STATUS_NEEDS_RESET != 0 {
             return Err(BootError::DeviceFailed(s));
@@ -343,6 +341,14 @@ impl<D: MmioDevice> VirtualGuest<D> {
             return Vec::new();
         };
         q.poll_used(&mut self.ram)
+    }
+
+    /// Whether [`Self::poll_used`] copies reply bytes out of guest RAM (default: yes).
+    /// Benchmarks turn it off to time the device, not the guest reading its replies.
+    pub fn set_copy_replies(&mut self, copy: bool) {
+        if let Some(q) = self.queue.as_mut() {
+            q.copy_replies = copy;
+        }
     }
 
     /// Chains submitted or injected and not yet seen in the used ring.

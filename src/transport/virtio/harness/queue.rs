@@ -84,7 +84,7 @@ pub enum Layout {
     /// gives msize).
     Plain { room: u32 },
     /// Zero-copy `Tread`/`Treaddir`: the request readable; an 11-byte writable buffer for
-    /// the reply header, then `data` bytes of writable pages, each allocated on its own.
+    /// the reply header, then a `data`-byte buffer as one writable descriptor per page.
     ZeroCopyRead { data: u32 },
     /// Zero-copy `Twrite`: the first `header` bytes of the request in one readable buffer,
     /// the rest in readable pages, each allocated on its own; `room` writable bytes.
@@ -121,6 +121,7 @@ pub(super) struct DriverQueue {
     event_idx: bool,
     pending: HashMap<u16, Pending>,
     pub unexpected: u64,
+    pub copy_replies: bool,
 }
 
 impl DriverQueue {
@@ -151,6 +152,7 @@ impl DriverQueue {
             event_idx,
             pending: HashMap::new(),
             unexpected: 0,
+            copy_replies: true,
         })
     }
 
@@ -192,7 +194,11 @@ impl DriverQueue {
 
     pub fn set_avail_idx(&mut self, mem: &GuestMemoryMmap, idx: u16) {
         self.avail_idx = idx;
-        let _ = mem.store(idx.to_le(), GuestAddress(self.avail.0 + 2), Ordering::Release);
+        let _ = mem.store(
+            idx.to_le(),
+            GuestAddress(self.avail.0 + 2),
+            Ordering::Release,
+        );
     }
 
     pub fn needs_kick(&mut self, mem: &GuestMemoryMmap) -> bool {
@@ -315,11 +321,16 @@ impl DriverQueue {
             Layout::ZeroCopyRead { data } => {
                 buf(ram, frame, frame.len() as u32, false)?;
                 buf(ram, &[], PAYLOAD_HEADER_LEN as u32, true)?;
-                let mut left = u64::from(data);
-                while left > 0 {
-                    let n = left.min(PAGE);
-                    buf(ram, &[], n as u32, true)?;
-                    left -= n;
+                // The user's buffer: one allocation, one descriptor per page.
+                if data > 0 {
+                    let a = ram.alloc(u64::from(data))?;
+                    allocs.push((a, u64::from(data)));
+                    let mut off = 0;
+                    while off < u64::from(data) {
+                        let n = (u64::from(data) - off).min(PAGE);
+                        descs.push(RawDesc::writable(a.0 + off, n as u32));
+                        off += n;
+                    }
                 }
             }
             Layout::ZeroCopyWrite { header, room } => {
@@ -399,7 +410,7 @@ impl DriverQueue {
                 continue;
             };
             let mut reply = Vec::new();
-            let mut left = len as usize;
+            let mut left = if self.copy_replies { len as usize } else { 0 };
             for &(addr, room) in &p.writable {
                 if left == 0 {
                     break;
@@ -407,7 +418,10 @@ impl DriverQueue {
                 let n = left.min(room as usize);
                 let start = reply.len();
                 reply.resize(start + n, 0);
-                if mem.read_slice(&mut reply[start..], GuestAddress(addr)).is_err() {
+                if mem
+                    .read_slice(&mut reply[start..], GuestAddress(addr))
+                    .is_err()
+                {
                     reply.truncate(start);
                     break;
                 }

@@ -7,11 +7,13 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 /// The allocation granule (and the "page" of the zero-copy layouts).
 pub const PAGE: u64 = 4096;
 
-/// Guest RAM `[0, size)` plus a next-fit page allocator over it. Page 0 is never handed out
-/// (a zero address means "unset" to virtio-queue).
+/// Guest RAM `[0, size)` plus a first-fit page allocator over it (lowest free run first,
+/// so freed buffers are reused soon, as a guest's hot buffers are). Page 0 is never handed
+/// out (a zero address means "unset" to virtio-queue).
 pub struct GuestRam {
     mem: Arc<GuestMemoryMmap>,
     used: Vec<bool>,
+    /// No free page below this one.
     cursor: usize,
     free: usize,
 }
@@ -54,26 +56,19 @@ impl GuestRam {
         if n > self.free {
             return None;
         }
-        // Next-fit from the cursor, wrapping once.
+        // First fit, from the lowest page that may be free.
         let mut start = self.cursor;
-        let mut scanned = 0;
-        while scanned < total {
-            if start + n > total {
-                scanned += total - start;
-                start = 1;
-                continue;
-            }
+        while start + n <= total {
             match self.used[start..start + n].iter().rposition(|u| *u) {
                 None => {
                     self.used[start..start + n].fill(true);
                     self.free -= n;
-                    self.cursor = start + n;
+                    if start == self.cursor {
+                        self.cursor = start + n;
+                    }
                     return Some(GuestAddress(start as u64 * PAGE));
                 }
-                Some(i) => {
-                    scanned += i + 1;
-                    start += i + 1;
-                }
+                Some(i) => start += i + 1,
             }
         }
         None
@@ -84,11 +79,13 @@ impl GuestRam {
         let first = (addr.0 / PAGE) as usize;
         let n = len.div_ceil(PAGE).max(1) as usize;
         // Page 0 is never allocated, so never freed.
-        for u in self.used.iter_mut().skip(first.max(1)).take(n) {
+        let first = first.max(1);
+        for u in self.used.iter_mut().skip(first).take(n) {
             if *u {
                 *u = false;
                 self.free += 1;
             }
         }
+        self.cursor = self.cursor.min(first);
     }
 }
