@@ -4,40 +4,22 @@
 
 mod client;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use client::Client;
-use client::virtio::Virtio;
+use client::virtio::{Gate, Virtio};
 use co9p::co::ThreadPool;
-use co9p::fs::hooked::{Hook, HookedFs, OpKind};
-use co9p::fs::{FsResult, MemFs};
+use co9p::fs::MemFs;
+use co9p::fs::hooked::HookedFs;
 use co9p::protocol::*;
 use co9p::server::Config;
 use co9p::transport::virtio::harness::{BootError, BootOptions, Layout, RawDesc, VirtualGuest};
 use co9p::transport::virtio::mmio::MmioDevice;
 use co9p::transport::virtio::*;
 
-#[derive(Default)]
-struct Gate {
-    block_writes: AtomicBool,
-}
-
-impl Hook for Gate {
-    fn before(&self, op: OpKind) -> impl Future<Output = FsResult<()>> + Send {
-        let block = op == OpKind::Write && self.block_writes.load(Ordering::SeqCst);
-        async move {
-            if block {
-                std::future::pending::<()>().await;
-            }
-            Ok(())
-        }
-    }
-}
-
-type Fs = HookedFs<MemFs, Gate>;
+type Fs = client::virtio::GatedFs;
 
 fn gated() -> (Client<Virtio<Fs>>, Arc<Fs>) {
     let fs = Arc::new(HookedFs::new(MemFs::new(), Gate::default()));

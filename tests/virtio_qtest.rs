@@ -5,37 +5,17 @@
 
 mod client;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use client::Client;
-use client::virtio::Virtio;
-use co9p::fs::FsResult;
+use client::virtio::{Gate, Virtio};
 use co9p::fs::MemFs;
-use co9p::fs::hooked::{Hook, HookedFs, OpKind};
+use co9p::fs::hooked::HookedFs;
 use co9p::protocol::*;
 use co9p::server::Config;
 
-/// Blocks writes while set, until the request is flushed (QEMU's synth "should_block").
-#[derive(Default)]
-struct Gate {
-    block_writes: AtomicBool,
-}
-
-impl Hook for Gate {
-    fn before(&self, op: OpKind) -> impl Future<Output = FsResult<()>> + Send {
-        let block = op == OpKind::Write && self.block_writes.load(Ordering::SeqCst);
-        async move {
-            if block {
-                std::future::pending::<()>().await;
-            }
-            Ok(())
-        }
-    }
-}
-
-type Fs = HookedFs<MemFs, Gate>;
+type Fs = client::virtio::GatedFs;
 
 fn client(indirect: bool) -> (Client<Virtio<Fs>>, Arc<Fs>) {
     let fs = Arc::new(HookedFs::new(MemFs::new(), Gate::default()));

@@ -14,10 +14,13 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use co9p::co::{PoolHandle, ThreadPool};
-use co9p::fs::Filesystem;
+use co9p::fs::hooked::{Hook, HookedFs, OpKind};
+use co9p::fs::{Filesystem, FsResult, MemFs};
 use co9p::protocol::{HEADER_LEN, TWRITE_HEADER_LEN};
 use co9p::server::Config;
 use co9p::transport::virtio::harness::{BootOptions, Completion, Layout, VirtualGuest};
@@ -30,6 +33,27 @@ use super::Link;
 const ZC_THRESHOLD: u32 = 1024;
 /// Linux's reply room for a zero-copy `Twrite` (`P9_ZC_HDR_SZ`).
 const ZC_HDR_ROOM: u32 = 4096;
+
+/// Blocks writes while set, until the request is flushed (QEMU's synth "should_block").
+#[derive(Default)]
+pub struct Gate {
+    pub block_writes: AtomicBool,
+}
+
+impl Hook for Gate {
+    fn before(&self, op: OpKind) -> impl Future<Output = FsResult<()>> + Send {
+        let block = op == OpKind::Write && self.block_writes.load(Ordering::SeqCst);
+        async move {
+            if block {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// MemFs behind a [`Gate`].
+pub type GatedFs = HookedFs<MemFs, Gate>;
 
 pub struct Virtio<F: Filesystem> {
     pub pool: ThreadPool,
