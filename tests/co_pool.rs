@@ -26,7 +26,7 @@ fn spawn_handle_returns_output_from_pool_threads() {
         })
         .collect();
     let sum: u64 = handles.into_iter().map(|h| block_on(h).unwrap()).sum();
-    assert_eq!(sum, (0..50).map(|i| i * i).sum());
+    assert_eq!(sum, (0..50u64).map(|i| i * i).sum::<u64>());
 }
 
 #[test]

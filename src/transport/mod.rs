@@ -1,4 +1,6 @@
-//! How PDUs reach a session: `stream` (size-prefixed frames over unix and tcp sockets).
-//! The virtio transport comes next to it.
+//! How PDUs reach a session: `stream` (size-prefixed frames over unix and tcp sockets) and
+//! `virtio` (descriptor chains in guest memory, with a virtio-mmio register front and a
+//! virtual-guest harness).
 
 pub mod stream;
+pub mod virtio;

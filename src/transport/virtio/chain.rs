@@ -1,0 +1,169 @@
+//! Walking one descriptor chain and checking it before anything trusts it.
+//!
+//! virtio-queue's [`DescriptorChain`] iterator is lenient in a way a device must not be: it
+//! simply *ends* when a descriptor cannot be read, when an indirect table sits inside an
+//! indirect table, when a `next` index is out of range, or when its time-to-live runs out (a
+//! loop). [`parse`] notices every one of those (the chain yielded nothing, or its last
+//! descriptor still has `NEXT` set), checks that every buffer lies inside guest memory, and
+//! that no device-readable buffer follows a device-writable one. Whatever it finds, it keeps
+//! the usable buffers, so a bad chain can still be answered with an `Rlerror` when its header
+//! and some writable room survived.
+
+use std::ops::Deref;
+
+use virtio_queue::DescriptorChain;
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, MemoryRegionAddress, Permissions,
+};
+
+/// One guest buffer `[addr, addr + len)`, already checked to lie inside guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub addr: GuestAddress,
+    pub len: u32,
+}
+
+/// Why a chain cannot be served as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainError {
+    /// The walk yielded no descriptor (unreadable head, empty or nested indirect table, head
+    /// index beyond the queue).
+    Empty,
+    /// The walk stopped early: a loop, a `next` out of range, an unreadable descriptor, an
+    /// indirect table inside an indirect table, or more than 4 GiB in total.
+    Truncated,
+    /// A device-readable buffer after a device-writable one.
+    ReadableAfterWritable,
+    /// A buffer (partly) outside guest memory.
+    OutOfMemory,
+}
+
+/// A walked chain: its head, its readable and writable buffers in order, and the first
+/// problem found (if any). With an error, `readable` keeps the buffers before the first bad
+/// readable one and `writable` the in-memory writable ones, for a best-effort `Rlerror`.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub head: u16,
+    pub readable: Vec<Region>,
+    pub writable: Vec<Region>,
+    pub error: Option<ChainError>,
+}
+
+impl Chain {
+    pub fn readable_len(&self) -> u64 {
+        self.readable.iter().map(|r| u64::from(r.len)).sum()
+    }
+
+    pub fn writable_len(&self) -> u64 {
+        self.writable.iter().map(|r| u64::from(r.len)).sum()
+    }
+}
+
+/// Walks and checks `chain`. Never fails: problems are recorded in [`Chain::error`].
+pub fn parse<M>(chain: DescriptorChain<M>, mem: &GuestMemoryMmap) -> Chain
+where
+    M: Deref,
+    M::Target: GuestMemory,
+{
+    let head = chain.head_index();
+    let mut out = Chain {
+        head,
+        readable: Vec::new(),
+        writable: Vec::new(),
+        error: None,
+    };
+    let mut count = 0usize;
+    let mut last_has_next = false;
+    let mut readable_broken = false;
+    let mut seen_writable = false;
+    for desc in chain {
+        count += 1;
+        last_has_next = desc.has_next();
+        let region = Region {
+            addr: desc.addr(),
+            len: desc.len(),
+        };
+        let in_memory = host_range(mem, region.addr, region.len as usize).is_some()
+            || GuestMemory::check_range(mem, region.addr, region.len as usize, Permissions::Read);
+        if !in_memory {
+            out.error.get_or_insert(ChainError::OutOfMemory);
+        }
+        if desc.is_write_only() {
+            seen_writable = true;
+            if in_memory {
+                out.writable.push(region);
+            }
+        } else {
+            if seen_writable {
+                out.error.get_or_insert(ChainError::ReadableAfterWritable);
+                readable_broken = true;
+            }
+            if !in_memory {
+                readable_broken = true;
+            }
+            if !readable_broken {
+                out.readable.push(region);
+            }
+        }
+    }
+    if count == 0 {
+        out.error = Some(ChainError::Empty);
+    } else if last_has_next {
+        out.error.get_or_insert(ChainError::Truncated);
+    }
+    out
+}
+
+/// The host address of `[addr, addr + len)` when it lies inside one memory region (the
+/// fast path; a range spanning regions gets `None` and takes vm-memory's slice iterator).
+pub fn host_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
+    let region = mem.find_region(addr)?;
+    let off = addr.checked_offset_from(region.start_addr())?;
+    if off.checked_add(len as u64)? > region.len() {
+        return None;
+    }
+    region.get_host_address(MemoryRegionAddress(off)).ok()
+}
+
+/// Copies up to `buf.len()` bytes from the start of `regions` into `buf`; returns how many.
+pub fn read_from(mem: &GuestMemoryMmap, regions: &[Region], buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    for r in regions {
+        if done == buf.len() {
+            break;
+        }
+        let n = (r.len as usize).min(buf.len() - done);
+        if mem.read_slice(&mut buf[done..done + n], r.addr).is_err() {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
+/// Copies `data` into `regions` from their start, skipping the first `skip` bytes of room;
+/// returns the bytes written.
+pub fn write_to(mem: &GuestMemoryMmap, regions: &[Region], mut skip: usize, data: &[u8]) -> usize {
+    let mut done = 0;
+    for r in regions {
+        if done == data.len() {
+            break;
+        }
+        let len = r.len as usize;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = (len - skip).min(data.len() - done);
+        let Some(addr) = r.addr.checked_add(skip as u64) else {
+            break;
+        };
+        if mem.write_slice(&data[done..done + n], addr).is_err() {
+            break;
+        }
+        done += n;
+        skip = 0;
+    }
+    done
+}

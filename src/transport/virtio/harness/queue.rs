@@ -1,0 +1,447 @@
+//! The driver side of a split virtqueue laid out in guest RAM.
+
+use std::collections::HashMap;
+use std::sync::atomic::{Ordering, fence};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::ram::{GuestRam, PAGE};
+use crate::protocol::PAYLOAD_HEADER_LEN;
+
+const F_NEXT: u16 = 1;
+const F_WRITE: u16 = 2;
+const F_INDIRECT: u16 = 4;
+
+/// One descriptor exactly as it will be written, for hostile chains.
+///
+/// In [`super::VirtualGuest::inject`], a `next` that indexes the slice passed (with `NEXT`
+/// set) is translated to that descriptor's slot in the table; any other `next` (e.g.
+/// `0xffff`) is written as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
+
+impl RawDesc {
+    pub const NEXT: u16 = F_NEXT;
+    pub const WRITE: u16 = F_WRITE;
+    pub const INDIRECT: u16 = F_INDIRECT;
+
+    /// A device-readable buffer.
+    pub fn readable(addr: u64, len: u32) -> Self {
+        RawDesc {
+            addr,
+            len,
+            flags: 0,
+            next: 0,
+        }
+    }
+
+    /// A device-writable buffer.
+    pub fn writable(addr: u64, len: u32) -> Self {
+        RawDesc {
+            addr,
+            len,
+            flags: F_WRITE,
+            next: 0,
+        }
+    }
+
+    /// A descriptor pointing at an indirect table of `len` bytes.
+    pub fn indirect(addr: u64, len: u32) -> Self {
+        RawDesc {
+            addr,
+            len,
+            flags: F_INDIRECT,
+            next: 0,
+        }
+    }
+
+    /// Chains to descriptor `next` (sets `NEXT`).
+    pub fn then(mut self, next: u16) -> Self {
+        self.flags |= F_NEXT;
+        self.next = next;
+        self
+    }
+
+    fn bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.len.to_le_bytes());
+        b[12..14].copy_from_slice(&self.flags.to_le_bytes());
+        b[14..].copy_from_slice(&self.next.to_le_bytes());
+        b
+    }
+}
+
+/// How a request is laid out in a chain, after Linux's `net/9p/trans_virtio.c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One readable buffer with the request, one writable buffer of `room` bytes (Linux
+    /// gives msize).
+    Plain { room: u32 },
+    /// Zero-copy `Tread`/`Treaddir`: the request readable; an 11-byte writable buffer for
+    /// the reply header, then a `data`-byte buffer as one writable descriptor per page.
+    ZeroCopyRead { data: u32 },
+    /// Zero-copy `Twrite`: the first `header` bytes of the request in one readable buffer,
+    /// the rest in readable pages, each allocated on its own; `room` writable bytes.
+    ZeroCopyWrite { header: u32, room: u32 },
+}
+
+/// One used-ring entry as the guest collects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub head: u16,
+    /// The length the device reported.
+    pub len: u32,
+    /// The first `len` bytes of the chain's writable buffers (empty for injected chains
+    /// whose buffers are in an indirect table).
+    pub reply: Vec<u8>,
+}
+
+struct Pending {
+    slots: Vec<u16>,
+    allocs: Vec<(GuestAddress, u64)>,
+    writable: Vec<(u64, u32)>,
+}
+
+pub(super) struct DriverQueue {
+    pub size: u16,
+    pub desc: GuestAddress,
+    pub avail: GuestAddress,
+    pub used: GuestAddress,
+    rings: Vec<(GuestAddress, u64)>,
+    free: Vec<u16>,
+    avail_idx: u16,
+    kicked_at: u16,
+    used_seen: u16,
+    event_idx: bool,
+    pending: HashMap<u16, Pending>,
+    pub unexpected: u64,
+    pub copy_replies: bool,
+}
+
+impl DriverQueue {
+    pub fn new(ram: &mut GuestRam, size: u16, event_idx: bool) -> Option<Self> {
+        let n = u64::from(size);
+        let lens = [16 * n, 6 + 2 * n, 6 + 8 * n];
+        let mut rings = Vec::new();
+        for len in lens {
+            let Some(a) = ram.alloc(len) else {
+                for (a, l) in rings {
+                    ram.free(a, l);
+                }
+                return None;
+            };
+            let _ = ram.memory().write_slice(&vec![0u8; len as usize], a);
+            rings.push((a, len));
+        }
+        Some(DriverQueue {
+            size,
+            desc: rings[0].0,
+            avail: rings[1].0,
+            used: rings[2].0,
+            rings,
+            free: (0..size).rev().collect(),
+            avail_idx: 0,
+            kicked_at: 0,
+            used_seen: 0,
+            event_idx,
+            pending: HashMap::new(),
+            unexpected: 0,
+            copy_replies: true,
+        })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn free_descriptors(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Frees the rings and every buffer still in flight.
+    pub fn release(self, ram: &mut GuestRam) {
+        for p in self.pending.into_values() {
+            for (a, l) in p.allocs {
+                ram.free(a, l);
+            }
+        }
+        for (a, l) in self.rings {
+            ram.free(a, l);
+        }
+    }
+
+    fn write_desc(mem: &GuestMemoryMmap, table: GuestAddress, i: u16, d: &RawDesc) {
+        let _ = mem.write_slice(&d.bytes(), GuestAddress(table.0 + 16 * u64::from(i)));
+    }
+
+    pub fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
+        let slot = u64::from(self.avail_idx % self.size);
+        let _ = mem.write_obj(head.to_le(), GuestAddress(self.avail.0 + 4 + 2 * slot));
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        fence(Ordering::SeqCst);
+        let _ = mem.store(
+            self.avail_idx.to_le(),
+            GuestAddress(self.avail.0 + 2),
+            Ordering::Release,
+        );
+    }
+
+    pub fn set_avail_idx(&mut self, mem: &GuestMemoryMmap, idx: u16) {
+        self.avail_idx = idx;
+        let _ = mem.store(
+            idx.to_le(),
+            GuestAddress(self.avail.0 + 2),
+            Ordering::Release,
+        );
+    }
+
+    pub fn needs_kick(&mut self, mem: &GuestMemoryMmap) -> bool {
+        fence(Ordering::SeqCst);
+        let old = self.kicked_at;
+        let new = self.avail_idx;
+        self.kicked_at = new;
+        if self.event_idx {
+            let at = GuestAddress(self.used.0 + 4 + 8 * u64::from(self.size));
+            let event: u16 = mem.read_obj(at).map(u16::from_le).unwrap_or(0);
+            new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            let flags: u16 = mem.read_obj(self.used).map(u16::from_le).unwrap_or(0);
+            flags & 1 == 0
+        }
+    }
+
+    /// Lays `frame` out, writes the descriptors, and publishes the head.
+    pub fn submit(
+        &mut self,
+        ram: &mut GuestRam,
+        frame: &[u8],
+        layout: Layout,
+        indirect: bool,
+    ) -> Option<u16> {
+        let mut allocs = Vec::new();
+        let mut descs = Vec::new();
+        let ok = Self::lay_out(ram, frame, layout, &mut allocs, &mut descs);
+        let free_all = |ram: &mut GuestRam, allocs: &[(GuestAddress, u64)]| {
+            for (a, l) in allocs {
+                ram.free(*a, *l);
+            }
+        };
+        if ok.is_none() {
+            free_all(ram, &allocs);
+            return None;
+        }
+        let n = descs.len();
+        for (i, d) in descs.iter_mut().enumerate() {
+            if i + 1 < n {
+                *d = d.then(i as u16 + 1);
+            }
+        }
+        let writable = descs
+            .iter()
+            .filter(|d| d.flags & F_WRITE != 0)
+            .map(|d| (d.addr, d.len))
+            .collect();
+        let mem = ram.memory().clone();
+        let slots = if indirect {
+            let table_len = 16 * n as u64;
+            let Some(table) = ram.alloc(table_len) else {
+                free_all(ram, &allocs);
+                return None;
+            };
+            allocs.push((table, table_len));
+            for (i, d) in descs.iter().enumerate() {
+                Self::write_desc(&mem, table, i as u16, d);
+            }
+            let Some(slot) = self.free.pop() else {
+                free_all(ram, &allocs);
+                return None;
+            };
+            let d = RawDesc::indirect(table.0, table_len as u32);
+            Self::write_desc(&mem, self.desc, slot, &d);
+            vec![slot]
+        } else {
+            if self.free.len() < n {
+                free_all(ram, &allocs);
+                return None;
+            }
+            let slots: Vec<u16> = (0..n).map(|_| self.free.pop().unwrap_or(0)).collect();
+            for (i, d) in descs.iter().enumerate() {
+                let mut d = *d;
+                if d.flags & F_NEXT != 0 {
+                    d.next = slots[i + 1];
+                }
+                Self::write_desc(&mem, self.desc, slots[i], &d);
+            }
+            slots
+        };
+        let head = slots[0];
+        self.pending.insert(
+            head,
+            Pending {
+                slots,
+                allocs,
+                writable,
+            },
+        );
+        self.publish(&mem, head);
+        Some(head)
+    }
+
+    fn lay_out(
+        ram: &mut GuestRam,
+        frame: &[u8],
+        layout: Layout,
+        allocs: &mut Vec<(GuestAddress, u64)>,
+        descs: &mut Vec<RawDesc>,
+    ) -> Option<()> {
+        let mut buf = |ram: &mut GuestRam, bytes: &[u8], len: u32, write: bool| -> Option<()> {
+            let a = ram.alloc(u64::from(len))?;
+            allocs.push((a, u64::from(len)));
+            if !bytes.is_empty() {
+                ram.memory().write_slice(bytes, a).ok()?;
+            }
+            descs.push(if write {
+                RawDesc::writable(a.0, len)
+            } else {
+                RawDesc::readable(a.0, len)
+            });
+            Some(())
+        };
+        match layout {
+            Layout::Plain { room } => {
+                buf(ram, frame, frame.len() as u32, false)?;
+                buf(ram, &[], room, true)?;
+            }
+            Layout::ZeroCopyRead { data } => {
+                buf(ram, frame, frame.len() as u32, false)?;
+                buf(ram, &[], PAYLOAD_HEADER_LEN as u32, true)?;
+                // The user's buffer: one allocation, one descriptor per page.
+                if data > 0 {
+                    let a = ram.alloc(u64::from(data))?;
+                    allocs.push((a, u64::from(data)));
+                    let mut off = 0;
+                    while off < u64::from(data) {
+                        let n = (u64::from(data) - off).min(PAGE);
+                        descs.push(RawDesc::writable(a.0 + off, n as u32));
+                        off += n;
+                    }
+                }
+            }
+            Layout::ZeroCopyWrite { header, room } => {
+                let h = (header as usize).min(frame.len());
+                buf(ram, &frame[..h], h as u32, false)?;
+                for chunk in frame[h..].chunks(PAGE as usize) {
+                    buf(ram, chunk, chunk.len() as u32, false)?;
+                }
+                buf(ram, &[], room, true)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Writes raw descriptors into free slots and publishes the first as a head.
+    pub fn inject(&mut self, ram: &GuestRam, descs: &[RawDesc]) -> Option<u16> {
+        if descs.is_empty() || self.free.len() < descs.len() {
+            return None;
+        }
+        let slots: Vec<u16> = (0..descs.len())
+            .map(|_| self.free.pop().unwrap_or(0))
+            .collect();
+        let mem = ram.memory().clone();
+        for (i, d) in descs.iter().enumerate() {
+            let mut d = *d;
+            if d.flags & F_NEXT != 0 && (d.next as usize) < descs.len() {
+                d.next = slots[d.next as usize];
+            }
+            Self::write_desc(&mem, self.desc, slots[i], &d);
+        }
+        let writable = descs
+            .iter()
+            .filter(|d| d.flags & (F_WRITE | F_INDIRECT) == F_WRITE)
+            .map(|d| (d.addr, d.len))
+            .collect();
+        let head = slots[0];
+        self.pending.insert(
+            head,
+            Pending {
+                slots,
+                allocs: Vec::new(),
+                writable,
+            },
+        );
+        self.publish(&mem, head);
+        Some(head)
+    }
+
+    /// Writes raw descriptors as a table in fresh RAM (never freed by the queue).
+    pub fn raw_table(&mut self, ram: &mut GuestRam, descs: &[RawDesc]) -> Option<(u64, u32)> {
+        let len = 16 * descs.len() as u64;
+        let a = ram.alloc(len)?;
+        let mem = ram.memory().clone();
+        for (i, d) in descs.iter().enumerate() {
+            Self::write_desc(&mem, a, i as u16, d);
+        }
+        Some((a.0, len as u32))
+    }
+
+    pub fn poll_used(&mut self, ram: &mut GuestRam) -> Vec<Completion> {
+        let mem = ram.memory().clone();
+        let idx: u16 = mem
+            .load(GuestAddress(self.used.0 + 2), Ordering::Acquire)
+            .map(u16::from_le)
+            .unwrap_or(self.used_seen);
+        let mut out = Vec::new();
+        while self.used_seen != idx {
+            let slot = u64::from(self.used_seen % self.size);
+            let at = GuestAddress(self.used.0 + 4 + 8 * slot);
+            let mut elem = [0u8; 8];
+            let _ = mem.read_slice(&mut elem, at);
+            self.used_seen = self.used_seen.wrapping_add(1);
+            let id = u32::from_le_bytes([elem[0], elem[1], elem[2], elem[3]]);
+            let len = u32::from_le_bytes([elem[4], elem[5], elem[6], elem[7]]);
+            let Some(p) = u16::try_from(id).ok().and_then(|h| self.pending.remove(&h)) else {
+                self.unexpected += 1;
+                continue;
+            };
+            let mut reply = Vec::new();
+            let mut left = if self.copy_replies { len as usize } else { 0 };
+            for &(addr, room) in &p.writable {
+                if left == 0 {
+                    break;
+                }
+                let n = left.min(room as usize);
+                let start = reply.len();
+                reply.resize(start + n, 0);
+                if mem
+                    .read_slice(&mut reply[start..], GuestAddress(addr))
+                    .is_err()
+                {
+                    reply.truncate(start);
+                    break;
+                }
+                left -= n;
+            }
+            for (a, l) in p.allocs {
+                ram.free(a, l);
+            }
+            self.free.extend(p.slots.iter().rev());
+            out.push(Completion {
+                head: id as u16,
+                len,
+                reply,
+            });
+        }
+        if self.event_idx {
+            // used_event: interrupt me once the device passes what I have seen.
+            let at = GuestAddress(self.avail.0 + 4 + 2 * u64::from(self.size));
+            let _ = mem.store(self.used_seen.to_le(), at, Ordering::Release);
+        }
+        out
+    }
+}

@@ -1,0 +1,91 @@
+//! Guest RAM for the virtual guest, with a page allocator for driver buffers.
+
+use std::sync::Arc;
+
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+/// The allocation granule (and the "page" of the zero-copy layouts).
+pub const PAGE: u64 = 4096;
+
+/// Guest RAM `[0, size)` plus a first-fit page allocator over it (lowest free run first,
+/// so freed buffers are reused soon, as a guest's hot buffers are). Page 0 is never handed
+/// out (a zero address means "unset" to virtio-queue).
+pub struct GuestRam {
+    mem: Arc<GuestMemoryMmap>,
+    used: Vec<bool>,
+    /// No free page below this one.
+    cursor: usize,
+    free: usize,
+}
+
+impl GuestRam {
+    /// `size` bytes of RAM (rounded up to whole pages), all zero.
+    pub fn new(size: usize) -> Self {
+        let pages = (size as u64).div_ceil(PAGE).max(2) as usize;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), pages * PAGE as usize)])
+            .expect("mapping guest RAM");
+        let mut used = vec![false; pages];
+        used[0] = true;
+        GuestRam {
+            mem: Arc::new(mem),
+            used,
+            cursor: 1,
+            free: pages - 1,
+        }
+    }
+
+    pub fn memory(&self) -> &Arc<GuestMemoryMmap> {
+        &self.mem
+    }
+
+    /// Bytes of RAM.
+    pub fn size(&self) -> u64 {
+        self.used.len() as u64 * PAGE
+    }
+
+    /// Pages not allocated.
+    pub fn free_pages(&self) -> usize {
+        self.free
+    }
+
+    /// Allocates `len` bytes (at least one page, page-aligned, contiguous); `None` when no
+    /// run of free pages is long enough.
+    pub fn alloc(&mut self, len: u64) -> Option<GuestAddress> {
+        let n = len.div_ceil(PAGE).max(1) as usize;
+        let total = self.used.len();
+        if n > self.free {
+            return None;
+        }
+        // First fit, from the lowest page that may be free.
+        let mut start = self.cursor;
+        while start + n <= total {
+            match self.used[start..start + n].iter().rposition(|u| *u) {
+                None => {
+                    self.used[start..start + n].fill(true);
+                    self.free -= n;
+                    if start == self.cursor {
+                        self.cursor = start + n;
+                    }
+                    return Some(GuestAddress(start as u64 * PAGE));
+                }
+                Some(i) => start += i + 1,
+            }
+        }
+        None
+    }
+
+    /// Frees what [`Self::alloc`] returned for `len` bytes.
+    pub fn free(&mut self, addr: GuestAddress, len: u64) {
+        let first = (addr.0 / PAGE) as usize;
+        let n = len.div_ceil(PAGE).max(1) as usize;
+        // Page 0 is never allocated, so never freed.
+        let first = first.max(1);
+        for u in self.used.iter_mut().skip(first).take(n) {
+            if *u {
+                *u = false;
+                self.free += 1;
+            }
+        }
+        self.cursor = self.cursor.min(first);
+    }
+}
