@@ -28,7 +28,10 @@ fn temp_export(tag: &str) -> std::path::PathBuf {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -44,29 +47,56 @@ fn a_thousand_abrupt_disconnects_leak_nothing() {
         c.version(65536);
         c.attach(Fid(0), "").unwrap();
     }
-    wait_until("the warm-up connection to end", || server.stats.active.load(Ordering::SeqCst) == 0);
+    wait_until("the warm-up connection to end", || {
+        server.stats.active.load(Ordering::SeqCst) == 0
+    });
     let baseline = open_fds();
     let connections = 1000;
     for i in 0..connections {
         // A disconnect is noticed and cleaned up asynchronously; the next connection's lock
         // below proves the previous one's was released once its connection ended.
-        wait_until("the previous connection to end", || server.stats.active.load(Ordering::SeqCst) == 0);
+        wait_until("the previous connection to end", || {
+            server.stats.active.load(Ordering::SeqCst) == 0
+        });
         let mut c = server.connect();
         c.version(65536);
         c.attach(Fid(0), "").unwrap();
         c.walk(Fid(0), Fid(1), &["data"]).unwrap();
         c.lopen(Fid(1), OpenFlags::RDWR).unwrap();
         // A lock held by this connection, and requests still in flight when it goes.
-        let r = c.call(Tmessage::Lock { fid: Fid(1), lock_type: LockType::Write, flags: LockFlags(0), start: 0, length: 0, proc_id: i, client_id: "x".into() });
-        assert_eq!(r, Ok(Rmessage::Lock { status: LockStatus::Success }), "connection {i}: the previous connection's lock was released");
+        let r = c.call(Tmessage::Lock {
+            fid: Fid(1),
+            lock_type: LockType::Write,
+            flags: LockFlags(0),
+            start: 0,
+            length: 0,
+            proc_id: i,
+            client_id: "x".into(),
+        });
+        assert_eq!(
+            r,
+            Ok(Rmessage::Lock {
+                status: LockStatus::Success
+            }),
+            "connection {i}: the previous connection's lock was released"
+        );
         for k in 0..8 {
-            c.send(Tmessage::Read { fid: Fid(1), offset: k * 4096, count: 4096 });
+            c.send(Tmessage::Read {
+                fid: Fid(1),
+                offset: k * 4096,
+                count: 4096,
+            });
         }
         c.walk(Fid(0), Fid(2), &[]).unwrap_or_default();
         drop(c); // the socket closes with reads in flight
     }
-    wait_until("every connection to end", || server.stats.active.load(Ordering::SeqCst) == 0);
-    assert_eq!(server.stats.connections.load(Ordering::SeqCst), connections as u64 + 1);
+    wait_until("every connection to end", || {
+        server.stats.active.load(Ordering::SeqCst) == 0
+    });
+    assert_eq!(
+        server.stats.connections.load(Ordering::SeqCst),
+        connections as u64 + 1
+    );
     wait_until("descriptors to come back", || open_fds() <= baseline);
     assert_eq!(open_fds(), baseline, "file descriptors leaked");
     drop(server);

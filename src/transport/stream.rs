@@ -88,7 +88,10 @@ impl Listener {
     /// Waits up to `timeout` for a connection to be ready to accept.
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
+        let ts = Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: timeout.subsec_nanos() as i64,
+        };
         let n = match self {
             Listener::Tcp(l) => poll(&mut [PollFd::new(l, PollFlags::IN)], Some(&ts)),
             Listener::Unix(l, _) => poll(&mut [PollFd::new(l, PollFlags::IN)], Some(&ts)),

@@ -66,7 +66,12 @@ impl TcpServer {
             server.serve(&listener, &stop2).expect("serve");
             pool.shutdown();
         });
-        TcpServer { addr, stats, stop, thread: Some(thread) }
+        TcpServer {
+            addr,
+            stats,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn connect(&self) -> Client<Socket<std::net::TcpStream>> {
