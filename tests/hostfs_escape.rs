@@ -413,7 +413,7 @@ fn swap_race_with_symlink_to_root() {
     let iters: usize = std::env::var("CO9P_RACE_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(100_000);
     let sb = Sandbox::new("race");
     // The real directory mirrors the secret's path with harmless content.
     let secret_rel = sb.secret.strip_prefix("/").unwrap().to_path_buf();
