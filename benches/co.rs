@@ -14,7 +14,15 @@ use co9p::co::{CoMutex, CoQueue, Executor, ThreadPool, yield_now};
 const SAMPLES: usize = 11;
 
 /// Median ns per operation of `run`, which performs `ops` operations per call.
+///
+/// With `--once` (for instruction counting under callgrind) `run` is called once, and with
+/// `--only-co9p` the tokio side is skipped (`measure_tokio`), so the count is ours alone.
 fn measure(ops: usize, mut run: impl FnMut()) -> f64 {
+    if flag("--once") {
+        let t = Instant::now();
+        run();
+        return t.elapsed().as_nanos() as f64 / ops as f64;
+    }
     run(); // warm up
     let mut v: Vec<f64> = (0..SAMPLES)
         .map(|_| {
@@ -25,6 +33,19 @@ fn measure(ops: usize, mut run: impl FnMut()) -> f64 {
         .collect();
     v.sort_by(f64::total_cmp);
     v[SAMPLES / 2]
+}
+
+/// Whether `name` was passed on the command line.
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// `measure` for the tokio side, skipped (NaN) under `--only-co9p`.
+fn measure_tokio(ops: usize, run: impl FnMut()) -> f64 {
+    if flag("--only-co9p") {
+        return f64::NAN;
+    }
+    measure(ops, run)
 }
 
 fn tokio_rt() -> tokio::runtime::Runtime {
@@ -57,7 +78,7 @@ fn lifecycle(batch: usize) -> (f64, f64) {
         })
     });
     let rt = tokio_rt();
-    let theirs = measure(N, || {
+    let theirs = measure_tokio(N, || {
         done.store(0, Ordering::Relaxed);
         rt.block_on(async {
             for round in 1..=N / batch {
@@ -89,7 +110,7 @@ fn yields() -> (f64, f64) {
         pool.block_on(h).unwrap();
     });
     let rt = tokio_rt();
-    let theirs = measure(N, || {
+    let theirs = measure_tokio(N, || {
         rt.block_on(async {
             tokio::spawn(async {
                 for _ in 0..N {
@@ -117,7 +138,7 @@ fn uncontended() -> (f64, f64) {
     });
     let rt = tokio_rt();
     let tm = tokio::sync::Mutex::new(0u64);
-    let theirs = measure(N, || {
+    let theirs = measure_tokio(N, || {
         rt.block_on(async {
             for _ in 0..N {
                 *black_box(&tm).lock().await += 1;
@@ -148,7 +169,7 @@ fn contended() -> (f64, f64) {
         ts.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(*m.try_lock().unwrap(), 2 * N as u64);
     });
-    let theirs = measure(2 * N, || {
+    let theirs = measure_tokio(2 * N, || {
         let m = Arc::new(tokio::sync::Mutex::new(0u64));
         let ts: Vec<_> = (0..2)
             .map(|_| {
@@ -195,7 +216,7 @@ fn ping_pong() -> (f64, f64) {
         }
     });
     let rt = tokio_rt();
-    let theirs = measure(N, || {
+    let theirs = measure_tokio(N, || {
         rt.block_on(async {
             let ab = Arc::new(tokio::sync::Notify::new());
             let ba = Arc::new(tokio::sync::Notify::new());

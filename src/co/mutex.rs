@@ -160,21 +160,30 @@ pub struct CoMutexLock<'a, T> {
 impl<'a, T> Future for CoMutexLock<'a, T> {
     type Output = CoMutexGuard<'a, T>;
 
+    /// The uncontended case (one CAS) is inlined into the caller; waiting is out of line.
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.ticket.is_none()
+            && let Some(g) = self.mutex.try_lock()
+        {
+            return Poll::Ready(g);
+        }
+        self.poll_slow(cx)
+    }
+}
+
+impl<'a, T> CoMutexLock<'a, T> {
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &Context<'_>) -> Poll<CoMutexGuard<'a, T>> {
         let mutex = self.mutex;
         match self.ticket {
-            None => {
-                if let Some(g) = mutex.try_lock() {
-                    return Poll::Ready(g);
+            None => match mutex.enqueue(cx) {
+                None => Poll::Ready(CoMutexGuard::new(mutex)),
+                Some(id) => {
+                    self.ticket = Some(id);
+                    Poll::Pending
                 }
-                match mutex.enqueue(cx) {
-                    None => Poll::Ready(CoMutexGuard::new(mutex)),
-                    Some(id) => {
-                        self.ticket = Some(id);
-                        Poll::Pending
-                    }
-                }
-            }
+            },
             Some(id) => match lock(&mutex.waiters).poll_grant(id, cx.waker()) {
                 Some(()) => {
                     self.ticket = None;
@@ -184,11 +193,10 @@ impl<'a, T> Future for CoMutexLock<'a, T> {
             },
         }
     }
-}
 
-impl<T> Drop for CoMutexLock<'_, T> {
-    fn drop(&mut self) {
-        let Some(id) = self.ticket else { return };
+    /// Leaves the queue (our future is dropped while waiting).
+    #[cold]
+    fn cancel(&self, id: u64) {
         let mut w = lock(&self.mutex.waiters);
         match w.cancel(id) {
             // The lock was handed to us but we will never run: pass it on.
@@ -200,6 +208,15 @@ impl<T> Drop for CoMutexLock<'_, T> {
                 self.mutex.state.fetch_and(!QUEUED, Ordering::Relaxed);
             }
             _ => {}
+        }
+    }
+}
+
+impl<T> Drop for CoMutexLock<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(id) = self.ticket {
+            self.cancel(id);
         }
     }
 }
@@ -217,6 +234,7 @@ unsafe impl<T: Send> Send for CoMutexGuard<'_, T> {}
 unsafe impl<T: Sync> Sync for CoMutexGuard<'_, T> {}
 
 impl<'a, T> CoMutexGuard<'a, T> {
+    #[inline]
     fn new(mutex: &'a CoMutex<T>) -> Self {
         Self {
             mutex,

@@ -196,7 +196,7 @@ impl Executor for PoolHandle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        Shared::schedule(TaskRef::new(fut, self.shared.clone()));
+        Shared::schedule(TaskRef::new(fut, &self.shared));
     }
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send + 'static {

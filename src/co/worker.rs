@@ -12,14 +12,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
 use super::sync::lock;
-use super::task::{RunOutcome, TaskRef};
+use super::task::{Header, RunOutcome, TaskCache, TaskRef};
 use super::timer::Timer;
 
 /// Check the shared queue every this many local tasks, so injected work is not starved.
@@ -234,11 +234,57 @@ thread_local! {
     static CURRENT: Cell<*const Worker> = const { Cell::new(ptr::null()) };
 }
 
+/// If this thread's worker is polling `task` right now, notes that the task woke itself (it
+/// is requeued after the poll) and returns `true`; the state word is then left alone.
+#[inline]
+pub(crate) fn wake_self(task: *const Header) -> bool {
+    CURRENT
+        .try_with(|cur| {
+            // SAFETY: CURRENT points at a live Worker on this thread's stack (see `enter`).
+            match unsafe { cur.get().as_ref() } {
+                Some(w) if ptr::eq(w.running.get(), task) => {
+                    w.woke_self.set(true);
+                    true
+                }
+                _ => false,
+            }
+        })
+        .unwrap_or(false)
+}
+
+thread_local! {
+    /// Blocks of finished tasks, for this thread's next spawns (see [`TaskCache`]).
+    static CACHE: RefCell<TaskCache> = const { RefCell::new(TaskCache::new()) };
+}
+
+/// Offers the block of a finished task to this thread's cache through `put`, if this thread
+/// runs a pool's loop (so other threads do not hoard blocks); `false` if not taken.
+#[inline]
+pub(crate) fn recycle(put: impl FnOnce(&mut TaskCache) -> bool) -> bool {
+    let in_pool = CURRENT.try_with(|cur| !cur.get().is_null()) == Ok(true);
+    in_pool
+        && CACHE
+            .try_with(|c| c.try_borrow_mut().is_ok_and(|mut c| put(&mut c)))
+            .unwrap_or(false)
+}
+
+/// A free block of size class `class` from this thread's cache, if there is one.
+#[inline]
+pub(crate) fn reuse(class: usize) -> Option<NonNull<Header>> {
+    CACHE
+        .try_with(|c| c.try_borrow_mut().ok()?.take(class))
+        .ok()
+        .flatten()
+}
+
 /// One thread's view of the pool while it runs the loop.
 pub(crate) struct Worker {
     shared: *const Shared,
     local: RefCell<VecDeque<TaskRef>>,
     tick: Cell<u32>,
+    /// The task being polled (null between polls), and whether it woke itself meanwhile.
+    running: Cell<*const Header>,
+    woke_self: Cell<bool>,
 }
 
 /// Restores the previous worker (nested `block_on`) and hands our leftover tasks back.
@@ -262,7 +308,23 @@ impl Worker {
             shared,
             local: RefCell::new(VecDeque::new()),
             tick: Cell::new(0),
+            running: Cell::new(ptr::null()),
+            woke_self: Cell::new(false),
         }
+    }
+
+    /// Called by [`TaskRef::run`] around the poll of `task`.
+    #[inline]
+    pub(crate) fn begin_poll(&self, task: *const Header) {
+        self.running.set(task);
+        self.woke_self.set(false);
+    }
+
+    /// Ends the poll begun by `begin_poll`; says whether the task woke itself meanwhile.
+    #[inline]
+    pub(crate) fn end_poll(&self) -> bool {
+        self.running.set(ptr::null());
+        self.woke_self.get()
     }
 
     /// Makes this the thread's current worker until the returned guard drops.
@@ -325,7 +387,7 @@ impl Worker {
     /// Polls one task and deals with the outcome.
     #[inline]
     pub(crate) fn run(&self, task: TaskRef, shared: &Shared) {
-        match task.run() {
+        match task.run(self) {
             RunOutcome::Parked => {}
             RunOutcome::Requeue(t) => {
                 if let Some(t) = self.push_local(t) {
