@@ -32,12 +32,13 @@ mod dir;
 mod locks;
 mod node;
 mod qid;
+mod reclaim;
 mod resolve;
 mod security;
 mod xattr;
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
 pub use node::{HostFile, HostNode};
 pub use security::SecurityModel;
 
-use node::{FdBudget, Kind};
+use node::{FdBudget, Identity, Kind, Registry};
 use qid::QidMap;
 use resolve::{ProcPath, reopen_flags};
 
@@ -79,6 +80,7 @@ pub struct HostFs {
     readonly: bool,
     qids: QidMap,
     budget: Arc<FdBudget>,
+    registry: Arc<Registry>,
     has_openat2: bool,
     /// The process umask, which the kernel applies to modes given at creation.
     umask: u32,
@@ -156,9 +158,11 @@ impl HostFs {
             ),
             Err(rustix::io::Errno::NOSYS)
         );
-        let root = HostNode::new(fd, &st, slot);
+        let registry = Arc::new(Registry::default());
+        let id = Identity::of(fd.as_fd(), &st);
+        let root = HostNode::new(fd, id, slot, None, &registry);
         if opts.security_model == SecurityModel::MappedXattr {
-            let p = ProcPath::new(root.raw_fd());
+            let p = ProcPath::new(root.held().expect("the root is never reclaimed").raw());
             if let Err(rustix::io::Errno::OPNOTSUPP) =
                 rustix::fs::getxattr(p.abs(), c"user.virtfs.mode", &mut [0u8; 4][..])
             {
@@ -174,6 +178,7 @@ impl HostFs {
             model: opts.security_model,
             readonly: opts.readonly,
             budget,
+            registry,
             has_openat2,
             umask: process_umask(),
         })
@@ -196,28 +201,33 @@ impl HostFs {
         }
     }
 
-    /// Wraps an `O_PATH` descriptor as a node, taking its budget slot.
-    fn node_from(&self, fd: OwnedFd, slot: node::FdSlot) -> FsResult<(HostNode, Qid)> {
-        let st = fstat(&fd).map_err(errno)?;
-        let node = HostNode::new(fd, &st, slot);
-        let qid = self.qid_of(&node)?;
-        Ok((node, qid))
+    /// Descriptors of idle nodes closed by reclaim so far (see `reclaim.rs`).
+    pub fn fds_reclaimed(&self) -> u64 {
+        self.registry.reclaimed()
+    }
+
+    /// Closes the descriptor of every idle node now (they are reopened on demand, see
+    /// `reclaim.rs`); returns how many. Reclaim also happens by itself near the budget.
+    pub fn reclaim_idle(&self) -> usize {
+        self.reclaim(0)
     }
 
     fn do_lookup(&self, dir: &HostNode, name: &Name) -> FsResult<(HostNode, Qid)> {
-        let slot = self.budget.take()?;
         let fd = self.lookup_fd(dir, name)?;
-        self.node_from(fd, slot)
+        let node = self.intern(fd, Some((dir, name)))?;
+        Ok((node.clone(), self.qid_of(&node)?))
     }
 
     fn do_parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {
-        match self.parent_fd(dir)? {
-            None => Ok((self.root.clone(), self.qid_of(&self.root)?)),
-            Some(fd) => {
-                let slot = self.budget.take()?;
-                self.node_from(fd, slot)
-            }
-        }
+        let node = match self.parent_fd(dir)? {
+            None => self.root.clone(),
+            Some(fd) => match dir.origin() {
+                // The recorded parent, if `..` is that inode.
+                Some((p, _)) if fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == p.id()) => p,
+                _ => self.intern(fd, None)?,
+            },
+        };
+        Ok((node.clone(), self.qid_of(&node)?))
     }
 
     fn do_open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
@@ -227,12 +237,13 @@ impl HostFs {
         if self.model == SecurityModel::MappedXattr && node.kind() == Kind::Reg {
             // A mapped fifo, device or symlink is a regular file on the host; the guest
             // must not open it as data either.
-            let mode = security::read_mapped_mode(ProcPath::new(node.raw_fd()).abs())?;
+            let fd = self.node_fd(node)?;
+            let mode = security::read_mapped_mode(ProcPath::new(fd.raw()).abs())?;
             if mode.is_some_and(|m| m & libc::S_IFMT != 0 && m & libc::S_IFMT != libc::S_IFREG) {
                 return Err(Errno::ENXIO);
             }
         }
-        let slot = self.budget.take()?;
+        let slot = self.slot()?;
         let mut oflags = reopen_flags(flags)?;
         if node.kind() == Kind::Dir {
             oflags |= OFlags::DIRECTORY;
@@ -244,11 +255,13 @@ impl HostFs {
     fn do_readlink(&self, node: &HostNode) -> FsResult<Vec<u8>> {
         match node.kind() {
             Kind::Symlink => {
-                let target = rustix::fs::readlinkat(node.fd(), c"", Vec::new()).map_err(errno)?;
+                let fd = self.node_fd(node)?;
+                let target = rustix::fs::readlinkat(fd.fd(), c"", Vec::new()).map_err(errno)?;
                 Ok(target.into_bytes())
             }
             Kind::Reg if self.model == SecurityModel::MappedXattr => {
-                let p = ProcPath::new(node.raw_fd());
+                let pfd = self.node_fd(node)?;
+                let p = ProcPath::new(pfd.raw());
                 let mode = security::read_mapped_mode(p.abs())?.unwrap_or(0);
                 if mode & libc::S_IFMT != libc::S_IFLNK {
                     return Err(Errno::EINVAL);
