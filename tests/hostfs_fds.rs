@@ -40,7 +40,11 @@ fn descriptors_return_to_start_and_are_bounded() {
         }
         // `d` is one node however often looked up, and `p` is the root itself.
         assert_eq!(fs.fds_in_use(), 2 + keep.len() * 3);
-        assert_eq!(fs.fds_reclaimed(), 0, "far from the budget: nothing reclaimed");
+        assert_eq!(
+            fs.fds_reclaimed(),
+            0,
+            "far from the budget: nothing reclaimed"
+        );
         drop(keep);
         assert_eq!(fs.fds_in_use(), 1, "only the root's");
     }

@@ -194,7 +194,11 @@ fn a_directory_swapped_for_a_symlink_to_root_while_reclaimed() {
     assert_eq!(now(fs.getattr(&a)).err(), Some(Errno::ESTALE));
     assert_eq!(read_all(&fs, &s).err(), Some(Errno::ESTALE));
     assert_eq!(
-        now(fs.lookup(&a, &name(secret_rel.iter().next().unwrap().to_str().unwrap()))).err(),
+        now(fs.lookup(
+            &a,
+            &name(secret_rel.iter().next().unwrap().to_str().unwrap())
+        ))
+        .err(),
         Some(Errno::ESTALE)
     );
     // Swapped back, the same inodes reopen.

@@ -2,8 +2,10 @@
 //!
 //! Every security property rests on a few mechanisms, each in one file:
 //!
-//! - **Handles, not paths** (`node.rs`): a node is one `O_PATH|O_NOFOLLOW|O_CLOEXEC`
-//!   descriptor that pins its inode; its type is read once and cannot change.
+//! - **Handles, not paths** (`node.rs`): a node is one inode, `(st_dev, st_ino)`, whose
+//!   type is read once and cannot change; one node per inode (a registry), holding one
+//!   `O_PATH|O_NOFOLLOW|O_CLOEXEC` descriptor while in use, and every operation goes
+//!   through that descriptor, never through a path.
 //! - **One component at a time, beneath the export** (`resolve.rs`): lookups are
 //!   `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)` (or `openat`
 //!   with `O_NOFOLLOW`) of a validated single-component [`Name`]; symlinks on the host are
@@ -16,12 +18,15 @@
 //!   unique across devices (`qid.rs`), **OFD locks** (`locks.rs`), **readdir cookies**
 //!   (`dir.rs`), **making names** (`create.rs`), **attributes** (`attr.rs`).
 //!
-//! **Descriptor use is bounded, not reclaimed.** Each node holds one descriptor (shared by
-//! its clones) and each open file one; together they may hold at most
-//! [`HostOptions::max_fds`] (by default `RLIMIT_NOFILE` less a reserve), past which
-//! lookups and opens fail with `EMFILE`. Idle descriptors are *not* closed and reopened
-//! by path as QEMU's reclaim does: reopening by path is exactly the race class of
-//! CVE-2021-20181, and a node here is an inode, not a path.
+//! **Descriptor use is bounded, and idle node descriptors are reclaimed** (`reclaim.rs`).
+//! Nodes and open files together hold at most [`HostOptions::max_fds`] descriptors (by
+//! default `RLIMIT_NOFILE` less a reserve). Near that, the descriptors of idle nodes are
+//! closed, least recently used first, and reopened on demand the way a lookup opens
+//! them — one component beneath the recorded parent — then checked to be the recorded
+//! inode, else `ESTALE`: never a path from the root, never another file (the race of
+//! QEMU's CVE-2021-20181). Open files, nodes in use, and nodes that could not be reopened
+//! by name (unlinked) are never reclaimed; when they alone fill the budget, the answer is
+//! `EMFILE`.
 //!
 //! All work is synchronous inside each `async fn` (no awaits), which meets the trait's
 //! cancellation contract.

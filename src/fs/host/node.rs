@@ -330,10 +330,7 @@ impl HostNode {
             depth += 1;
             cur = c.origin().map(|(p, _)| p);
         }
-        let old = self
-            .state()
-            .origin
-            .replace((parent.clone(), name.clone()));
+        let old = self.state().origin.replace((parent.clone(), name.clone()));
         drop(old);
         true
     }

@@ -149,7 +149,11 @@ impl HostFs {
 
     /// The registered node now named `name` in `dir`, holding its descriptor (reopened if
     /// need be), for an operation about to take that name away.
-    pub(super) fn losing_name(&self, dir: BorrowedFd<'_>, name: &Name) -> Option<(HostNode, NodeFd)> {
+    pub(super) fn losing_name(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &Name,
+    ) -> Option<(HostNode, NodeFd)> {
         let st = statat(dir, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let n = self.registry.get((st.st_dev, st.st_ino))?;
         let fd = self.node_fd(&n).ok()?;
@@ -169,7 +173,13 @@ impl HostFs {
     /// After a rename of `old` (inode `src`) to `name` in `dir`: the moved node's record
     /// follows, if `name` holds that inode now (else a host race moved things; the node is
     /// left as it was and may be stale).
-    pub(super) fn moved(&self, src: (u64, u64), dir: &HostNode, dir_fd: BorrowedFd<'_>, name: &Name) {
+    pub(super) fn moved(
+        &self,
+        src: (u64, u64),
+        dir: &HostNode,
+        dir_fd: BorrowedFd<'_>,
+        name: &Name,
+    ) {
         let Some(n) = self.registry.get(src) else {
             return;
         };

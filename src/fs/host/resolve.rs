@@ -6,6 +6,7 @@
 //!   RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` (plain `openat` with `O_NOFOLLOW` on
 //!   kernels without `openat2`). A [`Name`] has no `/` and is not `.` or `..`, so the step
 //!   cannot leave `dirfd`; a final symlink yields the symlink itself (never its target).
+//!   Reopening a reclaimed node (`reclaim.rs`) is this same step, [`HostFs::lookup_at`].
 //! - **Parent** is `openat(dirfd, "..")`, and is then checked to lead back to the export
 //!   root by walking up (so a directory moved out of the export on the host is refused
 //!   with `EACCES` instead of handing out a node outside it). The root's parent is the
