@@ -7,9 +7,7 @@
 mod hostfs_common;
 
 use std::os::unix::fs::symlink;
-use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use co9p::fs::Filesystem;
 use co9p::fs::host::{HostFile, HostFs, HostNode, HostOptions, SecurityModel};
@@ -177,10 +175,7 @@ fn a_file_replaced_on_the_host_while_reclaimed_is_stale() {
 fn a_directory_swapped_for_a_symlink_to_root_while_reclaimed() {
     let _s = serial();
     let sb = Sandbox::new("reclaim-swap");
-    let secret_rel = sb.secret.strip_prefix("/").unwrap().to_path_buf();
-    let mirror = sb.path("a").join(&secret_rel);
-    std::fs::create_dir_all(mirror.parent().unwrap()).unwrap();
-    std::fs::write(&mirror, b"inside").unwrap();
+    let secret_rel = secret_mirror(&sb);
     let fs = tiny(&sb, 16);
     let (a, _) = walk(&fs, "a");
     let (s, _) = walk(&fs, &format!("a/{}", secret_rel.to_str().unwrap()));
@@ -219,35 +214,14 @@ fn reclaim_and_reopen_race_with_symlink_swap() {
         .and_then(|v| v.parse().ok())
         .map_or(20_000, |n: usize| n / 5);
     let sb = Sandbox::new("reclaim-race");
-    let secret_rel = sb.secret.strip_prefix("/").unwrap().to_path_buf();
-    let mirror = sb.path("a").join(&secret_rel);
-    std::fs::create_dir_all(mirror.parent().unwrap()).unwrap();
-    std::fs::write(&mirror, b"inside").unwrap();
+    let secret_rel = secret_mirror(&sb);
     symlink("/", sb.path("b")).unwrap();
     let fs = tiny(&sb, 16);
     // Nodes taken while `a` is the directory.
     let (a, _) = walk(&fs, "a");
     let (s, _) = walk(&fs, &format!("a/{}", secret_rel.to_str().unwrap()));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicUsize::new(0));
-    let swapper = {
-        let (stop, swaps) = (stop.clone(), swaps.clone());
-        let (pa, pb) = (sb.path("a"), sb.path("b"));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    &pa,
-                    rustix::fs::CWD,
-                    &pb,
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .unwrap();
-                swaps.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let swapper = Swapper::start(sb.path("a"), sb.path("b"));
     let (mut inside, mut stale) = (0, 0);
     for _ in 0..iters {
         fs.reclaim_idle();
@@ -266,12 +240,8 @@ fn reclaim_and_reopen_race_with_symlink_swap() {
             Err(e) => assert_eq!(e, Errno::ESTALE),
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
-    eprintln!(
-        "reclaim race: {iters} rounds, {} swaps, {inside} reads inside, {stale} stale",
-        swaps.load(Ordering::Relaxed)
-    );
+    let swaps = swapper.stop();
+    eprintln!("reclaim race: {iters} rounds, {swaps} swaps, {inside} reads inside, {stale} stale");
     assert!(inside > 0 && stale > 0, "the race did not interleave");
     sb.assert_untouched();
 }
