@@ -6,7 +6,7 @@ mod hostfs_common;
 
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use co9p::fs::host::{HostFs, HostOptions, SecurityModel};
@@ -416,32 +416,10 @@ fn swap_race_with_symlink_to_root() {
         .unwrap_or(100_000);
     let sb = Sandbox::new("race");
     // The real directory mirrors the secret's path with harmless content.
-    let secret_rel = sb.secret.strip_prefix("/").unwrap().to_path_buf();
-    let mirror = sb.path("a").join(&secret_rel);
-    std::fs::create_dir_all(mirror.parent().unwrap()).unwrap();
-    std::fs::write(&mirror, b"inside").unwrap();
+    let secret_rel = secret_mirror(&sb);
     symlink("/", sb.path("b")).unwrap();
     let marker = format!("co9p-race-{}", std::process::id());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicUsize::new(0));
-    let swapper = {
-        let (stop, swaps) = (stop.clone(), swaps.clone());
-        let (a, b) = (sb.path("a"), sb.path("b"));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    &a,
-                    rustix::fs::CWD,
-                    &b,
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .unwrap();
-                swaps.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let swapper = Swapper::start(sb.path("a"), sb.path("b"));
 
     let fs = sb.fs(SecurityModel::None);
     let (r, _) = root(&fs);
@@ -488,11 +466,9 @@ fn swap_race_with_symlink_to_root() {
             let _ = now(fs.mkdir(&a, &name(&format!("{nm}-d")), 0o700, ROOT));
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
+    let swaps = swapper.stop();
     eprintln!(
-        "race: {iters} rounds, {} swaps, {via_dir} via the dir ({read_inside} reads), {via_link} via the link",
-        swaps.load(Ordering::Relaxed)
+        "race: {iters} rounds, {swaps} swaps, {via_dir} via the dir ({read_inside} reads), {via_link} via the link"
     );
     // nothing was made in `/`
     let leaked: Vec<_> = std::fs::read_dir("/")

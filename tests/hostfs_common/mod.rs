@@ -110,3 +110,55 @@ pub fn walk(fs: &HostFs, path: &str) -> (HostNode, Qid) {
 pub fn is_root_user() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Makes `a/<the secret's absolute path>` inside the export, holding `inside`; returns the
+/// secret's path without its leading `/`.
+pub fn secret_mirror(sb: &Sandbox) -> PathBuf {
+    let secret_rel = sb.secret.strip_prefix("/").unwrap().to_path_buf();
+    let mirror = sb.path("a").join(&secret_rel);
+    std::fs::create_dir_all(mirror.parent().unwrap()).unwrap();
+    std::fs::write(&mirror, b"inside").unwrap();
+    secret_rel
+}
+
+/// A host thread exchanging two paths (`RENAME_EXCHANGE`) until [`Swapper::stop`].
+pub struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    swaps: std::sync::Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Swapper {
+    pub fn start(a: PathBuf, b: PathBuf) -> Swapper {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swaps = std::sync::Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &a,
+                        rustix::fs::CWD,
+                        &b,
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        Swapper {
+            stop,
+            swaps,
+            thread,
+        }
+    }
+
+    /// Stops the thread; returns how many exchanges it made.
+    pub fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.swaps.load(Ordering::Relaxed)
+    }
+}

@@ -33,7 +33,7 @@ impl HostFs {
 
     /// A node's qid, from a fresh stat.
     pub(super) fn qid_of(&self, node: &HostNode) -> FsResult<Qid> {
-        self.qid_fd(node.fd())
+        self.qid_fd(self.node_fd(node)?.fd())
     }
 
     /// The qid of the file a descriptor (`O_PATH` or open) refers to.
@@ -48,10 +48,11 @@ impl HostFs {
     }
 
     pub(super) fn do_getattr(&self, node: &HostNode) -> FsResult<Attr> {
-        let st = fstat(node.fd()).map_err(errno)?;
+        let fd = self.node_fd(node)?;
+        let st = fstat(fd.fd()).map_err(errno)?;
         let mut mapped = Mapped::default();
         if self.model == SecurityModel::MappedXattr && mapped_capable(node.kind()).is_ok() {
-            mapped = read_mapped(ProcPath::new(node.raw_fd()).abs())?;
+            mapped = read_mapped(ProcPath::new(fd.raw()).abs())?;
         }
         let mode = mapped.mode_over(st.st_mode);
         let qid = Qid {
@@ -73,7 +74,8 @@ impl HostFs {
     pub(super) fn do_setattr(&self, node: &HostNode, a: &SetAttr) -> FsResult<()> {
         self.writable()?;
         let v = a.valid;
-        let p = ProcPath::new(node.raw_fd());
+        let fd = self.node_fd(node)?;
+        let p = ProcPath::new(fd.raw());
         if v.intersects(SetattrMask::UID | SetattrMask::GID) {
             let uid = v.contains(SetattrMask::UID).then_some(a.uid);
             let gid = v.contains(SetattrMask::GID).then_some(a.gid);
@@ -84,8 +86,8 @@ impl HostFs {
             match self.model {
                 SecurityModel::MappedXattr => {
                     mapped_capable(node.kind())?;
-                    let st = fstat(node.fd()).map_err(errno)?;
-                    let cur = self.guest_mode(node.fd(), st.st_mode)?;
+                    let st = fstat(fd.fd()).map_err(errno)?;
+                    let cur = self.guest_mode(fd.fd(), st.st_mode)?;
                     let m = Mapped {
                         mode: Some(cur & libc::S_IFMT | perm),
                         ..Mapped::default()
@@ -114,12 +116,12 @@ impl HostFs {
                 Kind::Dir => return Err(Errno::EISDIR),
                 _ => return Err(Errno::EINVAL),
             }
-            let st = fstat(node.fd()).map_err(errno)?;
-            if self.guest_mode(node.fd(), st.st_mode)? & libc::S_IFMT != libc::S_IFREG {
+            let st = fstat(fd.fd()).map_err(errno)?;
+            if self.guest_mode(fd.fd(), st.st_mode)? & libc::S_IFMT != libc::S_IFREG {
                 return Err(Errno::EINVAL);
             }
-            let fd = self.reopen(node, OFlags::WRONLY | OFlags::NONBLOCK)?;
-            ftruncate(&fd, a.size).map_err(errno)?;
+            let data = self.reopen(node, OFlags::WRONLY | OFlags::NONBLOCK)?;
+            ftruncate(&data, a.size).map_err(errno)?;
         }
         if v.intersects(SetattrMask::ATIME | SetattrMask::MTIME) {
             let time = |set: bool, explicit: bool, t: Timespec| -> FsResult<rustix::fs::Timespec> {
@@ -169,6 +171,7 @@ impl HostFs {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> FsResult<()> {
+        let fd = self.node_fd(node)?;
         match self.model {
             SecurityModel::MappedXattr => {
                 mapped_capable(node.kind())?;
@@ -177,11 +180,11 @@ impl HostFs {
                     gid,
                     ..Mapped::default()
                 };
-                super::security::write_mapped_path(ProcPath::new(node.raw_fd()).abs(), &m)
+                super::security::write_mapped_path(ProcPath::new(fd.raw()).abs(), &m)
             }
             model => {
                 let r = chownat(
-                    node.fd(),
+                    fd.fd(),
                     c"",
                     uid.map(Uid::from_raw),
                     gid.map(Gid::from_raw),
@@ -197,9 +200,10 @@ impl HostFs {
     }
 
     pub(super) fn do_statfs(&self, node: &HostNode) -> FsResult<StatFs> {
-        let s = fstatfs(node.fd()).map_err(errno)?;
+        let fd = self.node_fd(node)?;
+        let s = fstatfs(fd.fd()).map_err(errno)?;
         // rustix keeps `f_fsid` opaque; statvfs has it as a number.
-        let fsid = rustix::fs::fstatvfs(node.fd()).map_err(errno)?.f_fsid;
+        let fsid = rustix::fs::fstatvfs(fd.fd()).map_err(errno)?.f_fsid;
         Ok(StatFs {
             fs_type: s.f_type as u32,
             bsize: s.f_bsize as u32,

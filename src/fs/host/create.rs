@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{
     AtFlags, FileType, Gid, Mode, OFlags, Uid, chmodat, chownat, fchmod, fchown, fstat, linkat,
-    makedev, mkdirat, mknodat, openat, renameat, symlinkat, unlinkat,
+    makedev, mkdirat, mknodat, openat, renameat, statat, symlinkat, unlinkat,
 };
 
 use crate::fs::{Creds, FsResult, Name};
@@ -109,7 +109,9 @@ impl HostFs {
             } else {
                 AtFlags::empty()
             };
-            let _ = unlinkat(dir.fd(), name.as_bytes(), flags);
+            if let Ok(d) = self.node_fd(dir) {
+                let _ = unlinkat(d.fd(), name.as_bytes(), flags);
+            }
         }
         r
     }
@@ -124,7 +126,8 @@ impl HostFs {
         perm: Mode,
     ) -> FsResult<OwnedFd> {
         let flags = access | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        openat(dir.fd(), name.as_bytes(), flags, perm).map_err(errno)
+        let d = self.node_fd(dir)?;
+        openat(d.fd(), name.as_bytes(), flags, perm).map_err(errno)
     }
 
     pub(super) fn do_create(
@@ -137,16 +140,14 @@ impl HostFs {
     ) -> FsResult<(HostNode, HostFile, Qid)> {
         self.writable()?;
         dir.require_dir()?;
-        let node_slot = self.budget.take()?;
-        let file_slot = self.budget.take()?;
+        let file_slot = self.slot()?;
         let access = reopen_flags(flags)? & !(OFlags::TRUNC | OFlags::DIRECTORY);
         let perm = mode & 0o7777;
         let fd = self.new_regular(dir, name, access, self.host_perm(perm, false))?;
         self.or_remove(dir, name, false, || {
             self.own_new_fd(fd.as_fd(), libc::S_IFREG | perm, None, creds)?;
             let pfd = self.path_fd_of(fd.as_fd())?;
-            let st = fstat(&pfd).map_err(errno)?;
-            let node = HostNode::new(pfd, &st, node_slot);
+            let node = self.intern(pfd, Some((dir, name)))?;
             let qid = self.qid_of(&node)?;
             let file = HostFile::new(node.clone(), fd, file_slot)?;
             Ok((node, file, qid))
@@ -163,7 +164,8 @@ impl HostFs {
         self.writable()?;
         dir.require_dir()?;
         let perm = mode & 0o7777;
-        mkdirat(dir.fd(), name.as_bytes(), self.host_perm(perm, true)).map_err(errno)?;
+        let d = self.node_fd(dir)?;
+        mkdirat(d.fd(), name.as_bytes(), self.host_perm(perm, true)).map_err(errno)?;
         self.or_remove(dir, name, true, || {
             let fd = self.made(dir, name, Kind::Dir)?;
             self.own_new_path(fd.as_fd(), Kind::Dir, libc::S_IFDIR | perm, creds)?;
@@ -202,7 +204,8 @@ impl HostFs {
         let target = CStr::from_bytes_with_nul(&[target, b"\0"].concat())
             .map_err(|_| Errno::EINVAL)?
             .to_owned();
-        symlinkat(target.as_c_str(), dir.fd(), name.as_bytes()).map_err(errno)?;
+        let d = self.node_fd(dir)?;
+        symlinkat(target.as_c_str(), d.fd(), name.as_bytes()).map_err(errno)?;
         self.or_remove(dir, name, false, || {
             let fd = self.made(dir, name, Kind::Symlink)?;
             self.own_new_path(fd.as_fd(), Kind::Symlink, mode, creds)?;
@@ -237,8 +240,9 @@ impl HostFs {
             });
         }
         let ftype = FileType::from_raw_mode(ty);
+        let d = self.node_fd(dir)?;
         mknodat(
-            dir.fd(),
+            d.fd(),
             name.as_bytes(),
             ftype,
             self.host_perm(perm, false),
@@ -266,11 +270,13 @@ impl HostFs {
         if target.kind() == Kind::Dir {
             return Err(Errno::EPERM);
         }
-        let p = ProcPath::new(target.raw_fd());
+        let t = self.node_fd(target)?;
+        let d = self.node_fd(dir)?;
+        let p = ProcPath::new(t.raw());
         linkat(
             &self.proc_fd,
             p.rel(),
-            dir.fd(),
+            d.fd(),
             name.as_bytes(),
             AtFlags::SYMLINK_FOLLOW,
         )
@@ -287,13 +293,21 @@ impl HostFs {
         self.writable()?;
         old_dir.require_dir()?;
         new_dir.require_dir()?;
-        renameat(
-            old_dir.fd(),
-            old_name.as_bytes(),
-            new_dir.fd(),
-            new_name.as_bytes(),
-        )
-        .map_err(errno)
+        let od = self.node_fd(old_dir)?;
+        let nd = self.node_fd(new_dir)?;
+        // Which inode moves, and which loses its name (see `reclaim.rs`).
+        let src = statat(od.fd(), old_name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino));
+        let lost = self
+            .losing_name(nd.fd(), new_name)
+            .filter(|(n, _)| Some(n.id()) != src);
+        renameat(od.fd(), old_name.as_bytes(), nd.fd(), new_name.as_bytes()).map_err(errno)?;
+        if let Some(src) = src {
+            self.moved(src, new_dir, nd.fd(), new_name);
+        }
+        self.lost_name(lost, new_dir, new_name);
+        Ok(())
     }
 
     pub(super) fn do_unlink(&self, dir: &HostNode, name: &Name, rmdir: bool) -> FsResult<()> {
@@ -304,7 +318,11 @@ impl HostFs {
         } else {
             AtFlags::empty()
         };
-        unlinkat(dir.fd(), name.as_bytes(), flags).map_err(errno)
+        let d = self.node_fd(dir)?;
+        let lost = self.losing_name(d.fd(), name);
+        unlinkat(d.fd(), name.as_bytes(), flags).map_err(errno)?;
+        self.lost_name(lost, dir, name);
+        Ok(())
     }
 }
 

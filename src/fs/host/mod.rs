@@ -2,8 +2,10 @@
 //!
 //! Every security property rests on a few mechanisms, each in one file:
 //!
-//! - **Handles, not paths** (`node.rs`): a node is one `O_PATH|O_NOFOLLOW|O_CLOEXEC`
-//!   descriptor that pins its inode; its type is read once and cannot change.
+//! - **Handles, not paths** (`node.rs`): a node is one inode, `(st_dev, st_ino)`, whose
+//!   type is read once and cannot change; one node per inode (a registry), holding one
+//!   `O_PATH|O_NOFOLLOW|O_CLOEXEC` descriptor while in use, and every operation goes
+//!   through that descriptor, never through a path.
 //! - **One component at a time, beneath the export** (`resolve.rs`): lookups are
 //!   `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)` (or `openat`
 //!   with `O_NOFOLLOW`) of a validated single-component [`Name`]; symlinks on the host are
@@ -16,12 +18,15 @@
 //!   unique across devices (`qid.rs`), **OFD locks** (`locks.rs`), **readdir cookies**
 //!   (`dir.rs`), **making names** (`create.rs`), **attributes** (`attr.rs`).
 //!
-//! **Descriptor use is bounded, not reclaimed.** Each node holds one descriptor (shared by
-//! its clones) and each open file one; together they may hold at most
-//! [`HostOptions::max_fds`] (by default `RLIMIT_NOFILE` less a reserve), past which
-//! lookups and opens fail with `EMFILE`. Idle descriptors are *not* closed and reopened
-//! by path as QEMU's reclaim does: reopening by path is exactly the race class of
-//! CVE-2021-20181, and a node here is an inode, not a path.
+//! **Descriptor use is bounded, and idle node descriptors are reclaimed** (`reclaim.rs`).
+//! Nodes and open files together hold at most [`HostOptions::max_fds`] descriptors (by
+//! default `RLIMIT_NOFILE` less a reserve). Near that, the descriptors of idle nodes are
+//! closed, least recently used first, and reopened on demand the way a lookup opens
+//! them — one component beneath the recorded parent — then checked to be the recorded
+//! inode, else `ESTALE`: never a path from the root, never another file (the race of
+//! QEMU's CVE-2021-20181). Open files, nodes in use, and nodes that could not be reopened
+//! by name (unlinked) are never reclaimed; when they alone fill the budget, the answer is
+//! `EMFILE`.
 //!
 //! All work is synchronous inside each `async fn` (no awaits), which meets the trait's
 //! cancellation contract.
@@ -32,12 +37,13 @@ mod dir;
 mod locks;
 mod node;
 mod qid;
+mod reclaim;
 mod resolve;
 mod security;
 mod xattr;
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,7 +55,7 @@ use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
 pub use node::{HostFile, HostNode};
 pub use security::SecurityModel;
 
-use node::{FdBudget, Kind};
+use node::{FdBudget, Identity, Kind, Registry};
 use qid::QidMap;
 use resolve::{ProcPath, reopen_flags};
 
@@ -79,6 +85,7 @@ pub struct HostFs {
     readonly: bool,
     qids: QidMap,
     budget: Arc<FdBudget>,
+    registry: Arc<Registry>,
     has_openat2: bool,
     /// The process umask, which the kernel applies to modes given at creation.
     umask: u32,
@@ -156,9 +163,11 @@ impl HostFs {
             ),
             Err(rustix::io::Errno::NOSYS)
         );
-        let root = HostNode::new(fd, &st, slot);
+        let registry = Arc::new(Registry::default());
+        let id = Identity::of(fd.as_fd(), &st);
+        let root = HostNode::new(fd, id, slot, None, &registry);
         if opts.security_model == SecurityModel::MappedXattr {
-            let p = ProcPath::new(root.raw_fd());
+            let p = ProcPath::new(root.held().expect("the root is never reclaimed").raw());
             if let Err(rustix::io::Errno::OPNOTSUPP) =
                 rustix::fs::getxattr(p.abs(), c"user.virtfs.mode", &mut [0u8; 4][..])
             {
@@ -174,6 +183,7 @@ impl HostFs {
             model: opts.security_model,
             readonly: opts.readonly,
             budget,
+            registry,
             has_openat2,
             umask: process_umask(),
         })
@@ -196,28 +206,33 @@ impl HostFs {
         }
     }
 
-    /// Wraps an `O_PATH` descriptor as a node, taking its budget slot.
-    fn node_from(&self, fd: OwnedFd, slot: node::FdSlot) -> FsResult<(HostNode, Qid)> {
-        let st = fstat(&fd).map_err(errno)?;
-        let node = HostNode::new(fd, &st, slot);
-        let qid = self.qid_of(&node)?;
-        Ok((node, qid))
+    /// Descriptors of idle nodes closed by reclaim so far (see `reclaim.rs`).
+    pub fn fds_reclaimed(&self) -> u64 {
+        self.registry.reclaimed()
+    }
+
+    /// Closes the descriptor of every idle node now (they are reopened on demand, see
+    /// `reclaim.rs`); returns how many. Reclaim also happens by itself near the budget.
+    pub fn reclaim_idle(&self) -> usize {
+        self.reclaim(0)
     }
 
     fn do_lookup(&self, dir: &HostNode, name: &Name) -> FsResult<(HostNode, Qid)> {
-        let slot = self.budget.take()?;
         let fd = self.lookup_fd(dir, name)?;
-        self.node_from(fd, slot)
+        let node = self.intern(fd, Some((dir, name)))?;
+        Ok((node.clone(), self.qid_of(&node)?))
     }
 
     fn do_parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {
-        match self.parent_fd(dir)? {
-            None => Ok((self.root.clone(), self.qid_of(&self.root)?)),
-            Some(fd) => {
-                let slot = self.budget.take()?;
-                self.node_from(fd, slot)
-            }
-        }
+        let node = match self.parent_fd(dir)? {
+            None => self.root.clone(),
+            Some(fd) => match dir.origin() {
+                // The recorded parent, if `..` is that inode.
+                Some((p, _)) if fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == p.id()) => p,
+                _ => self.intern(fd, None)?,
+            },
+        };
+        Ok((node.clone(), self.qid_of(&node)?))
     }
 
     fn do_open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
@@ -227,12 +242,13 @@ impl HostFs {
         if self.model == SecurityModel::MappedXattr && node.kind() == Kind::Reg {
             // A mapped fifo, device or symlink is a regular file on the host; the guest
             // must not open it as data either.
-            let mode = security::read_mapped_mode(ProcPath::new(node.raw_fd()).abs())?;
+            let fd = self.node_fd(node)?;
+            let mode = security::read_mapped_mode(ProcPath::new(fd.raw()).abs())?;
             if mode.is_some_and(|m| m & libc::S_IFMT != 0 && m & libc::S_IFMT != libc::S_IFREG) {
                 return Err(Errno::ENXIO);
             }
         }
-        let slot = self.budget.take()?;
+        let slot = self.slot()?;
         let mut oflags = reopen_flags(flags)?;
         if node.kind() == Kind::Dir {
             oflags |= OFlags::DIRECTORY;
@@ -244,11 +260,13 @@ impl HostFs {
     fn do_readlink(&self, node: &HostNode) -> FsResult<Vec<u8>> {
         match node.kind() {
             Kind::Symlink => {
-                let target = rustix::fs::readlinkat(node.fd(), c"", Vec::new()).map_err(errno)?;
+                let fd = self.node_fd(node)?;
+                let target = rustix::fs::readlinkat(fd.fd(), c"", Vec::new()).map_err(errno)?;
                 Ok(target.into_bytes())
             }
             Kind::Reg if self.model == SecurityModel::MappedXattr => {
-                let p = ProcPath::new(node.raw_fd());
+                let pfd = self.node_fd(node)?;
+                let p = ProcPath::new(pfd.raw());
                 let mode = security::read_mapped_mode(p.abs())?.unwrap_or(0);
                 if mode & libc::S_IFMT != libc::S_IFLNK {
                     return Err(Errno::EINVAL);

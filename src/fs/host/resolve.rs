@@ -6,6 +6,7 @@
 //!   RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` (plain `openat` with `O_NOFOLLOW` on
 //!   kernels without `openat2`). A [`Name`] has no `/` and is not `.` or `..`, so the step
 //!   cannot leave `dirfd`; a final symlink yields the symlink itself (never its target).
+//!   Reopening a reclaimed node (`reclaim.rs`) is this same step, [`HostFs::lookup_at`].
 //! - **Parent** is `openat(dirfd, "..")`, and is then checked to lead back to the export
 //!   root by walking up (so a directory moved out of the export on the host is refused
 //!   with `EACCES` instead of handing out a node outside it). The root's parent is the
@@ -96,6 +97,13 @@ impl HostFs {
     /// Opens `name` in `dir` as an `O_PATH` descriptor without following anything.
     pub(super) fn lookup_fd(&self, dir: &HostNode, name: &Name) -> FsResult<OwnedFd> {
         dir.require_dir()?;
+        let d = self.node_fd(dir)?;
+        self.lookup_at(d.fd(), name)
+    }
+
+    /// [`Self::lookup_fd`] in a directory descriptor: the one way a name is resolved
+    /// (lookups, and reopening a reclaimed node).
+    pub(super) fn lookup_at(&self, dir: BorrowedFd<'_>, name: &Name) -> FsResult<OwnedFd> {
         let bytes = name.as_bytes();
         // `Name` guarantees this; checked again because everything rests on it.
         if bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
@@ -106,14 +114,14 @@ impl HostFs {
             let resolve =
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             for _ in 0..8 {
-                match openat2(dir.fd(), bytes, flags, Mode::empty(), resolve) {
+                match openat2(dir, bytes, flags, Mode::empty(), resolve) {
                     Err(e) if e == rustix::io::Errno::AGAIN => continue,
                     r => return r.map_err(errno),
                 }
             }
             return Err(Errno::EAGAIN);
         }
-        openat(dir.fd(), bytes, flags, Mode::empty()).map_err(errno)
+        openat(dir, bytes, flags, Mode::empty()).map_err(errno)
     }
 
     /// Whether `node` is the export root.
@@ -128,7 +136,7 @@ impl HostFs {
         if self.is_root(dir) {
             return Ok(None);
         }
-        let up = dotdot(dir.fd())?;
+        let up = dotdot(self.node_fd(dir)?.fd())?;
         self.check_beneath(up.as_fd())?;
         Ok(Some(up))
     }
@@ -163,7 +171,8 @@ impl HostFs {
             Kind::Reg | Kind::Dir => {}
             Kind::Symlink | Kind::Special => return Err(Errno::ENXIO),
         }
-        let p = ProcPath::new(node.raw_fd());
+        let fd = self.node_fd(node)?;
+        let p = ProcPath::new(fd.raw());
         let flags = flags & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::PATH)
             | OFlags::CLOEXEC;
         openat(&self.proc_fd, p.rel(), flags, Mode::empty()).map_err(errno)

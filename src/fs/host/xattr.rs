@@ -77,7 +77,8 @@ fn permit(model: SecurityModel, name: &[u8], hidden: Errno) -> FsResult<()> {
 impl HostFs {
     pub(super) fn do_getxattr(&self, node: &HostNode, name: &[u8]) -> FsResult<Vec<u8>> {
         permit(self.model, name, Errno::ENODATA)?;
-        let p = ProcPath::new(node.raw_fd());
+        let fd = self.node_fd(node)?;
+        let p = ProcPath::new(fd.raw());
         sized(
             || getxattr_query(p.abs(), name),
             |buf| getxattr(p.abs(), name, buf),
@@ -85,7 +86,8 @@ impl HostFs {
     }
 
     pub(super) fn do_listxattr(&self, node: &HostNode) -> FsResult<Vec<u8>> {
-        let p = ProcPath::new(node.raw_fd());
+        let fd = self.node_fd(node)?;
+        let p = ProcPath::new(fd.raw());
         let all = sized(|| listxattr_query(p.abs()), |buf| listxattr(p.abs(), buf))?;
         let mut out = Vec::with_capacity(all.len());
         for name in all.split(|&b| b == 0).filter(|n| !n.is_empty()) {
@@ -106,13 +108,15 @@ impl HostFs {
     ) -> FsResult<()> {
         let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
         permit(self.model, name, Errno::EACCES)?;
-        let p = ProcPath::new(node.raw_fd());
+        let fd = self.node_fd(node)?;
+        let p = ProcPath::new(fd.raw());
         setxattr(p.abs(), name, value, flags).map_err(errno)
     }
 
     pub(super) fn do_removexattr(&self, node: &HostNode, name: &[u8]) -> FsResult<()> {
         permit(self.model, name, Errno::ENODATA)?;
-        let p = ProcPath::new(node.raw_fd());
+        let fd = self.node_fd(node)?;
+        let p = ProcPath::new(fd.raw());
         removexattr(p.abs(), name).map_err(errno)
     }
 }
