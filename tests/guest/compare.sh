@@ -7,12 +7,13 @@
 #   tests/guest/compare.sh                    # co9p (HostFs), diod, QEMU virtio-9p
 #   SERVERS="co9p diod" MB=16 FILES=200 tests/guest/compare.sh
 #
-# Env: WORK [/tmp/co9p-guest], SERVERS [co9p diod virtio], MSIZE [262144], and boot.sh's
-# MB FILES TREE TAR CACHE. co9p-64k in SERVERS runs co9p at diod's msize (65536).
+# One guest mounts every server at once and runs each phase of the workload on each mount
+# in turn (see boot.sh). Env: WORK [/tmp/co9p-guest], SERVERS [co9p diod virtio] (co9p-64k:
+# co9p at diod's msize, 65536), and boot.sh's MSIZE MB FILES TREE TAR CACHE.
 # Exit status: non-zero if any run failed a CHECK.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-export WORK=${WORK:-/tmp/co9p-guest}
+export WORK=${WORK:-/tmp/co9p-guest} CACHE=${CACHE:-none}
 SERVERS=${SERVERS:-co9p diod virtio}
 mkdir -p "$WORK"
 
@@ -30,22 +31,17 @@ fi
 "$(dirname "$0")/kit.sh"
 
 fail=0
+SERVERS="$SERVERS" "$(dirname "$0")/boot.sh" | tee "$WORK/result.txt" | grep -E 'FAIL|GUEST|boot:|got' || fail=1
+grep -q '^WORKLOAD done' "$WORK/result.txt" && ! grep -q '^CHECK FAIL' "$WORK/result.txt" || fail=1
 for s in $SERVERS; do
-  case $s in
-    co9p-64k) args=(SERVER=co9p MSIZE=65536) ;;
-    *) args=(SERVER="$s") ;;
-  esac
-  echo "== $s"
-  env "${args[@]}" LABEL="$s" "$(dirname "$0")/boot.sh" | tee "$WORK/result-$s.txt" | grep -E 'CHECK FAIL|GUEST|boot:|got' || true
-  grep -q '^WORKLOAD done' "$WORK/result-$s.txt" && ! grep -q '^CHECK FAIL' "$WORK/result-$s.txt" || { echo "!! $s failed"; fail=1; }
-  echo "   $(grep -c '^CHECK ok' "$WORK/result-$s.txt") checks ok, $(grep -c '^CHECK FAIL' "$WORK/result-$s.txt") failed"
+  echo "$s: $(grep -c "^CHECK ok $s:" "$WORK/result.txt") checks ok, $(grep -c "^CHECK FAIL $s:" "$WORK/result.txt") failed"
 done
 
 echo
-echo "seconds per step (TCG guest, 1 vCPU, cache=none; ratio = peer / co9p, >1 means co9p is faster)"
-for s in $SERVERS; do echo "$s $WORK/result-$s.txt"; done | awk '
-  { name[++n] = $1; while ((getline l < $2) > 0) { split(l, f, " ");
-      if (f[1] == "TIME") { if (!(f[2] in seen)) { seen[f[2]] = 1; step[++m] = f[2] } t[$1, f[2]] = f[3] } } }
+echo "seconds per step (TCG guest, 1 vCPU, cache=$CACHE; ratio = peer / ${SERVERS%% *}: above 1, ${SERVERS%% *} is faster)"
+awk -v servers="$SERVERS" '
+  BEGIN { n = split(servers, name, " ") }
+  $1 == "TIME" { if (!($3 in seen)) { seen[$3] = 1; step[++m] = $3 } t[$2, $3] = $4 }
   END {
     printf "%-16s", "step"; for (i = 1; i <= n; i++) printf " %9s", name[i]
     for (i = 2; i <= n; i++) printf " %12s", name[i] "/" name[1]; printf "\n"
@@ -53,5 +49,5 @@ for s in $SERVERS; do echo "$s $WORK/result-$s.txt"; done | awk '
       for (i = 1; i <= n; i++) printf " %9s", ((name[i], s) in t) ? t[name[i], s] : "-"
       for (i = 2; i <= n; i++) { a = t[name[1], s]; b = t[name[i], s]
         if (a > 0 && b != "") printf " %12.2f", b / a; else printf " %12s", "-" }
-      printf "\n" } }'
+      printf "\n" } }' "$WORK/result.txt"
 exit $fail
