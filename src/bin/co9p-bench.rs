@@ -134,12 +134,18 @@ impl Conn {
                 s.set_nodelay(true).map_err(|e| e.to_string())?;
                 s.set_read_timeout(Some(IO_TIMEOUT))
                     .map_err(|e| e.to_string())?;
-                (Box::new(s.try_clone().map_err(|e| e.to_string())?), Box::new(s))
+                (
+                    Box::new(s.try_clone().map_err(|e| e.to_string())?),
+                    Box::new(s),
+                )
             } else if let Some(p) = addr.strip_prefix("unix:") {
                 let s = UnixStream::connect(p).map_err(|e| format!("connect {addr}: {e}"))?;
                 s.set_read_timeout(Some(IO_TIMEOUT))
                     .map_err(|e| e.to_string())?;
-                (Box::new(s.try_clone().map_err(|e| e.to_string())?), Box::new(s))
+                (
+                    Box::new(s.try_clone().map_err(|e| e.to_string())?),
+                    Box::new(s),
+                )
             } else {
                 return Err(format!("address {addr}: want tcp:HOST:PORT or unix:PATH"));
             };
@@ -223,7 +229,9 @@ impl Conn {
     /// The byte count of the Rread in hand, without copying its data out.
     fn read_count(&self) -> Res<u32> {
         if self.frame[4] != 117 {
-            return self.decoded().and_then(|r| Err(format!("want Rread, got {r:?}")));
+            return self
+                .decoded()
+                .and_then(|r| Err(format!("want Rread, got {r:?}")));
         }
         let mut r = Reader::new(&self.frame[HEADER_LEN..]);
         let count = u32::decode(&mut r).map_err(|e| e.to_string())?;
@@ -736,7 +744,8 @@ fn bench(args: &Args) -> Res<()> {
     }
     for s in sides.iter_mut() {
         let t = Instant::now();
-        s.setup(args).map_err(|e| format!("{} setup: {e}", s.addr))?;
+        s.setup(args)
+            .map_err(|e| format!("{} setup: {e}", s.addr))?;
         println!(
             "{}: {} aname={:?} msize={} (asked {}), fixtures {} in {:.1}s",
             s.label,
@@ -771,7 +780,10 @@ fn bench(args: &Args) -> Res<()> {
     }
     if args.workloads.contains(&Workload::Read1m) {
         let (hot, spread) = memcpy_mib_s(args.file_mib * MIB);
-        println!("memcpy 1 MiB: {hot:.0} MiB/s (same source), {spread:.0} MiB/s (sources across {} MiB)", args.file_mib);
+        println!(
+            "memcpy 1 MiB: {hot:.0} MiB/s (same source), {spread:.0} MiB/s (sources across {} MiB)",
+            args.file_mib
+        );
         for (w, row) in &results {
             if *w == Workload::Read1m {
                 for (s, f) in sides.iter().zip(row) {
@@ -790,7 +802,8 @@ fn bench(args: &Args) -> Res<()> {
     }
     if !args.keep {
         for s in &sides {
-            s.cleanup(args).map_err(|e| format!("{} cleanup: {e}", s.addr))?;
+            s.cleanup(args)
+                .map_err(|e| format!("{} cleanup: {e}", s.addr))?;
         }
     }
     match failure {
