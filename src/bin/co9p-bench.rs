@@ -242,7 +242,7 @@ impl Conn {
     }
 
     fn rpc_tagged(&mut self, tag: Tag, msg: Tmessage) -> Res<Rmessage> {
-        let what = msg_name(&msg);
+        let what = msg.name();
         self.send(tag, msg)?;
         let got = self.recv()?;
         if got != tag {
@@ -289,10 +289,6 @@ impl Conn {
     fn clunk(&mut self, fid: Fid) -> Res<()> {
         self.rpc(Tmessage::Clunk { fid }).map(drop)
     }
-}
-
-fn msg_name(m: &Tmessage) -> &'static str {
-    m.name()
 }
 
 fn getattr_basic(fid: Fid) -> Tmessage {
