@@ -1,6 +1,4 @@
-//! The `co9p` command: serve a directory over 9P2000.L.
-//!
-//! `co9p serve --export DIR --listen tcp:HOST:PORT` (or `unix:PATH`).
+//! The CLI: arguments (clap) and `co9p serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,7 +62,7 @@ struct ServeArgs {
     threads: usize,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
