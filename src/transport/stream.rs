@@ -176,7 +176,11 @@ impl Write for Conn {
     }
 }
 
-/// Encoded replies waiting for the writer thread.
+/// Encoded replies waiting for the writer thread, and spare reply buffers.
+///
+/// A queued buffer holds one frame as its *prefix* (the frame's own size field says how
+/// long): buffers are recycled without being shrunk, so an `Rread` of up to msize reuses
+/// memory that is already initialised instead of zero-filling a fresh buffer each time.
 #[derive(Default)]
 struct OutQueue {
     state: Mutex<OutState>,
@@ -186,12 +190,20 @@ struct OutQueue {
 #[derive(Default)]
 struct OutState {
     frames: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
     closed: bool,
 }
 
+/// Spare buffers kept per connection (each up to msize).
+const SPARE_BUFFERS: usize = 4;
+
 impl OutQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn push(&self, frame: Vec<u8>) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.lock();
         if !s.closed {
             s.frames.push_back(frame);
             self.cond.notify_all();
@@ -199,23 +211,47 @@ impl OutQueue {
     }
 
     fn close(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.lock().closed = true;
         self.cond.notify_all();
     }
 
     /// Takes every queued frame, waiting for one; `None` once closed and drained.
-    fn pop_all(&self) -> Option<Vec<Vec<u8>>> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn pop_all(&self, into: &mut Vec<Vec<u8>>) -> bool {
+        let mut s = self.lock();
         loop {
             if !s.frames.is_empty() {
-                return Some(s.frames.drain(..).collect());
+                into.extend(s.frames.drain(..));
+                return true;
             }
             if s.closed {
-                return None;
+                return false;
             }
             s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// A buffer for a new reply: a recycled one if there is one.
+    fn buffer(&self) -> Vec<u8> {
+        self.lock().spare.pop().unwrap_or_default()
+    }
+
+    fn recycle(&self, bufs: &mut Vec<Vec<u8>>) {
+        let mut s = self.lock();
+        for b in bufs.drain(..) {
+            if s.spare.len() < SPARE_BUFFERS {
+                s.spare.push(b);
+            }
+        }
+    }
+}
+
+/// The frame at the front of a queued buffer.
+fn frame_of(buf: &[u8]) -> &[u8] {
+    let len = buf
+        .get(..4)
+        .map(|p| frame_size(p.try_into().expect("4 bytes")) as usize)
+        .unwrap_or(0);
+    &buf[..len.min(buf.len())]
 }
 
 /// A stream request's reply path: the frame is built in its own buffer (the payload of an
@@ -227,22 +263,32 @@ pub struct StreamResponder {
 
 impl Responder for StreamResponder {
     fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>> {
-        self.buf.resize(PAYLOAD_HEADER_LEN + max, 0);
+        let need = PAYLOAD_HEADER_LEN + max;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
         vec![std::io::IoSliceMut::new(
-            &mut self.buf[PAYLOAD_HEADER_LEN..],
+            &mut self.buf[PAYLOAD_HEADER_LEN..need],
         )]
     }
 
     fn send_payload(mut self, kind: PayloadReply, tag: Tag, count: u32) {
-        self.buf.truncate(PAYLOAD_HEADER_LEN + count as usize);
+        let need = PAYLOAD_HEADER_LEN + count as usize;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
         if encode_payload_header(kind, tag, count, &mut self.buf).is_ok() {
             self.out.push(std::mem::take(&mut self.buf));
         }
     }
 
-    fn send(self, reply: &Reply) {
-        if let Ok(bytes) = reply.to_bytes() {
-            self.out.push(bytes);
+    fn send(mut self, reply: &Reply) {
+        let need = reply.encoded_len();
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        if reply.encode(&mut self.buf).is_ok() {
+            self.out.push(std::mem::take(&mut self.buf));
         }
     }
 }
@@ -344,13 +390,18 @@ pub fn run_connection<F: Filesystem, E: Executor>(
     let mut writer_conn = conn.try_clone()?;
     let writer_out = out.clone();
     let writer = std::thread::spawn(move || {
-        while let Some(frames) = writer_out.pop_all() {
-            for f in frames {
-                if writer_conn.write_all(&f).is_err() {
-                    // The peer is gone; the reader notices too and ends the session.
-                    writer_conn.shutdown();
-                    return;
-                }
+        // Buffered: a batch of small replies goes out in one write, and is flushed before
+        // the writer waits again.
+        let mut w = io::BufWriter::with_capacity(64 * 1024, &mut writer_conn);
+        let mut batch = Vec::new();
+        while writer_out.pop_all(&mut batch) {
+            let ok = batch.iter().all(|f| w.write_all(frame_of(f)).is_ok()) && w.flush().is_ok();
+            writer_out.recycle(&mut batch);
+            if !ok {
+                // The peer is gone; the reader notices too and ends the session.
+                drop(w);
+                writer_conn.shutdown();
+                return;
             }
         }
     });
@@ -369,10 +420,12 @@ pub fn run_connection<F: Filesystem, E: Executor>(
 }
 
 fn read_loop<F: Filesystem, E: Executor>(
-    mut conn: Conn,
+    conn: Conn,
     session: &Session<F, E, StreamResponder>,
     out: &Arc<OutQueue>,
 ) -> io::Result<()> {
+    // Buffered: a frame's size and body, and pipelined frames, come in one read.
+    let mut conn = io::BufReader::with_capacity(64 * 1024, conn);
     loop {
         let mut size = [0u8; 4];
         match conn.read_exact(&mut size) {
@@ -397,7 +450,7 @@ fn read_loop<F: Filesystem, E: Executor>(
         }
         let responder = StreamResponder {
             out: out.clone(),
-            buf: Vec::new(),
+            buf: out.buffer(),
         };
         if let Err(e) = session.submit(&frame, responder) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
