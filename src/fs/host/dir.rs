@@ -47,16 +47,24 @@ impl HostFs {
         };
         let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
         let s: &mut DirStream = &mut s;
+        let mut out = Vec::with_capacity(max.min(128));
         if cookie != s.next {
-            let off = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;
-            s.next = u64::MAX; // unknown until the seek succeeds
-            s.dir.seek(off).map_err(errno)?;
-            s.next = cookie;
+            let replay = s.recent.iter().position(|e| e.next == cookie);
+            if let Some(i) = replay.filter(|i| s.recent.len() - (i + 1) <= max) {
+                // The last reply stopped inside the batch: replay its tail, then read on
+                // from where the stream stands (just after that batch).
+                out.extend(s.recent.drain(i + 1..));
+            } else {
+                let off = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;
+                s.next = u64::MAX; // unknown until the seek succeeds
+                s.recent.clear();
+                s.dir.seek(off).map_err(errno)?;
+                s.next = cookie;
+            }
         }
         let (dev, _) = file.node.id();
         let at_root = self.is_root(&file.node);
         let mapped = self.model == SecurityModel::MappedXattr;
-        let mut out = Vec::with_capacity(max.min(128));
         while out.len() < max {
             let ent = match s.dir.read() {
                 None => break,
@@ -98,6 +106,7 @@ impl HostFs {
                 name: name.to_vec(),
             });
         }
+        s.recent.clone_from(&out);
         Ok(out)
     }
 }

@@ -447,10 +447,13 @@ pub(super) enum FileIo {
 }
 
 /// A directory stream: the kernel's `getdents64` buffer and where it stands. `next` is the
-/// cookie (`d_off`) the stream would return next; a readdir from any other cookie seeks.
+/// cookie (`d_off`) the stream would return next; a readdir from any other cookie seeks,
+/// unless it is the cookie of an entry in `recent` (the last batch returned): a reply that
+/// could not hold the whole batch resumes from there without a seek.
 pub(super) struct DirStream {
     pub(super) dir: Dir,
     pub(super) next: u64,
+    pub(super) recent: Vec<crate::fs::DirEntry>,
 }
 
 impl HostFile {
@@ -459,6 +462,7 @@ impl HostFile {
             Kind::Dir => FileIo::Dir(Mutex::new(DirStream {
                 dir: Dir::new(fd).map_err(super::errno)?,
                 next: 0,
+                recent: Vec::new(),
             })),
             _ => FileIo::Data(fd),
         };

@@ -13,8 +13,10 @@ use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 
 use super::{new_entry_name, ok};
 
+/// Wire size of a directory entry without its name: qid, offset, type, name length.
+const DIRENT_FIXED: usize = 13 + 8 + 1 + 2;
 /// Smallest wire size of a directory entry (a one-byte name).
-const MIN_DIRENT: usize = 13 + 8 + 1 + 2 + 1;
+const MIN_DIRENT: usize = DIRENT_FIXED + 1;
 
 /// Flags that change the file when it is opened.
 fn mutating(flags: OpenFlags) -> bool {
@@ -159,20 +161,30 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             .fs
             .readdir(&file, offset, count / MIN_DIRENT + 1)
             .await?;
-        // Entries are packed whole, so they are built in a small buffer of at most msize
-        // and then copied into the reply's room.
-        let mut packed = vec![0u8; count];
+        // Entries are packed whole: first count how many fit, then build exactly those in
+        // a buffer of their size (not of `count`, which may be a whole msize) and copy it
+        // into the reply's room.
+        let mut len = 0;
+        let fitting = entries
+            .iter()
+            .take_while(|d| {
+                let l = DIRENT_FIXED + d.name.len();
+                let fits = len + l <= count;
+                len += if fits { l } else { 0 };
+                fits
+            })
+            .count();
+        let mut packed = vec![0u8; len];
         let mut w = DirentWriter::new(&mut packed);
-        for d in entries {
+        for d in entries.into_iter().take(fitting) {
             let d = Dirent {
                 qid: d.qid,
                 offset: d.next,
                 ty: d.ty,
                 name: P9String(d.name),
             };
-            if !w.push(&d) {
-                break;
-            }
+            let pushed = w.push(&d);
+            debug_assert!(pushed, "counted to fit");
         }
         let len = w.len();
         let copied = scatter(&packed[..len], &mut responder.payload(len));
