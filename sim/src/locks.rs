@@ -1,0 +1,291 @@
+//! A swarm of coroutines hammering the device's own coroutine locks on the simulator's
+//! scheduler, next to the 9P clients: workers take a [`CoMutex`] (mutual exclusion, FIFO
+//! hand-off: nobody may barge past a queued waiter), consumers wait on a [`CoQueue`] for
+//! items producers add (no lost wake-up), and a canceller drops lock and wait futures at
+//! random moments — queued, or just handed the lock — as a flushed request would.
+//!
+//! Violations are recorded as they happen; a worker still blocked when nothing can run
+//! (no task, no timer) is a lost wake-up or a lock never passed on.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use co9p::co::{CoMutex, CoQueue, Executor};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::executor::SimExecutor;
+
+const NOBODY: usize = usize::MAX;
+
+#[derive(Default)]
+struct Shared {
+    mutex: CoMutex<u64>,
+    holder: AtomicUsize,
+    /// Workers queued on the mutex (their lock future returned Pending), in order.
+    queued: Mutex<Vec<usize>>,
+    items: CoMutex<(usize, usize)>,
+    nonempty: CoQueue,
+    violation: Mutex<Option<String>>,
+    /// Workers not finished: id -> what it is doing.
+    running: Mutex<BTreeMap<usize, &'static str>>,
+    /// Cancel handles of attempts in progress.
+    attempts: Mutex<BTreeMap<usize, Arc<CancelCtl>>>,
+}
+
+impl Shared {
+    fn violate(&self, what: String) {
+        let mut v = self.violation.lock().unwrap();
+        if v.is_none() {
+            *v = Some(what);
+        }
+    }
+}
+
+pub struct LockSwarm {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct CancelCtl {
+    cancelled: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl CancelCtl {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Runs `fut` unless cancelled first (then it is dropped where it stands): `None`.
+struct Cancellable<F> {
+    ctl: Arc<CancelCtl>,
+    fut: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future> Future for Cancellable<F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.ctl.cancelled.load(Ordering::Acquire) {
+            self.fut = None;
+            return Poll::Ready(None);
+        }
+        *self.ctl.waker.lock().unwrap() = Some(cx.waker().clone());
+        match self.fut.as_mut().expect("polled after completion").as_mut().poll(cx) {
+            Poll::Ready(v) => {
+                self.fut = None;
+                Poll::Ready(Some(v))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Watches one worker's lock future: records when it queues and checks FIFO when it
+/// gets the lock.
+struct Tracked<'a, F> {
+    shared: &'a Shared,
+    id: usize,
+    fut: Pin<Box<F>>,
+    queued: bool,
+}
+
+impl<F: Future> Future for Tracked<'_, F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let r = self.fut.as_mut().poll(cx);
+        let (id, was_queued) = (self.id, self.queued);
+        let sh = self.shared;
+        match &r {
+            Poll::Pending if !was_queued => {
+                sh.queued.lock().unwrap().push(id);
+                self.queued = true;
+            }
+            Poll::Pending => {}
+            Poll::Ready(_) => {
+                let mut q = sh.queued.lock().unwrap();
+                if was_queued {
+                    if q.first() != Some(&id) {
+                        sh.violate(format!(
+                            "CoMutex hand-off not FIFO: worker {id} got the lock, queue was {q:?}"
+                        ));
+                    }
+                    q.retain(|&w| w != id);
+                } else if !q.is_empty() {
+                    sh.violate(format!(
+                        "CoMutex barging: worker {id} took the lock while {q:?} were queued"
+                    ));
+                }
+                drop(q);
+                self.queued = false;
+            }
+        }
+        r
+    }
+}
+
+impl<F> Drop for Tracked<'_, F> {
+    fn drop(&mut self) {
+        if self.queued {
+            self.shared.queued.lock().unwrap().retain(|&w| w != self.id);
+        }
+    }
+}
+
+impl LockSwarm {
+    pub fn spawn(ex: &SimExecutor, seed: u64) -> LockSwarm {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shared = Arc::new(Shared {
+            holder: AtomicUsize::new(NOBODY),
+            ..Shared::default()
+        });
+        let workers = rng.random_range(2..=4);
+        let producers = rng.random_range(1..=2);
+        let consumers = rng.random_range(1..=3);
+        let per = rng.random_range(3..=8usize);
+        let total = producers * per;
+        for id in 0..workers {
+            shared.running.lock().unwrap().insert(id, "mutex");
+            ex.spawn(worker(shared.clone(), ex.clone(), id, per));
+        }
+        for p in 0..producers {
+            let id = 100 + p;
+            shared.running.lock().unwrap().insert(id, "producer");
+            ex.spawn(producer(shared.clone(), ex.clone(), id, per));
+        }
+        for c in 0..consumers {
+            let id = 200 + c;
+            shared.running.lock().unwrap().insert(id, "consumer");
+            ex.spawn(consumer(shared.clone(), id, total));
+        }
+        let sh = shared.clone();
+        let ex2 = ex.clone();
+        let cancels = rng.random_range(0..=12u32);
+        ex.spawn(async move {
+            for _ in 0..cancels {
+                let d = Duration::from_micros(rng.random_range(1..200));
+                ex2.sleep(d).await;
+                let list: Vec<Arc<CancelCtl>> =
+                    sh.attempts.lock().unwrap().values().cloned().collect();
+                if !list.is_empty() {
+                    list[rng.random_range(0..list.len())].cancel();
+                }
+            }
+        });
+        LockSwarm { shared }
+    }
+
+    /// The first broken rule seen so far.
+    pub fn violation(&self) -> Option<String> {
+        self.shared.violation.lock().unwrap().clone()
+    }
+
+    /// With nothing runnable and no timer: a worker still waiting is stuck for good.
+    pub fn stuck(&self) -> Option<String> {
+        let r = self.shared.running.lock().unwrap();
+        (!r.is_empty()).then(|| {
+            format!(
+                "lost wake-up or lock never passed on: {r:?} blocked with nothing runnable \
+                 (mutex locked={}, items={:?})",
+                self.shared.mutex.is_locked(),
+                self.shared.items.try_lock().map(|g| *g)
+            )
+        })
+    }
+
+    pub fn finished(&self) -> Option<String> {
+        self.violation().or_else(|| self.stuck())
+    }
+}
+
+fn attempt<F: Future>(sh: &Shared, id: usize, fut: F) -> Cancellable<F> {
+    let ctl = Arc::new(CancelCtl::default());
+    sh.attempts.lock().unwrap().insert(id, ctl.clone());
+    Cancellable {
+        ctl,
+        fut: Some(Box::pin(fut)),
+    }
+}
+
+async fn worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize) {
+    let mut done = 0;
+    while done < rounds {
+        let got = attempt(&sh, id, async {
+            let tracked = Tracked {
+                shared: &sh,
+                id,
+                fut: Box::pin(sh.mutex.lock()),
+                queued: false,
+            };
+            let mut g = tracked.await;
+            if sh.holder.swap(id, Ordering::AcqRel) != NOBODY {
+                sh.violate(format!("CoMutex: worker {id} entered while another held it"));
+            }
+            *g += 1;
+            ex.yield_now().await;
+            if sh.holder.swap(NOBODY, Ordering::AcqRel) != id {
+                sh.violate(format!("CoMutex: worker {id} was not alone inside"));
+            }
+        })
+        .await;
+        sh.attempts.lock().unwrap().remove(&id);
+        if got.is_none() {
+            // Cancelled inside: whoever held the lock is gone.
+            let _ = sh
+                .holder
+                .compare_exchange(id, NOBODY, Ordering::AcqRel, Ordering::Acquire);
+        }
+        done += 1;
+        ex.yield_now().await;
+    }
+    sh.running.lock().unwrap().remove(&id);
+}
+
+async fn producer(sh: Arc<Shared>, ex: SimExecutor, id: usize, n: usize) {
+    for _ in 0..n {
+        ex.yield_now().await;
+        let mut g = sh.items.lock().await;
+        g.0 += 1;
+        drop(g);
+        sh.nonempty.next();
+    }
+    sh.running.lock().unwrap().remove(&id);
+}
+
+/// Takes items until `total` were taken by all consumers together.
+async fn consumer(sh: Arc<Shared>, id: usize, total: usize) {
+    loop {
+        let r = attempt(&sh, id, async {
+            let mut g = sh.items.lock().await;
+            while g.0 == 0 && g.1 < total {
+                g = sh.nonempty.wait(g).await;
+            }
+            if g.1 >= total {
+                return true;
+            }
+            g.0 -= 1;
+            g.1 += 1;
+            if g.1 == total {
+                drop(g);
+                sh.nonempty.restart_all();
+                return true;
+            }
+            false
+        })
+        .await;
+        sh.attempts.lock().unwrap().remove(&id);
+        if r == Some(true) {
+            break;
+        }
+    }
+    sh.running.lock().unwrap().remove(&id);
+}
