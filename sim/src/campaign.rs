@@ -41,13 +41,18 @@ pub fn run_seed(cfg: &RunConfig, determinism: bool) -> (Report, Option<String>) 
 /// The exact command that replays `cfg`.
 pub fn replay_command(cfg: &RunConfig) -> String {
     format!(
-        "co9p-sim run --seed {} --clients {} --ops {} --scheduler {}",
+        "co9p-sim run --seed {} --clients {} --ops {} --scheduler {}{}",
         cfg.seed,
         cfg.clients,
         cfg.ops,
         match cfg.scheduler {
             Scheduler::Random => "random",
             Scheduler::Pct => "pct",
+        },
+        if cfg.pipelined_clunk {
+            " --pipelined-clunk"
+        } else {
+            ""
         }
     )
 }

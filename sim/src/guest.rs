@@ -17,7 +17,7 @@ use co9p::protocol::{
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::NodeId;
+use crate::model::{Content, Model, NodeId};
 
 /// What a fid refers to, in the model.
 #[derive(Debug, Clone)]
@@ -142,6 +142,8 @@ pub struct Guest {
     pub cursor: BTreeMap<u32, u64>,
     /// Requests in flight (not Tflush).
     pub inflight: usize,
+    /// Send Tclunk while other requests on the fid are in flight.
+    pub pipelined_clunk: bool,
 }
 
 impl Guest {
@@ -159,6 +161,7 @@ impl Guest {
             versioning: false,
             cursor: BTreeMap::new(),
             inflight: 0,
+            pipelined_clunk: false,
         }
     }
 
@@ -286,11 +289,44 @@ impl Guest {
 
     /// A directory fid (a known directory node): the private, shared or root one, or any
     /// walked fid the model knows is a directory.
-    fn dir_fid(&self, rng: &mut ChaCha8Rng, is_dir: &dyn Fn(NodeId) -> bool) -> Option<u32> {
+    fn dir_fid(&self, rng: &mut ChaCha8Rng, model: &Model) -> Option<u32> {
         if rng.random_bool(0.7) {
             return Some(rng.random_range(1..PERSISTENT));
         }
-        self.pick(rng, |_, m| m.is_closed() && is_dir(m.node))
+        // Never the export root: its entries (`shared`, `cN`) stay put.
+        self.pick(rng, |_, m| {
+            m.is_closed() && m.node != crate::model::ROOT && model.node(m.node).is_dir()
+        })
+    }
+
+    /// Mostly a name that exists in the directory of `fid`, else any name.
+    fn name_in(&self, rng: &mut ChaCha8Rng, model: &Model, fid: u32) -> P9String {
+        if let Some(d) = self.fids.get(&fid).and_then(|m| model.node(m.node).dir())
+            && !d.by_name.is_empty()
+            && rng.random_bool(0.75)
+        {
+            let names: Vec<&Vec<u8>> = d.by_name.keys().collect();
+            return P9String(names[rng.random_range(0..names.len())].clone());
+        }
+        P9String::from(NAMES[rng.random_range(0..NAMES.len())])
+    }
+
+    /// A clone of the private or shared directory into a fresh fid.
+    fn clone_dir(&self, rng: &mut ChaCha8Rng) -> Option<(Tmessage, Uses)> {
+        let from = rng.random_range(1..PERSISTENT);
+        let newfid = self.free_fid(rng)?;
+        Some((
+            Tmessage::Walk {
+                fid: Fid(from),
+                newfid: Fid(newfid),
+                wnames: Vec::new(),
+            },
+            Uses {
+                primary: vec![from],
+                exclusive: vec![newfid],
+                ..Uses::default()
+            },
+        ))
     }
 
     /// The next request of the workload, or `None` if the chosen kind does not fit now.
@@ -298,8 +334,10 @@ impl Guest {
         &mut self,
         rng: &mut ChaCha8Rng,
         ops: &[OpKind],
-        is_dir: &dyn Fn(NodeId) -> bool,
+        model: &Model,
     ) -> Option<(Tmessage, Uses)> {
+        let is_file = |n: NodeId| matches!(model.node(n).content, Content::File(_));
+        let is_dir = |n: NodeId| model.node(n).is_dir();
         let name = |rng: &mut ChaCha8Rng| P9String::from(NAMES[rng.random_range(0..NAMES.len())]);
         let mut kind = ops[rng.random_range(0..ops.len())];
         // Keep the fid table small: past 12 fids, clunk.
@@ -316,14 +354,21 @@ impl Guest {
         let nonpersistent = |f: u32| f >= PERSISTENT;
         let op = match kind {
             OpKind::Walk => {
-                let from = self.pick(rng, |_, m| m.is_closed())?;
+                let from = if rng.random_bool(0.8) {
+                    self.pick(rng, |_, m| m.is_closed() && is_dir(m.node))?
+                } else {
+                    self.pick(rng, |_, m| m.is_closed())?
+                };
                 let newfid = if rng.random_bool(0.1) && nonpersistent(from) {
                     from
                 } else {
                     self.free_fid(rng)?
                 };
                 let n = [0, 1, 1, 1, 2][rng.random_range(0..5)];
-                let wnames = (0..n).map(|_| name(rng)).collect();
+                let mut wnames: Vec<P9String> = (0..n).map(|_| name(rng)).collect();
+                if n >= 1 {
+                    wnames[0] = self.name_in(rng, model, from);
+                }
                 let uses = if newfid == from {
                     u(&[], &[], &[from], &[])
                 } else {
@@ -340,7 +385,14 @@ impl Guest {
             }
             OpKind::Create => {
                 // Creating turns the fid into the new file: use a walked clone.
-                let f = self.pick(rng, |f, m| nonpersistent(f) && m.is_closed())?;
+                let Some(f) = self.pick(rng, |f, m| {
+                    nonpersistent(f)
+                        && m.is_closed()
+                        && is_dir(m.node)
+                        && m.node != crate::model::ROOT
+                }) else {
+                    return self.clone_dir(rng);
+                };
                 let flags = [OpenFlags::RDWR, OpenFlags::WRONLY, OpenFlags::RDONLY]
                     [rng.random_range(0..3)];
                 (
@@ -358,6 +410,9 @@ impl Guest {
                 let f = self.pick(rng, |f, m| nonpersistent(f) && m.is_closed())?;
                 let mut flags = [OpenFlags::RDONLY, OpenFlags::WRONLY, OpenFlags::RDWR]
                     [rng.random_range(0..3)];
+                if is_dir(self.fids[&f].node) && rng.random_bool(0.9) {
+                    flags = OpenFlags::RDONLY;
+                }
                 if rng.random_bool(0.15) {
                     flags = flags | OpenFlags::TRUNC;
                 }
@@ -373,7 +428,11 @@ impl Guest {
                 )
             }
             OpKind::Read => {
-                let f = self.pick(rng, |_, m| !m.is_closed())?;
+                let f = self.pick(rng, |_, m| match m.open {
+                    FidOpen::File { flags, .. } => flags.readable() && is_file(m.node),
+                    FidOpen::XattrRead(_) => true,
+                    _ => false,
+                })?;
                 let count = match rng.random_range(0..4) {
                     0 => msize,
                     1 => msize.saturating_sub(11),
@@ -389,7 +448,11 @@ impl Guest {
                 )
             }
             OpKind::Write => {
-                let f = self.pick(rng, |_, m| !m.is_closed())?;
+                let f = self.pick(rng, |_, m| match m.open {
+                    FidOpen::File { flags, .. } => flags.writable(),
+                    FidOpen::XattrWrite { .. } => true,
+                    _ => false,
+                })?;
                 let len = if rng.random_bool(0.05) {
                     msize as usize - 23
                 } else {
@@ -411,7 +474,9 @@ impl Guest {
                 )
             }
             OpKind::Readdir => {
-                let f = self.pick(rng, |_, m| matches!(m.open, FidOpen::File { .. }))?;
+                let f = self.pick(rng, |_, m| {
+                    matches!(m.open, FidOpen::File { .. }) && is_dir(m.node)
+                })?;
                 let offset = if rng.random_bool(0.8) {
                     self.cursor.get(&f).copied().unwrap_or(0)
                 } else {
@@ -428,7 +493,7 @@ impl Guest {
                 )
             }
             OpKind::Fsync => {
-                let f = self.pick(rng, |_, m| !m.is_closed())?;
+                let f = self.pick(rng, |_, m| matches!(m.open, FidOpen::File { .. }))?;
                 (
                     Tmessage::Fsync {
                         fid: Fid(f),
@@ -438,7 +503,7 @@ impl Guest {
                 )
             }
             OpKind::Mkdir => {
-                let d = self.dir_fid(rng, is_dir)?;
+                let d = self.dir_fid(rng, model)?;
                 (
                     Tmessage::Mkdir {
                         dfid: Fid(d),
@@ -450,7 +515,7 @@ impl Guest {
                 )
             }
             OpKind::Symlink => {
-                let d = self.dir_fid(rng, is_dir)?;
+                let d = self.dir_fid(rng, model)?;
                 (
                     Tmessage::Symlink {
                         fid: Fid(d),
@@ -462,7 +527,10 @@ impl Guest {
                 )
             }
             OpKind::Readlink | OpKind::Getattr => {
-                let f = self.pick(rng, |_, _| true)?;
+                let f = self.pick(rng, |_, m| {
+                    kind == OpKind::Getattr
+                        || matches!(model.node(m.node).content, Content::Symlink(_))
+                })?;
                 let msg = if kind == OpKind::Readlink {
                     Tmessage::Readlink { fid: Fid(f) }
                 } else {
@@ -474,8 +542,8 @@ impl Guest {
                 (msg, u(&[f], &[], &[], &[]))
             }
             OpKind::Link => {
-                let d = self.dir_fid(rng, is_dir)?;
-                let t = self.pick(rng, |f, _| f != d)?;
+                let d = self.dir_fid(rng, model)?;
+                let t = self.pick(rng, |f, m| f != d && !is_dir(m.node))?;
                 (
                     Tmessage::Link {
                         dfid: Fid(d),
@@ -486,13 +554,13 @@ impl Guest {
                 )
             }
             OpKind::Rename => {
-                let a = self.dir_fid(rng, is_dir)?;
-                let b = self.dir_fid(rng, is_dir)?;
+                let a = self.dir_fid(rng, model)?;
+                let b = self.dir_fid(rng, model)?;
                 let sec: Vec<u32> = if a == b { vec![] } else { vec![b] };
                 (
                     Tmessage::Renameat {
                         olddirfid: Fid(a),
-                        oldname: name(rng),
+                        oldname: self.name_in(rng, model, a),
                         newdirfid: Fid(b),
                         newname: name(rng),
                     },
@@ -500,12 +568,21 @@ impl Guest {
                 )
             }
             OpKind::Unlink => {
-                let d = self.dir_fid(rng, is_dir)?;
-                let flags = if rng.random_bool(0.3) { AT_REMOVEDIR } else { 0 };
+                let d = self.dir_fid(rng, model)?;
+                let name = self.name_in(rng, model, d);
+                let dir = self.fids.get(&d).and_then(|m| model.node(m.node).dir());
+                let victim_is_dir = dir
+                    .and_then(|dir| dir.by_name.get(name.as_bytes()))
+                    .is_some_and(|&(n, _)| is_dir(n));
+                let flags = if victim_is_dir != rng.random_bool(0.1) {
+                    AT_REMOVEDIR
+                } else {
+                    0
+                };
                 (
                     Tmessage::Unlinkat {
                         dirfid: Fid(d),
-                        name: name(rng),
+                        name,
                         flags,
                     },
                     u(&[d], &[], &[], &[]),
@@ -513,7 +590,7 @@ impl Guest {
             }
             OpKind::Setattr => {
                 let f = self.pick(rng, |_, _| true)?;
-                let (valid, mode, size) = if rng.random_bool(0.6) {
+                let (valid, mode, size) = if is_file(self.fids[&f].node) && rng.random_bool(0.7) {
                     (SetattrMask::SIZE, 0, rng.random_range(0..100))
                 } else {
                     (SetattrMask::MODE, [0o600, 0o644, 0o700][rng.random_range(0..3)], 0)
@@ -576,7 +653,13 @@ impl Guest {
                 )
             }
             OpKind::Clunk => {
-                let f = self.pick(rng, |f, _| nonpersistent(f))?;
+                // A clunk pipelined behind other requests on its fid is only sent when
+                // asked for: the server orders the barrier by first poll, not arrival.
+                let pipelined = self.pipelined_clunk;
+                let f = self.pick(rng, |f, _| {
+                    nonpersistent(f)
+                        && (pipelined || self.claims.get(&f).is_none_or(|c| c.primary == 0))
+                })?;
                 (Tmessage::Clunk { fid: Fid(f) }, u(&[], &[], &[], &[f]))
             }
         };

@@ -49,6 +49,12 @@ struct RunArgs {
     /// Do not search for a smaller failing run.
     #[arg(long)]
     no_shrink: bool,
+    /// Write the decoded trace of every seed run (not only failing ones).
+    #[arg(long)]
+    trace: bool,
+    /// Let clients pipeline Tclunk behind other requests on the same fid.
+    #[arg(long)]
+    pipelined_clunk: bool,
     /// Keep going after a failing seed (campaigns).
     #[arg(long)]
     keep_going: bool,
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
             ops: a.ops,
             scheduler: a.scheduler,
             log: false,
+            pipelined_clunk: a.pipelined_clunk,
         };
         let (report, nondet) = run_seed(&cfg, a.check_determinism);
         bar.suspend(|| println!("{}", report.line()));
@@ -92,6 +99,12 @@ fn main() -> ExitCode {
             (None, Some(n)) => Some(("determinism", n)),
             (None, None) => None,
         };
+        if a.trace && failure.is_none() {
+            match write_trace(&cfg, &a.trace_dir) {
+                Ok(p) => bar.suspend(|| eprintln!("trace: {}", p.display())),
+                Err(e) => bar.suspend(|| eprintln!("trace: not written: {e}")),
+            }
+        }
         let Some((check, text)) = failure else {
             continue;
         };

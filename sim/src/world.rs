@@ -44,6 +44,9 @@ pub struct RunConfig {
     pub scheduler: Scheduler,
     /// Keep the decoded event log (trace files, determinism diffs, snapshots).
     pub log: bool,
+    /// Clients pipeline a Tclunk behind other requests on the same fid (exposes the
+    /// barrier ordering finding; off by default).
+    pub pipelined_clunk: bool,
 }
 
 impl RunConfig {
@@ -54,6 +57,7 @@ impl RunConfig {
             ops: 200,
             scheduler: Scheduler::Random,
             log: false,
+            pipelined_clunk: false,
         }
     }
 }
@@ -249,7 +253,9 @@ impl World {
         for id in 0..w.cfg.clients {
             let conn = w.connect(id);
             let msize = [4096, 5000, 8192, 65536][w.wrng.random_range(0..4)];
-            w.guests.push(Guest::new(id, conn, msize, w.knobs.depth));
+            let mut g = Guest::new(id, conn, msize, w.knobs.depth);
+            g.pipelined_clunk = w.cfg.pipelined_clunk;
+            w.guests.push(g);
         }
         w
     }
@@ -403,10 +409,8 @@ impl World {
             }
             return;
         }
-        let model = &self.model;
-        let is_dir = |n| model.node(n).is_dir();
         let ops = self.knobs.ops.clone();
-        let Some((msg, uses)) = self.guests[g].next_op(&mut self.wrng, &ops, &is_dir) else {
+        let Some((msg, uses)) = self.guests[g].next_op(&mut self.wrng, &ops, &self.model) else {
             return;
         };
         if self.guests[g].can_use(&uses) {
