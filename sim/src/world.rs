@@ -369,6 +369,10 @@ impl World {
     /// One move of guest `g`: maybe a flush, a Tversion, a reset, or its next request.
     fn act(&mut self, g: usize) {
         if self.guests[g].versioning {
+            // A client may flush its Tversion too: Rversion must still come first.
+            if self.wrng.random_bool(self.knobs.flush) {
+                self.flush(g, Some(Tag::NOTAG.0));
+            }
             return;
         }
         let conn = self.guests[g].conn;
