@@ -152,7 +152,6 @@ impl LockSwarm {
         let producers = rng.random_range(1..=2);
         let consumers = rng.random_range(1..=3);
         let per = rng.random_range(3..=8usize);
-        let total = producers * per;
         for id in 0..workers {
             shared.running.lock().unwrap().insert(id, "mutex");
             ex.spawn(worker(shared.clone(), ex.clone(), id, per));
@@ -165,7 +164,7 @@ impl LockSwarm {
         for c in 0..consumers {
             let id = 200 + c;
             shared.running.lock().unwrap().insert(id, "consumer");
-            ex.spawn(consumer(shared.clone(), id, total));
+            ex.spawn(consumer(shared.clone(), id));
         }
         let sh = shared.clone();
         let ex2 = ex.clone();
@@ -189,10 +188,14 @@ impl LockSwarm {
         self.shared.violation.lock().unwrap().clone()
     }
 
-    /// With nothing runnable and no timer: a worker still waiting is stuck for good.
+    /// With nothing runnable and no timer: a mutex worker or producer still waiting is
+    /// stuck for good, and so is a consumer while items are there to take.
     pub fn stuck(&self) -> Option<String> {
         let r = self.shared.running.lock().unwrap();
-        (!r.is_empty()).then(|| {
+        let items = self.shared.items.try_lock().map(|g| g.0);
+        let blocked = r.values().any(|&k| k != "consumer")
+            || (r.values().any(|&k| k == "consumer") && items != Some(0));
+        blocked.then(|| {
             format!(
                 "lost wake-up or lock never passed on: {r:?} blocked with nothing runnable \
                  (mutex locked={}, items={:?})",
@@ -200,6 +203,15 @@ impl LockSwarm {
                 self.shared.items.try_lock().map(|g| *g)
             )
         })
+    }
+
+    /// Ends the run: cancels the consumers still waiting for items.
+    pub fn shutdown(&self) {
+        let list: Vec<Arc<CancelCtl>> =
+            self.shared.attempts.lock().unwrap().values().cloned().collect();
+        for c in list {
+            c.cancel();
+        }
     }
 
     pub fn finished(&self) -> Option<String> {
@@ -261,29 +273,21 @@ async fn producer(sh: Arc<Shared>, ex: SimExecutor, id: usize, n: usize) {
     sh.running.lock().unwrap().remove(&id);
 }
 
-/// Takes items until `total` were taken by all consumers together.
-async fn consumer(sh: Arc<Shared>, id: usize, total: usize) {
+/// Takes items for ever, like a request waiting for work; a cancelled consumer is gone
+/// for good (as a flushed request), so a wake-up it swallowed is lost for the others.
+async fn consumer(sh: Arc<Shared>, id: usize) {
     loop {
         let r = attempt(&sh, id, async {
             let mut g = sh.items.lock().await;
-            while g.0 == 0 && g.1 < total {
+            while g.0 == 0 {
                 g = sh.nonempty.wait(g).await;
-            }
-            if g.1 >= total {
-                return true;
             }
             g.0 -= 1;
             g.1 += 1;
-            if g.1 == total {
-                drop(g);
-                sh.nonempty.restart_all();
-                return true;
-            }
-            false
         })
         .await;
         sh.attempts.lock().unwrap().remove(&id);
-        if r == Some(true) {
+        if r.is_none() {
             break;
         }
     }

@@ -906,10 +906,12 @@ impl World {
             let n = self.outstanding.len();
             self.fail("liveness", format!("{n} requests unanswered after healing"));
         }
-        if let Some(l) = &self.locks
-            && let Some(err) = l.stuck()
-        {
-            self.fail("coroutine locks", err);
+        if let Some(l) = &self.locks {
+            if let Some(err) = l.stuck() {
+                self.fail("coroutine locks", err);
+                return;
+            }
+            l.shutdown();
         }
     }
 
