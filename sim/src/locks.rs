@@ -150,8 +150,8 @@ impl LockSwarm {
         });
         let workers = rng.random_range(2..=4);
         let producers = rng.random_range(1..=2);
-        let consumers = rng.random_range(1..=3);
-        let per = rng.random_range(3..=8usize);
+        let consumers = rng.random_range(2..=4);
+        let per = rng.random_range(3..=12usize);
         for id in 0..workers {
             shared.running.lock().unwrap().insert(id, "mutex");
             ex.spawn(worker(shared.clone(), ex.clone(), id, per));
@@ -159,7 +159,8 @@ impl LockSwarm {
         for p in 0..producers {
             let id = 100 + p;
             shared.running.lock().unwrap().insert(id, "producer");
-            ex.spawn(producer(shared.clone(), ex.clone(), id, per));
+            let pace = rng.random_range(0..30);
+            ex.spawn(producer(shared.clone(), ex.clone(), id, per, pace));
         }
         for c in 0..consumers {
             let id = 200 + c;
@@ -168,11 +169,21 @@ impl LockSwarm {
         }
         let sh = shared.clone();
         let ex2 = ex.clone();
-        let cancels = rng.random_range(0..=12u32);
+        // The canceller is a busy coroutine: every one of its steps is a scheduling point,
+        // so a cancel can land between a hand-off and the new owner's first poll.
+        let rounds = rng.random_range(100..1500u32);
+        let p = [0.0, 0.01, 0.05][rng.random_range(0..3)];
         ex.spawn(async move {
-            for _ in 0..cancels {
-                let d = Duration::from_micros(rng.random_range(1..200));
-                ex2.sleep(d).await;
+            for _ in 0..rounds {
+                if rng.random_bool(0.02) {
+                    let d = Duration::from_micros(rng.random_range(1..50));
+                    ex2.sleep(d).await;
+                } else {
+                    ex2.yield_now().await;
+                }
+                if !rng.random_bool(p) {
+                    continue;
+                }
                 let list: Vec<Arc<CancelCtl>> =
                     sh.attempts.lock().unwrap().values().cloned().collect();
                 if !list.is_empty() {
@@ -262,9 +273,11 @@ async fn worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize) {
     sh.running.lock().unwrap().remove(&id);
 }
 
-async fn producer(sh: Arc<Shared>, ex: SimExecutor, id: usize, n: usize) {
+async fn producer(sh: Arc<Shared>, ex: SimExecutor, id: usize, n: usize, pace: u32) {
     for _ in 0..n {
-        ex.yield_now().await;
+        for _ in 0..pace {
+            ex.yield_now().await;
+        }
         let mut g = sh.items.lock().await;
         g.0 += 1;
         drop(g);
