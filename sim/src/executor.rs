@@ -292,6 +292,14 @@ impl SimExecutor {
         lock(&self.sched).tasks.len()
     }
 
+    /// Whether coroutine `id` is woken and waiting for its turn (or being polled).
+    pub fn is_runnable(&self, id: u64) -> bool {
+        let s = lock(&self.sched);
+        s.current == Some(id)
+            || s.tasks.get(&id).is_some_and(|t| t.queued)
+            || lock(&self.woken.0).contains(&id)
+    }
+
     /// Whether coroutine `id` is still alive.
     pub fn has_task(&self, id: u64) -> bool {
         lock(&self.sched).tasks.contains_key(&id)

@@ -49,6 +49,9 @@ impl Shared {
 
 pub struct LockSwarm {
     shared: Arc<Shared>,
+    ex: SimExecutor,
+    /// Producer and consumer coroutines.
+    tasks: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -148,6 +151,7 @@ impl LockSwarm {
             holder: AtomicUsize::new(NOBODY),
             ..Shared::default()
         });
+        let mut tasks = Vec::new();
         let workers = rng.random_range(2..=4);
         let producers = rng.random_range(1..=2);
         let consumers = rng.random_range(2..=4);
@@ -161,11 +165,13 @@ impl LockSwarm {
             shared.running.lock().unwrap().insert(id, "producer");
             let pace = rng.random_range(0..30);
             ex.spawn(producer(shared.clone(), ex.clone(), id, per, pace));
+            tasks.extend(ex.last_spawned());
         }
         for c in 0..consumers {
             let id = 200 + c;
             shared.running.lock().unwrap().insert(id, "consumer");
             ex.spawn(consumer(shared.clone(), id));
+            tasks.extend(ex.last_spawned());
         }
         let sh = shared.clone();
         let ex2 = ex.clone();
@@ -191,12 +197,32 @@ impl LockSwarm {
                 }
             }
         });
-        LockSwarm { shared }
+        LockSwarm {
+            shared,
+            ex: ex.clone(),
+            tasks,
+        }
     }
 
-    /// The first broken rule seen so far.
+    /// The first broken rule seen so far; checked between scheduling steps. Beyond what
+    /// the coroutines record themselves: items are there and someone waits on the
+    /// CoQueue without being woken, while nobody who could take them (or wake a waiter)
+    /// holds the mutex or is runnable — a wake-up was lost.
     pub fn violation(&self) -> Option<String> {
-        self.shared.violation.lock().unwrap().clone()
+        if let Some(v) = self.shared.violation.lock().unwrap().clone() {
+            return Some(v);
+        }
+        let sh = &self.shared;
+        let items = sh.items.try_lock().map(|g| g.0)?;
+        if items > 0
+            && !sh.nonempty.is_empty()
+            && !self.tasks.iter().any(|&t| self.ex.is_runnable(t))
+        {
+            return Some(format!(
+                "CoQueue lost wake-up: {items} items, waiters asleep, nobody runnable"
+            ));
+        }
+        None
     }
 
     /// With nothing runnable and no timer: a mutex worker or producer still waiting is
