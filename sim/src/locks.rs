@@ -50,7 +50,8 @@ impl Shared {
 pub struct LockSwarm {
     shared: Arc<Shared>,
     ex: SimExecutor,
-    /// Producer and consumer coroutines.
+    /// Consumer coroutines (a producer never holds a wake-up between its steps: it adds
+    /// an item and calls `next` in one poll).
     tasks: Vec<u64>,
 }
 
@@ -165,7 +166,6 @@ impl LockSwarm {
             shared.running.lock().unwrap().insert(id, "producer");
             let pace = rng.random_range(0..30);
             ex.spawn(producer(shared.clone(), ex.clone(), id, per, pace));
-            tasks.extend(ex.last_spawned());
         }
         for c in 0..consumers {
             let id = 200 + c;
