@@ -441,7 +441,11 @@ impl Guest {
                 (
                     Tmessage::Read {
                         fid: Fid(f),
-                        offset: rng.random_range(0..80),
+                        offset: if rng.random_bool(0.5) {
+                            0
+                        } else {
+                            rng.random_range(0..80)
+                        },
                         count,
                     },
                     u(&[f], &[], &[], &[]),
@@ -453,7 +457,7 @@ impl Guest {
                     FidOpen::XattrWrite { .. } => true,
                     _ => false,
                 })?;
-                let len = if rng.random_bool(0.05) {
+                let len = if rng.random_bool(0.15) {
                     msize as usize - 23
                 } else {
                     rng.random_range(0..48)

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use co9p::co::{CoMutex, CoQueue, Executor};
+use co9p::co::{CoMutex, CoQueue, CoRwLock, Executor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,6 +30,10 @@ struct Shared {
     /// Workers queued on the mutex (their lock future returned Pending), in order.
     queued: Mutex<Vec<usize>>,
     items: CoMutex<(usize, usize)>,
+    /// The fid barrier's lock: readers share, a writer is alone.
+    rw: CoRwLock<()>,
+    readers: AtomicUsize,
+    writer: AtomicBool,
     nonempty: CoQueue,
     violation: Mutex<Option<String>>,
     /// Workers not finished: id -> what it is doing.
@@ -160,6 +164,12 @@ impl LockSwarm {
         for id in 0..workers {
             shared.running.lock().unwrap().insert(id, "mutex");
             ex.spawn(worker(shared.clone(), ex.clone(), id, per));
+        }
+        for r in 0..rng.random_range(2..=4) {
+            let id = 300 + r;
+            shared.running.lock().unwrap().insert(id, "rwlock");
+            let seed = rng.random();
+            ex.spawn(rw_worker(shared.clone(), ex.clone(), id, per, seed));
         }
         for p in 0..producers {
             let id = 100 + p;
@@ -294,6 +304,54 @@ async fn worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize) {
                 .compare_exchange(id, NOBODY, Ordering::AcqRel, Ordering::Acquire);
         }
         done += 1;
+        ex.yield_now().await;
+    }
+    sh.running.lock().unwrap().remove(&id);
+}
+
+/// Runs a closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Takes the rwlock shared or exclusive, as requests and Tclunk take a fid's barrier.
+async fn rw_worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for _ in 0..rounds {
+        let write = rng.random_bool(0.3);
+        let hold = rng.random_range(0..3);
+        let _ = attempt(&sh, id, async {
+            if write {
+                let _g = sh.rw.write().await;
+                if sh.writer.swap(true, Ordering::AcqRel) || sh.readers.load(Ordering::Acquire) > 0
+                {
+                    sh.violate(format!("CoRwLock: writer {id} not alone"));
+                }
+                // Cleared however this ends (a cancel drops us mid-way).
+                let _out = OnDrop(|| sh.writer.store(false, Ordering::Release));
+                for _ in 0..hold {
+                    ex.yield_now().await;
+                }
+            } else {
+                let _g = sh.rw.read().await;
+                sh.readers.fetch_add(1, Ordering::AcqRel);
+                if sh.writer.load(Ordering::Acquire) {
+                    sh.violate(format!("CoRwLock: reader {id} inside with a writer"));
+                }
+                let _out = OnDrop(|| {
+                    sh.readers.fetch_sub(1, Ordering::AcqRel);
+                });
+                for _ in 0..hold {
+                    ex.yield_now().await;
+                }
+            }
+        })
+        .await;
+        sh.attempts.lock().unwrap().remove(&id);
         ex.yield_now().await;
     }
     sh.running.lock().unwrap().remove(&id);
