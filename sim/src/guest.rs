@@ -466,6 +466,8 @@ impl Guest {
                 let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add(i as u8)).collect();
                 let offset = match &self.fids[&f].open {
                     FidOpen::XattrWrite { .. } => 0,
+                    // Large writes go past msize-sized reads' reach.
+                    _ if len > 64 => [0, u64::from(msize / 2)][rng.random_range(0..2)],
                     _ => rng.random_range(0..64),
                 };
                 (

@@ -188,7 +188,7 @@ impl LockSwarm {
         // The canceller is a busy coroutine: every one of its steps is a scheduling point,
         // so a cancel can land between a hand-off and the new owner's first poll.
         let rounds = rng.random_range(100..1500u32);
-        let p = [0.0, 0.01, 0.05][rng.random_range(0..3)];
+        let p = [0.0, 0.02, 0.1, 0.3][rng.random_range(0..4)];
         ex.spawn(async move {
             for _ in 0..rounds {
                 if rng.random_bool(0.02) {
