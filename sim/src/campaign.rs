@@ -65,7 +65,12 @@ pub fn write_trace(cfg: &RunConfig, dir: &std::path::Path) -> std::io::Result<Pa
         ..cfg.clone()
     });
     let path = dir.join(format!("co9p-sim-seed-{}.trace", cfg.seed));
-    let mut text = format!("# {}\n# {}\n# knobs {}\n", replay_command(cfg), r.line(), r.knobs);
+    let mut text = format!(
+        "# {}\n# {}\n# knobs {}\n",
+        replay_command(cfg),
+        r.line(),
+        r.knobs
+    );
     if let Some(f) = &r.failure {
         text.push_str(&format!("# FAILED {}: {}\n", f.check, f.detail));
     }

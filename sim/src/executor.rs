@@ -212,7 +212,9 @@ impl SimExecutor {
             }
         }
         let n = s.runnable.len() + 1;
-        s.note(b'S', &id.to_le_bytes(), || format!("sched task={id} of={n}"));
+        s.note(b'S', &id.to_le_bytes(), || {
+            format!("sched task={id} of={n}")
+        });
         s.current = Some(id);
         let t = s.tasks.get_mut(&id).expect("runnable tasks exist");
         t.queued = false;

@@ -16,8 +16,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::executor::SimExecutor;
-pub use crate::journal::{FsEvent, Outcome};
 use crate::journal::{Event, Journal};
+pub use crate::journal::{FsEvent, Outcome};
 
 /// Which faults a run switches on (swarm testing: each seed picks a subset).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -105,7 +105,10 @@ impl FaultHook {
             Outcome::FaultAfter(e) => 100 + e.0 as u8,
         };
         self.ex.record_line(b'F', &[op as u8, code], || {
-            format!("fs task={} {op:?} {outcome:?}", task.map_or(-1, |t| t as i64))
+            format!(
+                "fs task={} {op:?} {outcome:?}",
+                task.map_or(-1, |t| t as i64)
+            )
         });
         let len = self.io.lock().unwrap().remove(&task);
         self.journal.push(Event::Fs(FsEvent {

@@ -189,18 +189,12 @@ impl Guest {
 
     pub fn can_use(&self, u: &Uses) -> bool {
         let c = |f: &u32| self.claims.get(f).copied().unwrap_or_default();
-        u.primary
-            .iter()
-            .all(|f| !c(f).exclusive && !c(f).closing)
-            && u.secondary
-                .iter()
-                .all(|f| !c(f).exclusive && !c(f).closing)
-            && u.exclusive
-                .iter()
-                .all(|f| {
-                    let c = c(f);
-                    !c.exclusive && !c.closing && c.primary == 0 && c.secondary == 0
-                })
+        u.primary.iter().all(|f| !c(f).exclusive && !c(f).closing)
+            && u.secondary.iter().all(|f| !c(f).exclusive && !c(f).closing)
+            && u.exclusive.iter().all(|f| {
+                let c = c(f);
+                !c.exclusive && !c.closing && c.primary == 0 && c.secondary == 0
+            })
             && u.closing
                 .iter()
                 .all(|f| !c(f).exclusive && !c(f).closing && c(f).secondary == 0)
@@ -222,9 +216,8 @@ impl Guest {
         for f in &u.closing {
             self.claims.entry(*f).or_default().closing = on;
         }
-        self.claims.retain(|_, c| {
-            c.primary > 0 || c.secondary > 0 || c.exclusive || c.closing
-        });
+        self.claims
+            .retain(|_, c| c.primary > 0 || c.secondary > 0 || c.exclusive || c.closing);
     }
 
     /// The setup request still missing, if any: Tversion, attach, the two directories.
@@ -277,7 +270,7 @@ impl Guest {
         (!self.fids.contains_key(&f) && !self.claims.contains_key(&f)).then_some(f)
     }
 
-    fn pick<'a>(&self, rng: &mut ChaCha8Rng, keep: impl Fn(u32, &MFid) -> bool) -> Option<u32> {
+    fn pick(&self, rng: &mut ChaCha8Rng, keep: impl Fn(u32, &MFid) -> bool) -> Option<u32> {
         let v: Vec<u32> = self
             .fids
             .iter()
@@ -393,8 +386,8 @@ impl Guest {
                 }) else {
                     return self.clone_dir(rng);
                 };
-                let flags = [OpenFlags::RDWR, OpenFlags::WRONLY, OpenFlags::RDONLY]
-                    [rng.random_range(0..3)];
+                let flags =
+                    [OpenFlags::RDWR, OpenFlags::WRONLY, OpenFlags::RDONLY][rng.random_range(0..3)];
                 (
                     Tmessage::Lcreate {
                         fid: Fid(f),
@@ -408,8 +401,8 @@ impl Guest {
             }
             OpKind::Open => {
                 let f = self.pick(rng, |f, m| nonpersistent(f) && m.is_closed())?;
-                let mut flags = [OpenFlags::RDONLY, OpenFlags::WRONLY, OpenFlags::RDWR]
-                    [rng.random_range(0..3)];
+                let mut flags =
+                    [OpenFlags::RDONLY, OpenFlags::WRONLY, OpenFlags::RDWR][rng.random_range(0..3)];
                 if is_dir(self.fids[&f].node) && rng.random_bool(0.9) {
                     flags = OpenFlags::RDONLY;
                 }
@@ -420,10 +413,7 @@ impl Guest {
                     flags = flags | OpenFlags::APPEND;
                 }
                 (
-                    Tmessage::Lopen {
-                        fid: Fid(f),
-                        flags,
-                    },
+                    Tmessage::Lopen { fid: Fid(f), flags },
                     u(&[], &[], &[f], &[]),
                 )
             }
@@ -599,7 +589,11 @@ impl Guest {
                 let (valid, mode, size) = if is_file(self.fids[&f].node) && rng.random_bool(0.7) {
                     (SetattrMask::SIZE, 0, rng.random_range(0..100))
                 } else {
-                    (SetattrMask::MODE, [0o600, 0o644, 0o700][rng.random_range(0..3)], 0)
+                    (
+                        SetattrMask::MODE,
+                        [0o600, 0o644, 0o700][rng.random_range(0..3)],
+                        0,
+                    )
                 };
                 (
                     Tmessage::Setattr {
@@ -642,8 +636,8 @@ impl Guest {
             }
             OpKind::Lock => {
                 let f = self.pick(rng, |_, m| matches!(m.open, FidOpen::File { .. }))?;
-                let lock_type = [LockType::Write, LockType::Read, LockType::Unlock]
-                    [rng.random_range(0..3)];
+                let lock_type =
+                    [LockType::Write, LockType::Read, LockType::Unlock][rng.random_range(0..3)];
                 let (start, length) = [(0, 0), (0, 10), (5, 10), (20, 0)][rng.random_range(0..4)];
                 (
                     Tmessage::Lock {

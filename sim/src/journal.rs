@@ -42,7 +42,10 @@ pub enum Event {
     /// A coroutine parked in the hook until its request is flushed.
     Stall(Option<u64>),
     /// A reply frame on connection `conn`.
-    Reply { conn: usize, frame: Vec<u8> },
+    Reply {
+        conn: usize,
+        frame: Vec<u8>,
+    },
 }
 
 /// Shared, append-only; the world drains it after every scheduling step.
@@ -85,7 +88,9 @@ impl SimResponder {
 impl Responder for SimResponder {
     fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>> {
         self.buf.resize(PAYLOAD_HEADER_LEN + max, 0);
-        vec![std::io::IoSliceMut::new(&mut self.buf[PAYLOAD_HEADER_LEN..])]
+        vec![std::io::IoSliceMut::new(
+            &mut self.buf[PAYLOAD_HEADER_LEN..],
+        )]
     }
     fn send_payload(mut self, kind: PayloadReply, tag: Tag, count: u32) {
         self.buf.truncate(PAYLOAD_HEADER_LEN + count as usize);

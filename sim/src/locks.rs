@@ -88,7 +88,13 @@ impl<F: Future> Future for Cancellable<F> {
             return Poll::Ready(None);
         }
         *self.ctl.waker.lock().unwrap() = Some(cx.waker().clone());
-        match self.fut.as_mut().expect("polled after completion").as_mut().poll(cx) {
+        match self
+            .fut
+            .as_mut()
+            .expect("polled after completion")
+            .as_mut()
+            .poll(cx)
+        {
             Poll::Ready(v) => {
                 self.fut = None;
                 Poll::Ready(Some(v))
@@ -254,8 +260,14 @@ impl LockSwarm {
 
     /// Ends the run: cancels the consumers still waiting for items.
     pub fn shutdown(&self) {
-        let list: Vec<Arc<CancelCtl>> =
-            self.shared.attempts.lock().unwrap().values().cloned().collect();
+        let list: Vec<Arc<CancelCtl>> = self
+            .shared
+            .attempts
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
         for c in list {
             c.cancel();
         }
@@ -287,7 +299,9 @@ async fn worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize) {
             };
             let mut g = tracked.await;
             if sh.holder.swap(id, Ordering::AcqRel) != NOBODY {
-                sh.violate(format!("CoMutex: worker {id} entered while another held it"));
+                sh.violate(format!(
+                    "CoMutex: worker {id} entered while another held it"
+                ));
             }
             *g += 1;
             ex.yield_now().await;

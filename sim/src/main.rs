@@ -9,7 +9,10 @@ use co9p_sim::campaign::{replay_command, run_seed, shrink, write_trace};
 use co9p_sim::world::{RunConfig, Scheduler};
 
 #[derive(Parser)]
-#[command(name = "co9p-sim", about = "Deterministic simulator for the co9p 9P2000.L device")]
+#[command(
+    name = "co9p-sim",
+    about = "Deterministic simulator for the co9p 9P2000.L device"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -482,6 +482,7 @@ impl Model {
     /// F_SETLK by `owner`: `Ok(true)` granted, `Ok(false)` conflict. Locks held by
     /// `zombies` (files being closed at an uncertain moment) make the answer uncertain:
     /// `Err(())` means either answer is right.
+    #[allow(clippy::too_many_arguments)]
     pub fn lock(
         &mut self,
         id: NodeId,

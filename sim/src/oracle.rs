@@ -4,8 +4,8 @@
 
 use co9p::fs::hooked::OpKind as FsOp;
 use co9p::protocol::{
-    Dirent, Errno, LockStatus, LockType, OpenFlags, PAYLOAD_HEADER_LEN, Qid, Rmessage,
-    SetattrMask, Tmessage,
+    Dirent, Errno, LockStatus, LockType, OpenFlags, PAYLOAD_HEADER_LEN, Qid, Rmessage, SetattrMask,
+    Tmessage,
 };
 
 use crate::guest::{FidOpen, Guest, MFid};
@@ -174,7 +174,11 @@ fn precheck(g: &Guest, m: &Model, msg: &Tmessage) -> Result<(), Errno> {
             FidOpen::XattrRead(_) => Ok(()),
             _ => Err(Errno::EBADF),
         },
-        T::Write { fid: f, offset, data } => match &fid(g, *f)?.open {
+        T::Write {
+            fid: f,
+            offset,
+            data,
+        } => match &fid(g, *f)?.open {
             FidOpen::File { flags, .. } if flags.writable() => Ok(()),
             FidOpen::XattrWrite { value, .. } => {
                 if *offset as usize + data.0.len() > value.len() {
@@ -188,7 +192,10 @@ fn precheck(g: &Guest, m: &Model, msg: &Tmessage) -> Result<(), Errno> {
         T::Readdir { fid: f, .. } | T::Fsync { fid: f, .. } | T::Lock { fid: f, .. } => {
             open_file(g, *f).map(drop)
         }
-        T::Mkdir { dfid, name, .. } | T::Symlink { fid: dfid, name, .. } => {
+        T::Mkdir { dfid, name, .. }
+        | T::Symlink {
+            fid: dfid, name, ..
+        } => {
             fid(g, *dfid)?;
             new_name(name.as_bytes())?;
             dir_of(g, m, *dfid).map(drop)
@@ -252,7 +259,11 @@ fn calls_done(g: &Guest, req: &Req) -> bool {
     match &req.msg {
         T::Walk { wnames, .. } => failed || n == wnames.len(),
         T::Read { fid: f, .. } => {
-            n >= 1 || matches!(g.fids.get(&f.0).map(|m| &m.open), Some(FidOpen::XattrRead(_)))
+            n >= 1
+                || matches!(
+                    g.fids.get(&f.0).map(|m| &m.open),
+                    Some(FidOpen::XattrRead(_))
+                )
         }
         T::Write { fid: f, .. } => {
             n >= 1
@@ -286,7 +297,11 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
         if ops.contains(&ev.op) {
             Ok(())
         } else {
-            Err(format!("unexpected filesystem call {:?} for {}", ev.op, Show(&req.msg)))
+            Err(format!(
+                "unexpected filesystem call {:?} for {}",
+                ev.op,
+                Show(&req.msg)
+            ))
         }
     };
     if precheck(g, m, &req.msg).is_err() || calls_done(g, req) {
@@ -316,7 +331,11 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
         T::Lopen { fid: f, flags } => {
             expect_op(&[FsOp::Open])?;
             let node = g.fids[&f.0].node;
-            Res::Open(if ran { m.open(node, *flags).map(|()| m.new_owner()) } else { Ok(0) })
+            Res::Open(if ran {
+                m.open(node, *flags).map(|()| m.new_owner())
+            } else {
+                Ok(0)
+            })
         }
         T::Lcreate {
             fid: f,
@@ -327,16 +346,28 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
         } => {
             expect_op(&[FsOp::Create])?;
             let dir = g.fids[&f.0].node;
-            Res::Node(if ran { m.create(dir, name.as_bytes(), *flags, *mode) } else { Ok(0) })
+            Res::Node(if ran {
+                m.create(dir, name.as_bytes(), *flags, *mode)
+            } else {
+                Ok(0)
+            })
         }
-        T::Read { fid: f, offset, count } => {
+        T::Read {
+            fid: f,
+            offset,
+            count,
+        } => {
             expect_op(&[FsOp::Read])?;
             let (node, flags, _) = open_file(g, *f).expect("prechecked");
             let count = (*count as usize).min(g.msize as usize - PAYLOAD_HEADER_LEN);
             let len = ev.len.unwrap_or(count).min(count);
             Res::Data(m.read(node, flags, *offset, len))
         }
-        T::Write { fid: f, offset, data } => {
+        T::Write {
+            fid: f,
+            offset,
+            data,
+        } => {
             expect_op(&[FsOp::Write])?;
             let (node, flags, _) = open_file(g, *f).expect("prechecked");
             let len = ev.len.unwrap_or(data.0.len()).min(data.0.len());
@@ -346,7 +377,11 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
                 Ok(0)
             })
         }
-        T::Readdir { fid: f, offset, count } => {
+        T::Readdir {
+            fid: f,
+            offset,
+            count,
+        } => {
             expect_op(&[FsOp::Readdir])?;
             let (node, _, _) = open_file(g, *f).expect("prechecked");
             let count = (*count as usize).min(g.msize as usize - PAYLOAD_HEADER_LEN);
@@ -356,10 +391,16 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
             expect_op(&[FsOp::Fsync])?;
             Res::Unit(Ok(()))
         }
-        T::Mkdir { dfid, name, mode, .. } => {
+        T::Mkdir {
+            dfid, name, mode, ..
+        } => {
             expect_op(&[FsOp::Mkdir])?;
             let d = g.fids[&dfid.0].node;
-            Res::Node(if ran { m.mkdir(d, name.as_bytes(), *mode) } else { Ok(0) })
+            Res::Node(if ran {
+                m.mkdir(d, name.as_bytes(), *mode)
+            } else {
+                Ok(0)
+            })
         }
         T::Symlink {
             fid: dfid,
@@ -378,7 +419,11 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
         T::Link { dfid, fid: f, name } => {
             expect_op(&[FsOp::Link])?;
             let (d, t) = (g.fids[&dfid.0].node, g.fids[&f.0].node);
-            Res::Unit(if ran { m.link(t, d, name.as_bytes()) } else { Ok(()) })
+            Res::Unit(if ran {
+                m.link(t, d, name.as_bytes())
+            } else {
+                Ok(())
+            })
         }
         T::Renameat {
             olddirfid,
@@ -394,11 +439,19 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
                 Ok(())
             })
         }
-        T::Unlinkat { dirfid, name, flags } => {
+        T::Unlinkat {
+            dirfid,
+            name,
+            flags,
+        } => {
             expect_op(&[FsOp::Unlink])?;
             let d = g.fids[&dirfid.0].node;
             Res::Unit(if ran {
-                m.unlink(d, name.as_bytes(), flags & co9p::protocol::AT_REMOVEDIR != 0)
+                m.unlink(
+                    d,
+                    name.as_bytes(),
+                    flags & co9p::protocol::AT_REMOVEDIR != 0,
+                )
             } else {
                 Ok(())
             })
@@ -443,7 +496,11 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
             };
             if value.is_empty() {
                 expect_op(&[FsOp::Removexattr])?;
-                Res::Unit(if ran { m.removexattr(e.node, name) } else { Ok(()) })
+                Res::Unit(if ran {
+                    m.removexattr(e.node, name)
+                } else {
+                    Ok(())
+                })
             } else {
                 expect_op(&[FsOp::Setxattr])?;
                 Res::Unit(if ran {
@@ -554,7 +611,14 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 },
             );
         }
-        (T::Walk { fid, newfid, wnames }, _) => {
+        (
+            T::Walk {
+                fid,
+                newfid,
+                wnames,
+            },
+            _,
+        ) => {
             let mut nodes = Vec::new();
             let mut err = None;
             for c in &req.calls {
@@ -581,11 +645,10 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             }
             if nodes.len() == wnames.len() {
                 let node = nodes.last().copied().unwrap_or(g.fids[&fid.0].node);
-                if newfid == fid {
-                    if let Some(FidOpen::File { owner, .. }) = g.fids.get(&fid.0).map(|m| &m.open)
-                    {
-                        m.release(*owner);
-                    }
+                if newfid == fid
+                    && let Some(FidOpen::File { owner, .. }) = g.fids.get(&fid.0).map(|m| &m.open)
+                {
+                    m.release(*owner);
                 }
                 g.fids.insert(
                     newfid.0,
@@ -677,7 +740,9 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 },
             };
             if *count as usize != want {
-                return Err(format!("{what}: Rwrite count={count}, the model wrote {want}"));
+                return Err(format!(
+                    "{what}: Rwrite count={count}, the model wrote {want}"
+                ));
             }
         }
         (T::Readdir { fid, count, .. }, Rmessage::Readdir { entries }) => {

@@ -349,7 +349,11 @@ impl World {
                     self.sent,
                     self.cfg.ops,
                     self.actions,
-                    self.outstanding.values().take(6).map(|&r| Show(&self.reqs[r].msg).to_string()).collect::<Vec<_>>()
+                    self.outstanding
+                        .values()
+                        .take(6)
+                        .map(|&r| Show(&self.reqs[r].msg).to_string())
+                        .collect::<Vec<_>>()
                 );
                 self.fail("progress", detail);
                 break;
@@ -436,7 +440,8 @@ impl World {
         let conn = self.guests[g].conn;
         let req = Request::new(Tag(tag), msg.clone());
         let frame = req.to_bytes().expect("encodable");
-        self.ex.record_line(b'Q', &frame, || format!("c{g} -> {req}"));
+        self.ex
+            .record_line(b'Q', &frame, || format!("c{g} -> {req}"));
         if self.cfg.log {
             self.pdus.push(format!("c{g} -> {req}"));
         }
@@ -491,7 +496,14 @@ impl World {
             }
             o.flushes.push(idx);
         }
-        self.submit(g, tag, Tmessage::Flush { oldtag: Tag(oldtag) }, Uses::default());
+        self.submit(
+            g,
+            tag,
+            Tmessage::Flush {
+                oldtag: Tag(oldtag),
+            },
+            Uses::default(),
+        );
     }
 
     fn version(&mut self, g: usize) {
@@ -673,7 +685,9 @@ impl World {
         if self.reqs[r].cancelled {
             let detail = format!(
                 "{:?} {:?} by {} after it was cancelled",
-                ev.op, ev.outcome, Show(&self.reqs[r].msg)
+                ev.op,
+                ev.outcome,
+                Show(&self.reqs[r].msg)
             );
             self.fail("effect after cancel", detail);
             return;
@@ -693,7 +707,10 @@ impl World {
         if frame.len() > limit {
             self.fail(
                 "msize",
-                format!("a reply of {} bytes on a session of msize {limit}", frame.len()),
+                format!(
+                    "a reply of {} bytes on a session of msize {limit}",
+                    frame.len()
+                ),
             );
             return;
         }
@@ -735,23 +752,21 @@ impl World {
             Tmessage::Version { msize, .. } => self.on_rversion(conn, r, *msize, &reply.msg),
             _ => {
                 if let Some(&f) = req.flushes.iter().find(|&&f| self.reqs[f].done) {
-                    let detail = format!("{} answered after its Rflush (tag {})", Show(&req.msg), f);
+                    let detail =
+                        format!("{} answered after its Rflush (tag {})", Show(&req.msg), f);
                     self.fail("Rflush order", detail);
                     return;
                 }
                 if req.before_version.is_some() || !current {
                     if !oracle::must_reply(&self.guests[client], &req) {
-                        let detail = format!("{} cancelled before its effect: {reply}", Show(&req.msg));
+                        let detail =
+                            format!("{} cancelled before its effect: {reply}", Show(&req.msg));
                         self.fail("reply after cancel", detail);
                     }
                     return;
                 }
-                let res = oracle::on_reply(
-                    &mut self.model,
-                    &mut self.guests[client],
-                    &req,
-                    &reply.msg,
-                );
+                let res =
+                    oracle::on_reply(&mut self.model, &mut self.guests[client], &req, &reply.msg);
                 if let Err(e) = res {
                     self.fail("model", e);
                 }
@@ -761,7 +776,10 @@ impl World {
 
     fn on_rflush(&mut self, r: usize, req: &Req, oldtag: Tag, got: &Rmessage) {
         if !matches!(got, Rmessage::Flush {}) {
-            self.fail("Rflush", format!("{} answered {}", Show(&req.msg), Show(got)));
+            self.fail(
+                "Rflush",
+                format!("{} answered {}", Show(&req.msg), Show(got)),
+            );
             return;
         }
         let Some(old) = (0..r)
@@ -784,7 +802,10 @@ impl World {
         if !o.done {
             // Ended without a reply: only right if it never had its effect.
             if oracle::must_reply(&self.guests[o.client], &o) {
-                let detail = format!("{} had its effect but got no reply before Rflush", Show(&o.msg));
+                let detail = format!(
+                    "{} had its effect but got no reply before Rflush",
+                    Show(&o.msg)
+                );
                 self.fail("lost reply", detail);
                 return;
             }
@@ -812,7 +833,10 @@ impl World {
             Rmessage::Version { msize, version }
                 if *msize == want && version.as_bytes() == VERSION_9P2000_L.as_bytes() => {}
             _ => {
-                self.fail("Tversion", format!("Rversion {}, expected msize {want}", Show(got)));
+                self.fail(
+                    "Tversion",
+                    format!("Rversion {}, expected msize {want}", Show(got)),
+                );
                 return;
             }
         }

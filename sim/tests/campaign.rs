@@ -54,6 +54,8 @@ fn one_seed_prints_its_line_and_a_different_seed_differs() {
     let a = co9p_sim::world::World::run(RunConfig::new(7));
     let b = co9p_sim::world::World::run(RunConfig::new(8));
     assert!(a.line().starts_with("seed=7 hash="), "{}", a.line());
-    assert!(a.line().contains(" steps=") && a.line().contains(" vtime=") && a.line().contains(" ops="));
+    assert!(
+        a.line().contains(" steps=") && a.line().contains(" vtime=") && a.line().contains(" ops=")
+    );
     assert_ne!(a.hash, b.hash);
 }
