@@ -53,6 +53,17 @@ struct Sched {
     trace: Trace,
     current: Option<u64>,
     last_spawned: Option<u64>,
+    /// Decoded events, when asked for (trace files, determinism diffs).
+    log: Option<Vec<String>>,
+}
+
+impl Sched {
+    fn note(&mut self, kind: u8, payload: &[u8], line: impl FnOnce() -> String) {
+        self.trace.record(kind, payload);
+        if let Some(log) = &mut self.log {
+            log.push(line());
+        }
+    }
 }
 
 /// Task ids woken since the scheduler last looked, in wake order.
@@ -119,6 +130,7 @@ impl SimExecutor {
             trace: Trace::default(),
             current: None,
             last_spawned: None,
+            log: None,
         };
         SimExecutor {
             sched: Arc::new(Mutex::new(sched)),
@@ -153,7 +165,7 @@ impl SimExecutor {
             s.current = None;
             if done {
                 s.tasks.remove(&id);
-                s.trace.record(b'D', &id.to_le_bytes());
+                s.note(b'D', &id.to_le_bytes(), || format!("done task={id}"));
             } else if let Some(t) = s.tasks.get_mut(&id) {
                 t.fut = Some(fut);
             }
@@ -199,7 +211,10 @@ impl SimExecutor {
                 t.priority = low;
             }
         }
-        s.trace.record(b'S', &id.to_le_bytes());
+        let n = s.runnable.len() + 1;
+        s.note(b'S', &id.to_le_bytes(), || {
+            format!("sched task={id} of={n}")
+        });
         s.current = Some(id);
         let t = s.tasks.get_mut(&id).expect("runnable tasks exist");
         t.queued = false;
@@ -216,7 +231,9 @@ impl SimExecutor {
             };
             s.now = s.now.max(at);
             let now = s.now;
-            s.trace.record(b'T', &(now.as_nanos() as u64).to_le_bytes());
+            s.note(b'T', &(now.as_nanos() as u64).to_le_bytes(), || {
+                format!("time {now:?}")
+            });
             let later = s.timers.split_off(&(now, u64::MAX));
             std::mem::replace(&mut s.timers, later)
                 .into_values()
@@ -228,7 +245,30 @@ impl SimExecutor {
 
     /// Folds an event of the caller's (a PDU, a filesystem call) into the trace.
     pub fn record(&self, kind: u8, payload: &[u8]) {
-        lock(&self.sched).trace.record(kind, payload);
+        let mut s = lock(&self.sched);
+        s.note(kind, payload, || {
+            format!("event {} {:02x?}", kind as char, payload)
+        });
+    }
+
+    /// Like [`record`](Self::record), with a readable line for the event log.
+    pub fn record_line(&self, kind: u8, payload: &[u8], line: impl FnOnce() -> String) {
+        lock(&self.sched).note(kind, payload, line);
+    }
+
+    /// Starts keeping the decoded event log.
+    pub fn keep_log(&self) {
+        lock(&self.sched).log = Some(Vec::new());
+    }
+
+    /// The decoded event log so far (empty unless [`keep_log`](Self::keep_log)).
+    pub fn take_log(&self) -> Vec<String> {
+        lock(&self.sched).log.take().unwrap_or_default()
+    }
+
+    /// Virtual time now.
+    pub fn vtime(&self) -> Duration {
+        lock(&self.sched).now
     }
 
     pub fn trace(&self) -> Trace {
@@ -252,6 +292,19 @@ impl SimExecutor {
     /// Coroutines not finished (running, runnable or blocked).
     pub fn live_tasks(&self) -> usize {
         lock(&self.sched).tasks.len()
+    }
+
+    /// Whether coroutine `id` is woken and waiting for its turn (or being polled).
+    pub fn is_runnable(&self, id: u64) -> bool {
+        let s = lock(&self.sched);
+        s.current == Some(id)
+            || s.tasks.get(&id).is_some_and(|t| t.queued)
+            || lock(&self.woken.0).contains(&id)
+    }
+
+    /// Whether coroutine `id` is still alive.
+    pub fn has_task(&self, id: u64) -> bool {
+        lock(&self.sched).tasks.contains_key(&id)
     }
 
     pub fn pending_timers(&self) -> usize {
@@ -288,7 +341,7 @@ impl Executor for SimExecutor {
         );
         s.runnable.push(id);
         s.last_spawned = Some(id);
-        s.trace.record(b'N', &id.to_le_bytes());
+        s.note(b'N', &id.to_le_bytes(), || format!("spawn task={id}"));
     }
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send + 'static {

@@ -16,6 +16,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::executor::SimExecutor;
+use crate::journal::{Event, Journal};
+pub use crate::journal::{FsEvent, Outcome};
 
 /// Which faults a run switches on (swarm testing: each seed picks a subset).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -52,25 +54,6 @@ impl FaultConfig {
     }
 }
 
-/// One filesystem call as the hook saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsEvent {
-    /// The simulator coroutine that made the call.
-    pub task: Option<u64>,
-    pub op: OpKind,
-    pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Failed by the hook before it happened.
-    FaultBefore(Errno),
-    /// Happened (or was refused by the backend itself, `ok == false`).
-    Done { ok: bool },
-    /// Happened, then reported as failed.
-    FaultAfter(Errno),
-}
-
 /// The hook itself.
 pub struct FaultHook {
     ex: SimExecutor,
@@ -78,30 +61,32 @@ pub struct FaultHook {
     /// While false, no fault is injected (the heal phase).
     enabled: Arc<std::sync::atomic::AtomicBool>,
     rng: Mutex<ChaCha8Rng>,
-    log: Arc<Mutex<Vec<FsEvent>>>,
+    journal: Journal,
+    /// The length `io_len` let through, per coroutine, until its call is logged.
+    io: Mutex<std::collections::BTreeMap<Option<u64>, usize>>,
 }
 
 pub type FaultyFs<F> = HookedFs<F, FaultHook>;
 
 impl FaultHook {
-    pub fn new(ex: SimExecutor, cfg: FaultConfig, seed: u64) -> Self {
+    pub fn new(ex: SimExecutor, cfg: FaultConfig, seed: u64, journal: Journal) -> Self {
         FaultHook {
             ex,
             cfg,
             enabled: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-            log: Arc::default(),
+            journal,
+            io: Mutex::default(),
         }
+    }
+
+    pub fn config(&self) -> FaultConfig {
+        self.cfg
     }
 
     /// A handle that switches faults off (heal phase) and back on.
     pub fn switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.enabled.clone()
-    }
-
-    /// The calls seen so far.
-    pub fn log(&self) -> Arc<Mutex<Vec<FsEvent>>> {
-        self.log.clone()
     }
 
     fn on(&self) -> bool {
@@ -119,8 +104,19 @@ impl FaultHook {
             Outcome::Done { ok } => 200 + ok as u8,
             Outcome::FaultAfter(e) => 100 + e.0 as u8,
         };
-        self.ex.record(b'F', &[op as u8, code]);
-        self.log.lock().unwrap().push(FsEvent { task, op, outcome });
+        self.ex.record_line(b'F', &[op as u8, code], || {
+            format!(
+                "fs task={} {op:?} {outcome:?}",
+                task.map_or(-1, |t| t as i64)
+            )
+        });
+        let len = self.io.lock().unwrap().remove(&task);
+        self.journal.push(Event::Fs(FsEvent {
+            task,
+            op,
+            outcome,
+            len,
+        }));
     }
 
     /// Pareto-like latency: mostly tens of microseconds, now and then tens of milliseconds.
@@ -142,6 +138,7 @@ impl Hook for FaultHook {
             && self.chance(self.cfg.rate / 2.0)
         {
             self.ex.record(b'W', &[op as u8]);
+            self.journal.push(Event::Stall(self.ex.current()));
             // Only a flush (dropping this request) ends it.
             std::future::pending::<()>().await;
         }
@@ -168,12 +165,14 @@ impl Hook for FaultHook {
     }
 
     fn io_len(&self, op: OpKind, len: usize) -> usize {
-        if self.cfg.short_io && len > 1 && self.chance(self.cfg.rate) {
+        let n = if self.cfg.short_io && len > 1 && self.chance(self.cfg.rate) {
             let n = self.rng.lock().unwrap().random_range(1..len);
             self.ex.record(b'I', &[op as u8]);
             n
         } else {
             len
-        }
+        };
+        self.io.lock().unwrap().insert(self.ex.current(), n);
+        n
     }
 }
