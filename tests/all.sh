@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
 
+step "simulator campaign (release): 2000 seeds, each run twice for determinism"
+cargo run --release -p co9p-sim -- run --seeds 2000 --check-determinism --trace-dir "${CARGO_TARGET_DIR:-target}"
+
 if [ -f tests/loom.rs ]; then
   step "loom models (release, --cfg loom)"
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" RUSTFLAGS="--cfg loom" \

@@ -50,9 +50,9 @@ pub fn replay_command(cfg: &RunConfig) -> String {
             Scheduler::Pct => "pct",
         },
         if cfg.pipelined_clunk {
-            " --pipelined-clunk"
-        } else {
             ""
+        } else {
+            " --serial-clunk"
         }
     )
 }

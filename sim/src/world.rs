@@ -47,8 +47,8 @@ pub struct RunConfig {
     pub scheduler: Scheduler,
     /// Keep the decoded event log (trace files, determinism diffs, snapshots).
     pub log: bool,
-    /// Clients pipeline a Tclunk behind other requests on the same fid (exposes the
-    /// barrier ordering finding; off by default).
+    /// Clients pipeline a Tclunk behind other requests on the same fid (on by default;
+    /// this found the clunk-overtakes-write bug, seed 184, fixed in the server).
     pub pipelined_clunk: bool,
 }
 
@@ -60,7 +60,7 @@ impl RunConfig {
             ops: 200,
             scheduler: Scheduler::Random,
             log: false,
-            pipelined_clunk: false,
+            pipelined_clunk: true,
         }
     }
 }

@@ -90,6 +90,58 @@ pub struct FidEntry<F: Filesystem> {
     /// Set by Tclunk/Tremove under the exclusive barrier: a request that was queued behind
     /// them finds the fid gone.
     clunked: AtomicBool,
+    /// Requests on this fid that have arrived and not yet ended, by arrival number (taken
+    /// when the frame is submitted, not when its coroutine first runs): Tclunk and Tremove
+    /// wait for every one that arrived before them.
+    arrivals: Mutex<Arrivals>,
+}
+
+#[derive(Default)]
+struct Arrivals {
+    next: u64,
+    pending: std::collections::BTreeSet<u64>,
+    /// Tclunk/Tremove coroutines waiting for earlier arrivals to end.
+    waiting: Vec<std::task::Waker>,
+}
+
+/// A request's place in its fid's arrival order; leaves it when dropped (the request
+/// ended, or was cancelled before it ever ran).
+pub struct Arrival<F: Filesystem> {
+    entry: Arc<FidEntry<F>>,
+    pub number: u64,
+}
+
+impl<F: Filesystem> Drop for Arrival<F> {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut a = lock(&self.entry.arrivals);
+            a.pending.remove(&self.number);
+            std::mem::take(&mut a.waiting)
+        };
+        waiting.into_iter().for_each(std::task::Waker::wake);
+    }
+}
+
+/// Completes once no request that arrived before `number` is still going.
+pub struct EarlierDone<'a, F: Filesystem> {
+    entry: &'a FidEntry<F>,
+    number: u64,
+}
+
+impl<F: Filesystem> std::future::Future for EarlierDone<'_, F> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut a = lock(&self.entry.arrivals);
+        if a.pending.first().is_some_and(|&first| first < self.number) {
+            a.waiting.push(cx.waker().clone());
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
 }
 
 impl<F: Filesystem> FidEntry<F> {
@@ -98,7 +150,28 @@ impl<F: Filesystem> FidEntry<F> {
             barrier: CoRwLock::new(()),
             state: Mutex::new(state),
             clunked: AtomicBool::new(false),
+            arrivals: Mutex::default(),
         })
+    }
+
+    /// Takes the next place in this fid's arrival order.
+    pub fn arrive(self: &Arc<Self>) -> Arrival<F> {
+        let mut a = lock(&self.arrivals);
+        let number = a.next;
+        a.next += 1;
+        a.pending.insert(number);
+        Arrival {
+            entry: self.clone(),
+            number,
+        }
+    }
+
+    /// Waits until no request that arrived before `number` is still going.
+    pub fn earlier_done(&self, number: u64) -> EarlierDone<'_, F> {
+        EarlierDone {
+            entry: self,
+            number,
+        }
     }
 
     /// `EBADF` if the fid was clunked while this request waited for it.

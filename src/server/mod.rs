@@ -237,10 +237,19 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                         return Ok(());
                     }
                 };
+                // The request's place among those on its fid is taken now, in arrival order,
+                // so a Tclunk can wait for the requests sent before it even if their
+                // coroutines have not run yet. It is left when the coroutine ends.
+                let arrival = primary_fid(&msg)
+                    .and_then(|fid| core.fids.get(fid).ok())
+                    .map(|e| e.arrive());
+                let number = arrival.as_ref().map(|a| a.number);
                 let core2 = core.clone();
                 core.ex.spawn(async move {
+                    let _arrival = arrival;
                     let mut responder = responder;
-                    let out = Cancellable::new(&ctl, core2.dispatch(msg, &mut responder)).await;
+                    let out =
+                        Cancellable::new(&ctl, core2.dispatch(msg, number, &mut responder)).await;
                     match out {
                         Some(out) => core2.finish(tag, Some((responder, out))),
                         // Cancelled before it had an effect: no reply at all.
@@ -263,6 +272,38 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
         self.core.fids.clear();
         latch
     }
+}
+
+/// The fid a request works on (whose barrier it takes).
+fn primary_fid(msg: &Tmessage) -> Option<crate::protocol::Fid> {
+    use Tmessage as T;
+    Some(match *msg {
+        T::Statfs { fid }
+        | T::Lopen { fid, .. }
+        | T::Lcreate { fid, .. }
+        | T::Symlink { fid, .. }
+        | T::Rename { fid, .. }
+        | T::Readlink { fid }
+        | T::Getattr { fid, .. }
+        | T::Setattr { fid, .. }
+        | T::Xattrwalk { fid, .. }
+        | T::Xattrcreate { fid, .. }
+        | T::Readdir { fid, .. }
+        | T::Fsync { fid, .. }
+        | T::Lock { fid, .. }
+        | T::Getlock { fid, .. }
+        | T::Walk { fid, .. }
+        | T::Read { fid, .. }
+        | T::Write { fid, .. }
+        | T::Clunk { fid }
+        | T::Remove { fid } => fid,
+        T::Mknod { dfid, .. } | T::Link { dfid, .. } | T::Mkdir { dfid, .. } => dfid,
+        T::Renameat { olddirfid, .. } => olddirfid,
+        T::Unlinkat { dirfid, .. } => dirfid,
+        T::Lerror {} | T::Version { .. } | T::Auth { .. } | T::Attach { .. } | T::Flush { .. } => {
+            return None;
+        }
+    })
 }
 
 fn register_errno(e: RegisterError) -> Errno {

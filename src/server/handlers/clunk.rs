@@ -13,8 +13,9 @@ use super::ok;
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Tclunk: waits for the requests already using the fid, then drops it. A fid made by
     /// Txattrcreate sets its xattr now (an empty value removes the xattr, as QEMU does).
-    pub(in crate::server) async fn clunk(&self, fid: Fid) -> HandlerResult {
+    pub(in crate::server) async fn clunk(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
         let e = self.fids.get(fid)?;
+        self.after_earlier(&e, arrival).await;
         let _g = e.barrier.write().await;
         e.check()?;
         // Set a pending xattr first: the fid is dropped only after the last await, so a
@@ -52,8 +53,9 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
 
     /// Tremove: unlinks the file the fid names, and clunks the fid whether or not that
     /// worked (9p's rule).
-    pub(in crate::server) async fn remove(&self, fid: Fid) -> HandlerResult {
+    pub(in crate::server) async fn remove(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
         let e = self.fids.get(fid)?;
+        self.after_earlier(&e, arrival).await;
         let _g = e.barrier.write().await;
         e.check()?;
         let (parent, is_dir) = e.with(|s| (s.parent.clone(), s.qid.ty == QidType::DIR));
@@ -70,6 +72,16 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         };
         self.end_fid(fid, &e);
         result.map(|()| crate::server::Out::Msg(Rmessage::Remove {}))
+    }
+
+    /// Waits until every request that arrived on this fid before the clunk (number
+    /// `arrival`, taken at submission) has ended; the exclusive barrier is then taken
+    /// after them. Without this, a clunk whose coroutine happened to run first would
+    /// overtake a write sent before it (found by the simulator, seed 184).
+    async fn after_earlier(&self, e: &FidEntry<F>, arrival: Option<u64>) {
+        if let Some(n) = arrival {
+            e.earlier_done(n).await;
+        }
     }
 
     /// Marks the fid clunked, takes it out of the table and returns what it had open (its

@@ -33,7 +33,12 @@ use super::{HandlerResult, Out, Responder, SessionCore};
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Runs the handler of one request (every T-message but Tversion and Tflush).
-    pub(super) async fn dispatch(&self, msg: Tmessage, responder: &mut R) -> HandlerResult {
+    pub(super) async fn dispatch(
+        &self,
+        msg: Tmessage,
+        arrival: Option<u64>,
+        responder: &mut R,
+    ) -> HandlerResult {
         if self.msize() == 0 {
             // Nothing is meaningful before a Tversion has fixed the msize.
             return Err(Errno::EPROTO);
@@ -69,8 +74,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             T::Write { fid, offset, data } => self.write(fid, offset, data.0).await,
             T::Readdir { fid, offset, count } => self.readdir(fid, offset, count, responder).await,
             T::Fsync { fid, datasync } => self.fsync(fid, datasync != 0).await,
-            T::Clunk { fid } => self.clunk(fid).await,
-            T::Remove { fid } => self.remove(fid).await,
+            T::Clunk { fid } => self.clunk(fid, arrival).await,
+            T::Remove { fid } => self.remove(fid, arrival).await,
             T::Mkdir {
                 dfid,
                 name,
