@@ -1,0 +1,129 @@
+//! One server under test: connecting, attaching, fixtures.
+
+use super::*;
+
+/// One server under test.
+pub(super) struct Side {
+    pub(super) label: &'static str,
+    pub(super) addr: String,
+    pub(super) aname: String,
+    pub(super) dir: String,
+    pub(super) msize: u32,
+}
+
+impl Side {
+    /// A connection with the per-connection fids of `w` set up.
+    pub(super) fn open(&self, args: &Args, w: Option<Workload>) -> Res<Conn> {
+        let mut c = Conn::handshake(&self.addr, &self.aname, args.msize)?;
+        c.walk(ROOT, DIR, &[&self.dir])?;
+        match w {
+            Some(Workload::Getattr) => c.walk(DIR, DATA, &["data"])?,
+            Some(Workload::Read4k | Workload::Read1m) => {
+                c.walk(DIR, DATA_OPEN, &["data"])?;
+                c.rpc(Tmessage::Lopen {
+                    fid: DATA_OPEN,
+                    flags: OpenFlags::RDONLY,
+                })?;
+            }
+            Some(Workload::Create) => c.walk(DIR, CHURN, &["churn"])?,
+            Some(Workload::Readdir) => c.walk(DIR, MANY, &["many"])?,
+            Some(Workload::Walk) | None => {}
+        }
+        Ok(c)
+    }
+
+    /// Makes the fixtures the chosen workloads read.
+    pub(super) fn setup(&mut self, args: &Args) -> Res<()> {
+        let mut c = Conn::handshake(&self.addr, &self.aname, args.msize)?;
+        self.msize = c.msize;
+        let mkdir = |c: &mut Conn, dfid: Fid, name: &str| {
+            c.rpc(Tmessage::Mkdir {
+                dfid,
+                name: name.into(),
+                mode: 0o755,
+                gid: 0,
+            })
+            .map(drop)
+        };
+        mkdir(&mut c, ROOT, &self.dir)?;
+        c.walk(ROOT, DIR, &[&self.dir])?;
+        mkdir(&mut c, DIR, "churn")?;
+        mkdir(&mut c, DIR, "many")?;
+        // The data file, written in msize-sized pipelined Twrites.
+        c.walk(DIR, Fid(10), &[])?;
+        c.rpc(Tmessage::Lcreate {
+            fid: Fid(10),
+            name: "data".into(),
+            flags: OpenFlags::WRONLY,
+            mode: 0o644,
+            gid: 0,
+        })?;
+        let wants_data = args
+            .workloads
+            .iter()
+            .any(|w| matches!(w, Workload::Read4k | Workload::Read1m));
+        let size = if wants_data { args.file_mib * MIB } else { 0 };
+        let chunk = (c.msize as usize - TWRITE_HEADER_LEN - 64).min(MIB as usize);
+        let mut pattern = vec![0u8; chunk];
+        for (i, b) in pattern.iter_mut().enumerate() {
+            *b = (i * 7 + i / 251) as u8;
+        }
+        let writes = (0..size).step_by(chunk).map(|off| Tmessage::Write {
+            fid: Fid(10),
+            offset: off,
+            data: Data(pattern[..chunk.min((size - off) as usize)].to_vec()),
+        });
+        c.batch(writes)?;
+        c.clunk(Fid(10))?;
+        // The directory to list: --entries empty files.
+        if args.workloads.contains(&Workload::Readdir) {
+            c.walk(DIR, MANY, &["many"])?;
+            // 64 files at a time: their walks, then their creates, then their clunks.
+            for group in (0..args.entries).collect::<Vec<_>>().chunks(64) {
+                let fid = |i: u32| Fid(1000 + i % 64);
+                c.batch(group.iter().map(|&i| Tmessage::Walk {
+                    fid: MANY,
+                    newfid: fid(i),
+                    wnames: vec![],
+                }))?;
+                c.batch(group.iter().map(|&i| Tmessage::Lcreate {
+                    fid: fid(i),
+                    name: format!("entry{i:05}").as_str().into(),
+                    flags: OpenFlags::WRONLY,
+                    mode: 0o644,
+                    gid: 0,
+                }))?;
+                c.batch(group.iter().map(|&i| Tmessage::Clunk { fid: fid(i) }))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the fixtures with Twalk + Tremove (diod has no Tunlinkat).
+    pub(super) fn cleanup(&self, args: &Args) -> Res<()> {
+        let mut c = Conn::handshake(&self.addr, &self.aname, args.msize)?;
+        c.walk(ROOT, DIR, &[&self.dir])?;
+        c.walk(DIR, MANY, &["many"])?;
+        let entries = if args.workloads.contains(&Workload::Readdir) {
+            args.entries
+        } else {
+            0
+        };
+        let fid = |i: u32| Fid(1000 + i % 64);
+        for group in (0..entries).collect::<Vec<_>>().chunks(64) {
+            c.batch(group.iter().map(|&i| Tmessage::Walk {
+                fid: MANY,
+                newfid: fid(i),
+                wnames: vec![format!("entry{i:05}").as_str().into()],
+            }))?;
+            c.batch(group.iter().map(|&i| Tmessage::Remove { fid: fid(i) }))?;
+        }
+        c.rpc(Tmessage::Remove { fid: MANY })?;
+        for name in ["churn", "data"] {
+            c.walk(DIR, Fid(10), &[name])?;
+            c.rpc(Tmessage::Remove { fid: Fid(10) })?;
+        }
+        c.rpc(Tmessage::Remove { fid: DIR })?;
+        Ok(())
+    }
+}
