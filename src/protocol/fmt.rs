@@ -136,44 +136,8 @@ macro_rules! trace_struct {
         }
     };
 }
-trace_struct!(Attr {
-    valid,
-    qid,
-    mode,
-    uid,
-    gid,
-    nlink,
-    rdev,
-    size,
-    blksize,
-    blocks,
-    atime,
-    mtime,
-    ctime,
-    btime,
-    generation,
-    data_version
-});
-trace_struct!(SetAttr {
-    valid,
-    mode,
-    uid,
-    gid,
-    size,
-    atime,
-    mtime
-});
-trace_struct!(StatFs {
-    fs_type,
-    bsize,
-    blocks,
-    bfree,
-    bavail,
-    files,
-    ffree,
-    fsid,
-    namelen
-});
+
+super::types::traced_wire_structs!(trace_struct);
 
 /// Adapter so any `TraceFmt` value can be used with `{}`.
 pub struct Traced<'a, T: ?Sized>(pub &'a T);

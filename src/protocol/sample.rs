@@ -57,52 +57,8 @@ macro_rules! sample_struct {
         }
     };
 }
-sample_struct!(Qid { ty, version, path });
-sample_struct!(Timespec { sec, nsec });
-sample_struct!(Attr {
-    valid,
-    qid,
-    mode,
-    uid,
-    gid,
-    nlink,
-    rdev,
-    size,
-    blksize,
-    blocks,
-    atime,
-    mtime,
-    ctime,
-    btime,
-    generation,
-    data_version
-});
-sample_struct!(SetAttr {
-    valid,
-    mode,
-    uid,
-    gid,
-    size,
-    atime,
-    mtime
-});
-sample_struct!(StatFs {
-    fs_type,
-    bsize,
-    blocks,
-    bfree,
-    bavail,
-    files,
-    ffree,
-    fsid,
-    namelen
-});
-sample_struct!(Dirent {
-    qid,
-    offset,
-    ty,
-    name
-});
+
+super::types::wire_structs!(sample_struct);
 
 fn bytes<R: Rng + ?Sized>(rng: &mut R, max: usize) -> Vec<u8> {
     let len = rng.random_range(0..=max);

@@ -288,3 +288,67 @@ impl Dirent {
         QID_LEN + 8 + 1 + 2 + self.name.0.len()
     }
 }
+
+/// Every struct that travels as its fields in wire order, each field list written once:
+/// `$m!` is applied to each, to derive its wire form and its sampling, so they cannot drift
+/// apart from each other or from the trace form.
+macro_rules! wire_structs {
+    ($m:ident) => {
+        $m!(Qid { ty, version, path });
+        $m!(Timespec { sec, nsec });
+        $m!(Dirent {
+            qid,
+            offset,
+            ty,
+            name
+        });
+        $crate::protocol::types::traced_wire_structs!($m);
+    };
+}
+
+/// The wire structs whose trace form is their fields (`{name=value ...}`); qids, times and
+/// directory entries have compact forms of their own.
+macro_rules! traced_wire_structs {
+    ($m:ident) => {
+        $m!(Attr {
+            valid,
+            qid,
+            mode,
+            uid,
+            gid,
+            nlink,
+            rdev,
+            size,
+            blksize,
+            blocks,
+            atime,
+            mtime,
+            ctime,
+            btime,
+            generation,
+            data_version
+        });
+        $m!(SetAttr {
+            valid,
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime
+        });
+        $m!(StatFs {
+            fs_type,
+            bsize,
+            blocks,
+            bfree,
+            bavail,
+            files,
+            ffree,
+            fsid,
+            namelen
+        });
+    };
+}
+
+pub(crate) use {traced_wire_structs, wire_structs};

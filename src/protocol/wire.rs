@@ -202,52 +202,8 @@ macro_rules! wire_struct {
         }
     };
 }
-wire_struct!(Qid { ty, version, path });
-wire_struct!(Timespec { sec, nsec });
-wire_struct!(Attr {
-    valid,
-    qid,
-    mode,
-    uid,
-    gid,
-    nlink,
-    rdev,
-    size,
-    blksize,
-    blocks,
-    atime,
-    mtime,
-    ctime,
-    btime,
-    generation,
-    data_version
-});
-wire_struct!(SetAttr {
-    valid,
-    mode,
-    uid,
-    gid,
-    size,
-    atime,
-    mtime
-});
-wire_struct!(StatFs {
-    fs_type,
-    bsize,
-    blocks,
-    bfree,
-    bavail,
-    files,
-    ffree,
-    fsid,
-    namelen
-});
-wire_struct!(Dirent {
-    qid,
-    offset,
-    ty,
-    name
-});
+
+super::types::wire_structs!(wire_struct);
 
 impl Wire for P9String {
     fn wire_len(&self) -> usize {
