@@ -232,7 +232,12 @@ fn reset_with_requests_in_flight() {
     g.set_status(0);
     assert_eq!(g.status(), 0);
     assert!(!dev.is_active());
+    let latch = dev.reset_latch().expect("a reset leaves its latch");
     c.link.pool.run_until_idle();
+    assert!(
+        latch.is_open(),
+        "the cancelled requests have finished: the VMM may unmap guest memory"
+    );
     let g = &c.link.guest;
     assert_eq!(
         g.read_ram(w, 4096),
@@ -251,6 +256,8 @@ fn reset_with_requests_in_flight() {
     c.link.guest.kick();
     c.link.guest.reset();
     c.link.guest.boot(&BootOptions::default()).unwrap();
+    let again = dev.reset_latch().expect("the second reset's latch");
+    assert!(!Arc::ptr_eq(&latch, &again) && again.is_open());
     fs.hook.block_writes.store(false, Ordering::SeqCst);
     c.attach_root();
     assert!(c.getattr(Fid(0)).is_ok());

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::link::Transport;
 use crate::world::{Report, RunConfig, Scheduler, World};
 
 /// One seed, run once or twice (`determinism`).
@@ -41,13 +42,18 @@ pub fn run_seed(cfg: &RunConfig, determinism: bool) -> (Report, Option<String>) 
 /// The exact command that replays `cfg`.
 pub fn replay_command(cfg: &RunConfig) -> String {
     format!(
-        "co9p-sim run --seed {} --clients {} --ops {} --scheduler {}{}",
+        "co9p-sim run --seed {} --clients {} --ops {} --scheduler {} --transport {}{}",
         cfg.seed,
         cfg.clients,
         cfg.ops,
         match cfg.scheduler {
             Scheduler::Random => "random",
             Scheduler::Pct => "pct",
+        },
+        match cfg.transport {
+            Transport::Direct => "direct",
+            Transport::Virtio => "virtio",
+            Transport::Swarm => "swarm",
         },
         if cfg.pipelined_clunk {
             ""

@@ -46,6 +46,8 @@ pub enum Event {
         conn: usize,
         frame: Vec<u8>,
     },
+    /// Virtio device `n` raised its interrupt (its replies are in the used ring).
+    Irq(usize),
 }
 
 /// Shared, append-only; the world drains it after every scheduling step.

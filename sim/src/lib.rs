@@ -3,7 +3,8 @@
 //! One seed drives a whole run ([`world::World`]): the scheduler
 //! ([`executor::SimExecutor`]), the faulty filesystem ([`faulty`]), the guest workload
 //! ([`guest`]) and the faults each draw from their own ChaCha8 stream, so a new draw in one
-//! place does not shift the others. The device under test is the production
+//! place does not shift the others. Clients reach the device directly or as virtual
+//! guests driving virtio-9p devices over virtqueues in guest RAM ([`link`]). The device under test is the production
 //! `co9p::server::Session` code; the checks ([`oracle`], [`world`]) judge every reply
 //! against a sequential reference model ([`model`]) stepped in the order the filesystem
 //! applied effects ([`journal`]). [`locks`] runs the coroutine locks next to the clients;
@@ -14,6 +15,7 @@ pub mod executor;
 pub mod faulty;
 pub mod guest;
 pub mod journal;
+pub mod link;
 pub mod locks;
 pub mod model;
 pub mod oracle;

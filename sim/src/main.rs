@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use co9p_sim::campaign::{replay_command, run_seed, shrink, write_trace};
+use co9p_sim::link::Transport;
 use co9p_sim::world::{RunConfig, Scheduler};
 
 #[derive(Parser)]
@@ -59,6 +60,10 @@ struct RunArgs {
     /// do by default, which is how seed 184 found the clunk-overtakes-write bug).
     #[arg(long)]
     serial_clunk: bool,
+    /// How clients reach the device: direct session calls, virtio guests driving
+    /// virtqueues, or a per-seed mix (swarm).
+    #[arg(long, value_enum, default_value_t = Transport::Swarm)]
+    transport: Transport,
     /// Keep going after a failing seed (campaigns).
     #[arg(long)]
     keep_going: bool,
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
             scheduler: a.scheduler,
             log: false,
             pipelined_clunk: !a.serial_clunk,
+            transport: a.transport,
         };
         let (report, nondet) = run_seed(&cfg, a.check_determinism);
         bar.suspend(|| println!("{}", report.line()));

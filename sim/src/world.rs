@@ -21,6 +21,7 @@ use crate::executor::{Policy, RunEnd, SimExecutor};
 use crate::faulty::{FaultConfig, FaultHook, FaultyFs};
 use crate::guest::{ALL_OPS, Guest, OpKind, Uses};
 use crate::journal::{Journal, SimResponder};
+use crate::link::{Link, Transport, VirtioDev};
 use crate::locks::LockSwarm;
 use crate::model::Model;
 use crate::oracle::{Req, Show};
@@ -50,6 +51,8 @@ pub struct RunConfig {
     /// Clients pipeline a Tclunk behind other requests on the same fid (on by default;
     /// this found the clunk-overtakes-write bug, seed 184, fixed in the server).
     pub pipelined_clunk: bool,
+    /// How clients reach the device (direct calls, virtqueues, or a per-seed mix).
+    pub transport: Transport,
 }
 
 impl RunConfig {
@@ -61,6 +64,7 @@ impl RunConfig {
             scheduler: Scheduler::Random,
             log: false,
             pipelined_clunk: true,
+            transport: Transport::Swarm,
         }
     }
 }
@@ -117,6 +121,7 @@ const FS: u64 = 2;
 const WORKLOAD: u64 = 3;
 const FAULTS: u64 = 4;
 const LOCKS: u64 = 5;
+const LINK: u64 = 6;
 
 /// The swarm choices: which operations and which faults this seed switches on.
 #[derive(Debug, Clone)]
@@ -156,7 +161,7 @@ impl Knobs {
 }
 
 struct Conn {
-    session: Session<Fs, SimExecutor, SimResponder>,
+    link: Link,
     client: usize,
     open: bool,
     /// Opens when a closed connection has no request left.
@@ -184,6 +189,11 @@ pub struct World {
     versions: BTreeMap<usize, (usize, Vec<u64>)>,
     model: Model,
     wrng: ChaCha8Rng,
+    /// Transport choices: which clients are virtio guests, indirect tables.
+    lrng: ChaCha8Rng,
+    /// Virtio devices, and the device of each client on one.
+    devices: Vec<VirtioDev>,
+    client_dev: Vec<Option<usize>>,
     stalled: BTreeSet<u64>,
     locks: Option<LockSwarm>,
     sent: u64,
@@ -243,6 +253,9 @@ impl World {
             versions: BTreeMap::new(),
             model: Model::new(),
             wrng,
+            lrng: ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, LINK)),
+            devices: Vec::new(),
+            client_dev: Vec::new(),
             stalled: BTreeSet::new(),
             locks,
             sent: 0,
@@ -253,7 +266,34 @@ impl World {
             cfg,
         };
         w.setup_tree();
+        let share = match w.cfg.transport {
+            Transport::Direct => 0.0,
+            Transport::Virtio => 1.0,
+            Transport::Swarm => [0.0, 0.5, 1.0][w.lrng.random_range(0..3)],
+        };
         for id in 0..w.cfg.clients {
+            let dev = if w.lrng.random_bool(share) {
+                let d = VirtioDev::new(
+                    w.devices.len(),
+                    w.fs.clone(),
+                    w.ex.clone(),
+                    &w.config,
+                    w.journal.clone(),
+                );
+                match d {
+                    Ok(d) => {
+                        w.devices.push(d);
+                        Some(w.devices.len() - 1)
+                    }
+                    Err(e) => {
+                        w.fail("virtio boot", e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            w.client_dev.push(dev);
             let conn = w.connect(id);
             let msize = [4096, 5000, 8192, 65536][w.wrng.random_range(0..4)];
             let mut g = Guest::new(id, conn, msize, w.knobs.depth);
@@ -291,7 +331,16 @@ impl World {
             failure: self.failure,
             pdus: self.pdus,
             events,
-            knobs: format!("{:?}", self.knobs),
+            knobs: format!(
+                "{:?} virtio clients {:?}",
+                self.knobs,
+                self.client_dev
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.is_some())
+                    .map(|(c, _)| c)
+                    .collect::<Vec<_>>()
+            ),
         }
     }
 
@@ -329,9 +378,22 @@ impl World {
     }
 
     fn connect(&mut self, client: usize) -> usize {
-        let session = Session::new(self.fs.clone(), self.ex.clone(), self.config.clone());
+        let link = match self.client_dev[client] {
+            Some(dev) => {
+                self.devices[dev].conn = self.conns.len();
+                Link::Virtio {
+                    dev,
+                    session: self.devices[dev].session(),
+                }
+            }
+            None => Link::Direct(Session::new(
+                self.fs.clone(),
+                self.ex.clone(),
+                self.config.clone(),
+            )),
+        };
         self.conns.push(Conn {
-            session,
+            link,
             client,
             open: true,
             closing: None,
@@ -470,9 +532,21 @@ impl World {
         });
         self.outstanding.insert((conn, tag), idx);
         let before = self.ex.last_spawned();
-        let responder = SimResponder::new(self.journal.clone(), conn);
-        if let Err(e) = self.conns[conn].session.submit(&frame, responder) {
-            self.fail("submit", format!("a valid frame was refused: {e}"));
+        match &self.conns[conn].link {
+            Link::Direct(session) => {
+                let responder = SimResponder::new(self.journal.clone(), conn);
+                if let Err(e) = session.submit(&frame, responder) {
+                    self.fail("submit", format!("a valid frame was refused: {e}"));
+                }
+            }
+            &Link::Virtio { dev, .. } => {
+                let msize = self.conns[conn].msize;
+                let indirect = self.lrng.random_bool(0.25);
+                let msg = &self.reqs[idx].msg;
+                if let Err(e) = self.devices[dev].send(idx, &frame, msg, msize, indirect) {
+                    self.fail("virtio ring", e);
+                }
+            }
         }
         let after = self.ex.last_spawned();
         if after != before
@@ -549,7 +623,10 @@ impl World {
     /// Client reset: the connection closes with requests in flight; a new one opens.
     fn reset(&mut self, g: usize) {
         let old = self.guests[g].conn;
-        let latch = self.conns[old].session.close();
+        let latch = match self.close_link(old) {
+            Ok(l) => l,
+            Err(e) => return self.fail("virtio reset", e),
+        };
         self.ex.record_line(b'C', &(old as u64).to_le_bytes(), || {
             format!("c{g} close conn={old}")
         });
@@ -573,5 +650,15 @@ impl World {
         guest.tags.clear();
         guest.versioning = false;
         self.after_step();
+    }
+
+    /// Closes connection `c`'s side of the link: the session closes, or the virtio
+    /// device is reset through its registers (and booted again for a next connection).
+    /// The latch opens when the cancelled requests have finished.
+    fn close_link(&mut self, c: usize) -> Result<Arc<Latch>, String> {
+        match &self.conns[c].link {
+            Link::Direct(session) => Ok(session.close()),
+            &Link::Virtio { dev, .. } => self.devices[dev].reset(),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! same trace hash, and every check must pass. `CO9P_SIM_SEEDS` changes the count.
 
 use co9p_sim::campaign::{replay_command, run_seed};
+use co9p_sim::link::Transport;
 use co9p_sim::world::{RunConfig, Scheduler};
 
 fn seeds(default: u64) -> u64 {
@@ -39,6 +40,11 @@ fn random_scheduler_seeds_pass_and_replay_bit_for_bit() {
 #[test]
 fn pct_scheduler_seeds_pass_and_replay_bit_for_bit() {
     campaign(10_000, seeds(200) / 2, |c| c.scheduler = Scheduler::Pct);
+}
+
+#[test]
+fn virtio_guests_seeds_pass_and_replay_bit_for_bit() {
+    campaign(30_000, seeds(200) / 2, |c| c.transport = Transport::Virtio);
 }
 
 #[test]

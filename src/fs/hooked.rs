@@ -7,6 +7,7 @@
 //! Waiting happens only before the effect, which keeps the cancellation contract.
 
 use std::future::Future;
+use std::io::{IoSlice, IoSliceMut};
 
 use super::{Creds, DirEntry, Filesystem, FsResult, LockOutcome, LockProbe, LockRequest, Name};
 use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
@@ -148,6 +149,46 @@ impl<F: Filesystem, H: Hook> Filesystem for HookedFs<F, H> {
     async fn write(&self, file: &F::File, offset: u64, data: &[u8]) -> FsResult<usize> {
         let n = self.hook.io_len(OpKind::Write, data.len()).min(data.len());
         self.wrap(OpKind::Write, self.inner.write(file, offset, &data[..n]))
+            .await
+    }
+    /// One hooked call for the whole vector, as the backend makes one `preadv`: a short
+    /// read cuts the vector, not each buffer.
+    async fn read_vectored(
+        &self,
+        file: &F::File,
+        offset: u64,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> FsResult<usize> {
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        let mut left = self.hook.io_len(OpKind::Read, total).min(total);
+        let mut cut: Vec<IoSliceMut<'_>> = Vec::with_capacity(bufs.len());
+        for b in bufs.iter_mut() {
+            let n = left.min(b.len());
+            cut.push(IoSliceMut::new(&mut b[..n]));
+            left -= n;
+        }
+        self.wrap(
+            OpKind::Read,
+            self.inner.read_vectored(file, offset, &mut cut),
+        )
+        .await
+    }
+    /// One hooked call for the whole vector (`pwritev`), like [`Self::read_vectored`].
+    async fn write_vectored(
+        &self,
+        file: &F::File,
+        offset: u64,
+        bufs: &[IoSlice<'_>],
+    ) -> FsResult<usize> {
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        let mut left = self.hook.io_len(OpKind::Write, total).min(total);
+        let mut cut: Vec<IoSlice<'_>> = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            let n = left.min(b.len());
+            cut.push(IoSlice::new(&b[..n]));
+            left -= n;
+        }
+        self.wrap(OpKind::Write, self.inner.write_vectored(file, offset, &cut))
             .await
     }
     async fn readdir(&self, dir: &F::File, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {

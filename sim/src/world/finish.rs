@@ -9,6 +9,7 @@ use co9p::protocol::{Fid, Tmessage};
 use super::World;
 use crate::executor::RunEnd;
 use crate::guest::Uses;
+use crate::link::Link;
 
 impl World {
     /// Faults off: every request must now be answered within a bound.
@@ -62,11 +63,11 @@ impl World {
         }
         for c in 0..self.conns.len() {
             let conn = &self.conns[c];
-            if conn.open && (conn.session.fid_count() != 0 || conn.session.inflight() != 0) {
+            if conn.open && (conn.link.fid_count() != 0 || conn.link.inflight() != 0) {
                 let detail = format!(
                     "connection {c} after clunking everything: {} fids, {} requests",
-                    conn.session.fid_count(),
-                    conn.session.inflight()
+                    conn.link.fid_count(),
+                    conn.link.inflight()
                 );
                 self.fail("leak", detail);
             }
@@ -88,7 +89,13 @@ impl World {
     pub(super) fn end(&mut self) {
         for c in 0..self.conns.len() {
             if self.conns[c].open {
-                let latch = self.conns[c].session.close();
+                let latch = match &self.conns[c].link {
+                    Link::Direct(session) => session.close(),
+                    &Link::Virtio { dev, .. } => match self.devices[dev].shut_down() {
+                        Ok(l) => l,
+                        Err(e) => return self.fail("virtio reset", e),
+                    },
+                };
                 self.conns[c].open = false;
                 self.conns[c].closing = Some(latch);
             }

@@ -35,6 +35,25 @@ impl World {
                 }
                 Event::Stall(None) => {}
                 Event::Reply { conn, frame } => self.on_reply(conn, frame),
+                Event::Irq(d) => match self.devices[d].on_interrupt() {
+                    Ok(done) => done.into_iter().for_each(|x| self.on_used(d, x)),
+                    Err(e) => self.fail("virtio used ring", e),
+                },
+            }
+        }
+        // The guest reads the used ring only when interrupted: a completion the device
+        // did not signal would sit there forever in a real guest.
+        for d in 0..self.devices.len() {
+            match self.devices[d].collect() {
+                Ok(frames) if frames.is_empty() => {}
+                Ok(frames) => {
+                    let detail = format!(
+                        "device {d}: {} used entries without an interrupt",
+                        frames.len()
+                    );
+                    self.fail("lost interrupt", detail);
+                }
+                Err(e) => self.fail("virtio used ring", e),
             }
         }
         if let Some(l) = &self.locks
@@ -45,6 +64,33 @@ impl World {
         for c in 0..self.conns.len() {
             self.check_conn(c);
         }
+    }
+
+    /// A chain device `d` completed. An empty one is a request answered with nothing,
+    /// which only a cancelled request may be; a reply must sit in its own request's chain.
+    fn on_used(&mut self, d: usize, done: crate::link::Done) {
+        let conn = self.devices[d].conn;
+        let req = &self.reqs[done.req];
+        if done.frame.is_empty() {
+            if !req.cancelled {
+                let detail = format!("{} came back with no reply", Show(&req.msg));
+                self.fail("lost reply", detail);
+            }
+            return;
+        }
+        let tag = done
+            .frame
+            .get(5..7)
+            .map(|t| u16::from_le_bytes([t[0], t[1]]));
+        if req.conn != conn || tag != Some(req.tag) {
+            let detail = format!(
+                "the chain of {} (tag {}) holds a reply with tag {tag:?}",
+                Show(&req.msg),
+                req.tag
+            );
+            return self.fail("virtio chain", detail);
+        }
+        self.on_reply(conn, done.frame);
     }
 
     pub(super) fn check_conn(&mut self, c: usize) {
@@ -65,7 +111,7 @@ impl World {
         if g.conn != c {
             return;
         }
-        let fids = conn.session.fid_count();
+        let fids = conn.link.fid_count();
         if fids != g.fids.len() {
             let detail = format!(
                 "client {} has {} fids in the server, {} in the model {:?}",
@@ -79,7 +125,7 @@ impl World {
         }
         if !self.versions.contains_key(&c) {
             let model = self.outstanding.range((c, 0)..=(c, u16::MAX)).count();
-            let server = conn.session.inflight();
+            let server = conn.link.inflight();
             if server != model {
                 self.fail(
                     "request slots",

@@ -162,6 +162,8 @@ pub struct Virtio9p<F: Filesystem, E: Executor> {
     server_config: Arc<Config>,
     config_space: Vec<u8>,
     driver_features: Mutex<u64>,
+    /// The latch of the latest reset (see [`Self::reset_latch`]).
+    last_reset: Mutex<Option<Arc<Latch>>>,
 }
 
 impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
@@ -183,6 +185,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             server_config,
             config_space,
             driver_features: Mutex::new(0),
+            last_reset: Mutex::new(None),
         })
     }
 
@@ -413,7 +416,20 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             &mut *self.session.lock().unwrap_or_else(|p| p.into_inner()),
             fresh,
         );
-        old.close()
+        let latch = old.close();
+        *self.last_reset.lock().unwrap_or_else(|p| p.into_inner()) = Some(latch.clone());
+        latch
+    }
+
+    /// The latch of the latest reset, however it came (a status write of 0 through the
+    /// MMIO front, or [`Self::reset`]): it opens once every request that reset cancelled
+    /// has finished, so nothing of the old session touches guest memory any more. A VMM
+    /// waits on it before it unmaps the memory of a reset guest.
+    pub fn reset_latch(&self) -> Option<Arc<Latch>> {
+        self.last_reset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The driver notified the queue: serve every available chain. Returns at once if the

@@ -1,6 +1,6 @@
 //! The driver side of a split virtqueue laid out in guest RAM.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{Ordering, fence};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -119,7 +119,7 @@ pub(super) struct DriverQueue {
     kicked_at: u16,
     used_seen: u16,
     event_idx: bool,
-    pending: HashMap<u16, Pending>,
+    pending: BTreeMap<u16, Pending>,
     pub unexpected: u64,
     pub copy_replies: bool,
 }
@@ -150,7 +150,7 @@ impl DriverQueue {
             kicked_at: 0,
             used_seen: 0,
             event_idx,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             unexpected: 0,
             copy_replies: true,
         })

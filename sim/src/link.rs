@@ -1,0 +1,249 @@
+//! How a simulated client reaches the device.
+//!
+//! - [`Link::Direct`]: frames go straight into a `Session` and replies come back through
+//!   the journal — the stream transport without its socket.
+//! - [`Link::Virtio`]: a virtio-9p device ([`co9p::transport::virtio::Virtio9p`]) that a
+//!   virtual guest brings up through its MMIO registers and drives over a split virtqueue in
+//!   guest RAM (the harness), laying requests out as Linux's 9pnet_virtio does (plain, or
+//!   zero-copy for large reads and writes, sometimes through indirect tables). The device's
+//!   interrupt puts a marker in the journal; the world reads the used ring when it meets the
+//!   marker, so a reply is judged exactly where the device signalled it. A used entry the
+//!   device did not signal is a lost interrupt.
+//!
+//! A device reset (status 0 through MMIO) is the virtio form of a client reset: every
+//! request in flight is cancelled, and the device is booted again through the registers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use co9p::protocol::{PAYLOAD_HEADER_LEN, Tmessage};
+use co9p::server::{Config, Latch, Session};
+use co9p::transport::virtio::harness::{BootOptions, GuestRam, IrqLine, Layout, VirtualGuest};
+use co9p::transport::virtio::mmio::MmioFront;
+use co9p::transport::virtio::{DeviceConfig, Virtio9p, VirtioResponder};
+
+use crate::executor::SimExecutor;
+use crate::faulty::FaultyFs;
+use crate::journal::{Event, Journal, SimResponder};
+
+type Fs = FaultyFs<co9p::fs::MemFs>;
+
+/// Which transport the clients of a run use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Every client calls the session directly.
+    Direct,
+    /// Every client is a guest driving its own virtio-9p device.
+    Virtio,
+    /// Each seed draws a share of virtio clients (none, half, all).
+    Swarm,
+}
+
+/// A connection's session, as the checks see it.
+pub enum Link {
+    Direct(Session<Fs, SimExecutor, SimResponder>),
+    /// The session of device `dev` while this connection lasted (until a reset).
+    Virtio {
+        dev: usize,
+        session: Session<Fs, SimExecutor, VirtioResponder>,
+    },
+}
+
+impl Link {
+    pub fn fid_count(&self) -> usize {
+        match self {
+            Link::Direct(s) => s.fid_count(),
+            Link::Virtio { session, .. } => session.fid_count(),
+        }
+    }
+
+    pub fn inflight(&self) -> usize {
+        match self {
+            Link::Direct(s) => s.inflight(),
+            Link::Virtio { session, .. } => session.inflight(),
+        }
+    }
+}
+
+/// Guest RAM per device: the rings, and buffers for the requests in flight.
+const RAM: usize = 64 << 20;
+/// Queue size: room for every client's requests and flushes in flight.
+const QUEUE: u16 = 256;
+/// Linux sends reads, readdirs and writes above this through the zero-copy layouts.
+const ZC_MIN: u32 = 1024;
+
+/// One virtio-9p device with the virtual guest that drives it.
+pub struct VirtioDev {
+    pub guest: VirtualGuest<MmioFront<Fs, SimExecutor>>,
+    /// Interrupts the device raised.
+    pub interrupts: u64,
+    /// The world's connection the device serves now.
+    pub conn: usize,
+    /// The request (the world's index) of each chain in flight, by head.
+    heads: BTreeMap<u16, usize>,
+}
+
+/// One chain the device completed: the request it carried and the reply bytes (empty if
+/// the request was cancelled before it had effect: the chain comes back without a reply).
+pub struct Done {
+    pub req: usize,
+    pub frame: Vec<u8>,
+}
+
+impl VirtioDev {
+    /// A device over `fs` on `ex`, its interrupt wired to a journal marker
+    /// ([`Event::Irq`] with `id`), booted.
+    pub fn new(
+        id: usize,
+        fs: Arc<Fs>,
+        ex: SimExecutor,
+        server: &Config,
+        journal: Journal,
+    ) -> Result<VirtioDev, String> {
+        let config = DeviceConfig {
+            server: Config {
+                max_inflight: server.max_inflight.max(usize::from(QUEUE)),
+                ..server.clone()
+            },
+            queue_max_size: QUEUE,
+            ..DeviceConfig::new(format!("sim{id}"))
+        };
+        let device = Arc::new(Virtio9p::new(config, fs, ex).map_err(|e| e.to_string())?);
+        let ram = GuestRam::new(RAM);
+        let notifier: co9p::transport::virtio::Notifier =
+            Arc::new(move || journal.push(Event::Irq(id)));
+        let front = MmioFront::new(device, ram.memory().clone(), notifier);
+        let mut dev = VirtioDev {
+            guest: VirtualGuest::new(front, ram, IrqLine::new()),
+            interrupts: 0,
+            conn: 0,
+            heads: BTreeMap::new(),
+        };
+        dev.boot()?;
+        Ok(dev)
+    }
+
+    /// Brings the device up through its registers, as a driver does at probe.
+    pub fn boot(&mut self) -> Result<(), String> {
+        let opts = BootOptions {
+            queue_size: QUEUE,
+            ..BootOptions::default()
+        };
+        self.guest
+            .boot(&opts)
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// The device's current session (a new one after every reset).
+    pub fn session(&self) -> Session<Fs, SimExecutor, VirtioResponder> {
+        self.guest.device().session()
+    }
+
+    /// Sends one request as Linux would lay it out for a session of `msize`, and kicks
+    /// the device if it asked to be notified. The device reads the chain inside the kick.
+    pub fn send(
+        &mut self,
+        req: usize,
+        frame: &[u8],
+        msg: &Tmessage,
+        msize: u32,
+        indirect: bool,
+    ) -> Result<(), String> {
+        let layout = layout(frame, msg, msize);
+        let Some(head) = self.guest.submit(frame, layout, indirect) else {
+            return Err(format!(
+                "no room for a chain ({} descriptors free, {} chains in flight)",
+                self.guest.free_descriptors(),
+                self.guest.in_flight()
+            ));
+        };
+        self.heads.insert(head, req);
+        if self.guest.needs_kick() {
+            self.guest.kick();
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the interrupt and collects the replies the device has completed.
+    /// Each reply must be exactly as long as the device said it is.
+    pub fn on_interrupt(&mut self) -> Result<Vec<Done>, String> {
+        self.interrupts += 1;
+        self.guest.take_interrupt();
+        self.collect()
+    }
+
+    /// New used entries, each with its request.
+    pub fn collect(&mut self) -> Result<Vec<Done>, String> {
+        let mut done = Vec::new();
+        for c in self.guest.poll_used() {
+            let Some(req) = self.heads.remove(&c.head) else {
+                return Err(format!("used entry of head {} names no request", c.head));
+            };
+            if c.reply.len() != c.len as usize {
+                return Err(format!(
+                    "used entry of head {} says {} bytes; its buffers hold {}",
+                    c.head,
+                    c.len,
+                    c.reply.len()
+                ));
+            }
+            done.push(Done {
+                req,
+                frame: c.reply,
+            });
+        }
+        if self.guest.unexpected_used() != 0 {
+            return Err(format!(
+                "{} used entries named no chain in flight",
+                self.guest.unexpected_used()
+            ));
+        }
+        Ok(done)
+    }
+
+    /// Resets the device through its status register (every request in flight cancelled,
+    /// every fid gone) and boots it again. The latch opens when the cancelled requests
+    /// have finished.
+    pub fn reset(&mut self) -> Result<Arc<Latch>, String> {
+        self.guest.reset();
+        self.heads.clear();
+        let latch = self
+            .guest
+            .device()
+            .reset_latch()
+            .ok_or("a reset left no latch")?;
+        self.boot()?;
+        Ok(latch)
+    }
+
+    /// Resets the device for good (the end of the run).
+    pub fn shut_down(&mut self) -> Result<Arc<Latch>, String> {
+        self.guest.reset();
+        self.heads.clear();
+        self.guest
+            .device()
+            .reset_latch()
+            .ok_or_else(|| "a reset left no latch".to_string())
+    }
+}
+
+/// The chain layout Linux's 9pnet_virtio uses for `msg`: large reads and readdirs get an
+/// 11-byte header buffer and data pages, large writes a small header and payload pages.
+fn layout(frame: &[u8], msg: &Tmessage, msize: u32) -> Layout {
+    let payload = u32::try_from(PAYLOAD_HEADER_LEN).unwrap_or(11);
+    match msg {
+        Tmessage::Read { count, .. } | Tmessage::Readdir { count, .. }
+            if *count > ZC_MIN && msize > payload =>
+        {
+            Layout::ZeroCopyRead {
+                data: (*count).min(msize - payload),
+            }
+        }
+        Tmessage::Write { data, .. } if data.0.len() > ZC_MIN as usize => Layout::ZeroCopyWrite {
+            header: (frame.len() - data.0.len()) as u32,
+            room: 4096.min(msize),
+        },
+        _ => Layout::Plain { room: msize },
+    }
+}
