@@ -264,6 +264,63 @@ fn reset_with_requests_in_flight() {
     assert_eq!(dev.session().fid_count(), 1);
 }
 
+/// A large Twrite's data goes from the guest's pages to the filesystem with no staging
+/// copy: the device reads those pages when the write runs, not when it pops the chain. A
+/// guest that scribbles over its payload after the kick, before the coroutine runs, finds
+/// its new bytes in the file (a copy taken at pop time would keep the old ones).
+#[test]
+fn large_write_data_is_read_in_place_from_guest_pages() {
+    let (mut c, _fs) = gated();
+    c.attach_root();
+    c.walk(Fid(0), Fid(1), &[]).unwrap();
+    c.lcreate(Fid(1), "f", OpenFlags::RDWR, 0o644).unwrap();
+    let write = frame(
+        77,
+        Tmessage::Write {
+            fid: Fid(1),
+            offset: 0,
+            data: Data(vec![1u8; 6000]),
+        },
+    );
+    let layout = c.link.layout_for(&write);
+    assert!(matches!(layout, Layout::ZeroCopyWrite { header: 23, .. }));
+    let popped = c.link.device().stats().popped;
+    let head = c.link.guest.submit(&write, layout, false).unwrap();
+    c.link.guest.kick();
+    let stats = c.link.device().stats();
+    assert_eq!(stats.popped, popped + 1, "the chain was popped at the kick");
+    assert_eq!(stats.completed, popped, "and has not run yet");
+    // Walk the chain in the descriptor table: the 23-byte header, then payload pages.
+    let table = c.link.device().queue_config().desc_table;
+    let (mut i, mut payload) = (head, 0usize);
+    loop {
+        let d = c.link.guest.read_ram(table + 16 * u64::from(i), 16);
+        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+        let len = u32::from_le_bytes(d[8..12].try_into().unwrap()) as usize;
+        let flags = u16::from_le_bytes([d[12], d[13]]);
+        if flags & 2 != 0 {
+            break; // writable: the reply room
+        }
+        if i != head {
+            c.link.guest.write_ram(addr, &vec![2u8; len]);
+            payload += len;
+        }
+        assert_ne!(flags & 1, 0, "a readable descriptor ends the chain");
+        i = u16::from_le_bytes([d[14], d[15]]);
+    }
+    assert_eq!(payload, 6000);
+    c.link.collect();
+    let r = c.reply(Tag(77)).expect("Rwrite");
+    assert_eq!(r, Rmessage::Write { count: 6000 });
+    let back = c.read(Fid(1), 0, 6000).unwrap();
+    let stale = back.iter().filter(|&&b| b != 2).count();
+    assert_eq!(
+        (back.len(), stale),
+        (6000, 0),
+        "bytes not read from the guest's pages"
+    );
+}
+
 #[test]
 fn many_requests_on_a_thread_pool() {
     let pool = ThreadPool::new(2);

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::co::Executor;
 use crate::fs::Filesystem;
 use crate::protocol::{
-    DecodeError, Errno, MIN_MSIZE, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Request, Rmessage,
-    Tag, Tmessage,
+    DecodeError, Errno, Fid, MIN_MSIZE, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Request,
+    Rmessage, Tag, Tmessage,
 };
 
 pub use inflight::Latch;
@@ -83,6 +83,19 @@ pub trait Responder: Send + 'static {
     fn send_payload(self, kind: PayloadReply, tag: Tag, count: u32);
     /// Sends any other reply.
     fn send(self, reply: &Reply);
+    /// The data of a `Twrite` taken with [`Session::submit_write`], still in the
+    /// transport's buffers (the guest's pages, for virtio), as slices in order. Transports
+    /// that never call `submit_write` keep the default: none.
+    fn write_data(&self) -> Vec<std::io::IoSlice<'_>> {
+        Vec::new()
+    }
+}
+
+/// What a request's coroutine runs: a decoded message, or a `Twrite` whose data stayed in
+/// the transport's buffers.
+pub(crate) enum Job {
+    Msg(Tmessage),
+    WriteInPlace { fid: Fid, offset: u64, count: u32 },
 }
 
 /// Why a frame could not be taken at all; the transport should close the connection.
@@ -229,18 +242,41 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                     core2.finish(tag, Some((responder, out)));
                 });
             }
-            msg => {
+            msg => self.start(tag, Job::Msg(msg), responder),
+        }
+        Ok(())
+    }
+
+    /// Takes a `Twrite` whose header the transport decoded itself (`size[4] Twrite tag[2]
+    /// fid[4] offset[8] count[4]`, with `size` checked against msize and equal to the
+    /// header plus `count`) and whose `count` data bytes stay in its buffers, handed out by
+    /// [`Responder::write_data`]: the data goes from there to the filesystem with no copy.
+    pub fn submit_write(&self, tag: Tag, fid: Fid, offset: u64, count: u32, responder: R) {
+        if self.core.config.trace {
+            eprintln!(
+                "<- Twrite tag={} fid={} offset={offset} count={count} (in place)",
+                tag.0, fid.0
+            );
+        }
+        self.start(tag, Job::WriteInPlace { fid, offset, count }, responder);
+    }
+
+    /// Registers a request and spawns its coroutine.
+    fn start(&self, tag: Tag, job: Job, responder: R) {
+        let core = &self.core;
+        {
+            {
                 let ctl = match core.inflight.register(tag) {
                     Ok(ctl) => ctl,
                     Err(e) => {
                         core.send(responder, tag, Err(register_errno(e)));
-                        return Ok(());
+                        return;
                     }
                 };
                 // The request's place among those on its fid is taken now, in arrival order,
                 // so a Tclunk can wait for the requests sent before it even if their
                 // coroutines have not run yet. It is left when the coroutine ends.
-                let arrival = primary_fid(&msg)
+                let arrival = primary_fid(&job)
                     .and_then(|fid| core.fids.get(fid).ok())
                     .map(|e| e.arrive());
                 let number = arrival.as_ref().map(|a| a.number);
@@ -249,7 +285,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                     let _arrival = arrival;
                     let mut responder = responder;
                     let out =
-                        Cancellable::new(&ctl, core2.dispatch(msg, number, &mut responder)).await;
+                        Cancellable::new(&ctl, core2.dispatch(job, number, &mut responder)).await;
                     match out {
                         Some(out) => core2.finish(tag, Some((responder, out))),
                         // Cancelled before it had an effect: no reply at all.
@@ -261,7 +297,6 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                 });
             }
         }
-        Ok(())
     }
 
     /// Ends the session (the connection closed): cancels every request and drops every fid
@@ -275,8 +310,12 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
 }
 
 /// The fid a request works on (whose barrier it takes).
-fn primary_fid(msg: &Tmessage) -> Option<crate::protocol::Fid> {
+fn primary_fid(job: &Job) -> Option<Fid> {
     use Tmessage as T;
+    let msg = match job {
+        Job::Msg(msg) => msg,
+        Job::WriteInPlace { fid, .. } => return Some(*fid),
+    };
     Some(match *msg {
         T::Statfs { fid }
         | T::Lopen { fid, .. }

@@ -1,5 +1,6 @@
 //! Open files: Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use crate::co::Executor;
@@ -21,6 +22,14 @@ const MIN_DIRENT: usize = DIRENT_FIXED + 1;
 /// Flags that change the file when it is opened.
 fn mutating(flags: OpenFlags) -> bool {
     flags.writable() || flags.intersects(OpenFlags::TRUNC | OpenFlags::CREAT)
+}
+
+/// Where a `Twrite`'s data is.
+pub(in crate::server) enum WriteData {
+    /// Decoded with the message.
+    Inline(Vec<u8>),
+    /// `count` bytes still in the transport's buffers ([`Responder::write_data`]).
+    InTransport(u32),
 }
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
@@ -115,11 +124,25 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         &self,
         fid: Fid,
         offset: u64,
-        data: Vec<u8>,
+        data: WriteData,
+        responder: &mut R,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.barrier.read().await;
         e.check()?;
+        let bufs = match &data {
+            WriteData::Inline(v) => vec![IoSlice::new(v)],
+            WriteData::InTransport(count) => {
+                let bufs = responder.write_data();
+                // The transport promised `count` bytes; anything else is its bug, or guest
+                // memory that went away under a reset.
+                if bufs.iter().map(|b| b.len() as u64).sum::<u64>() != u64::from(*count) {
+                    return Err(Errno::EIO);
+                }
+                bufs
+            }
+        };
+        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
         let file = {
             let mut s = crate::server::inflight::lock(&e.state);
             match &mut s.open {
@@ -128,20 +151,25 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                     // The value was sized by Txattrcreate; writes fill it in place.
                     let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
                     let end = start
-                        .checked_add(data.len())
+                        .checked_add(len)
                         .filter(|&end| end <= value.len())
                         .ok_or(Errno::EINVAL)?;
-                    value[start..end].copy_from_slice(&data);
+                    let mut at = start;
+                    for b in &bufs {
+                        value[at..at + b.len()].copy_from_slice(b);
+                        at += b.len();
+                    }
                     *written = (*written).max(end);
-                    return ok(Rmessage::Write {
-                        count: data.len() as u32,
-                    });
+                    return ok(Rmessage::Write { count: len as u32 });
                 }
                 _ => return Err(Errno::EBADF),
             }
         };
         self.writable()?;
-        let n = self.fs.write(&file, offset, &data).await?;
+        let n = match bufs.as_slice() {
+            [one] => self.fs.write(&file, offset, one).await?,
+            _ => self.fs.write_vectored(&file, offset, &bufs).await?,
+        };
         ok(Rmessage::Write { count: n as u32 })
     }
 

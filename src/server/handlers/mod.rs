@@ -29,13 +29,14 @@ use crate::co::Executor;
 use crate::fs::{Filesystem, Name};
 use crate::protocol::{Errno, Fid, P9String, Rmessage, Tmessage};
 
-use super::{HandlerResult, Out, Responder, SessionCore};
+use super::{HandlerResult, Job, Out, Responder, SessionCore};
+pub(super) use file::WriteData;
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Runs the handler of one request (every T-message but Tversion and Tflush).
     pub(super) async fn dispatch(
         &self,
-        msg: Tmessage,
+        job: Job,
         arrival: Option<u64>,
         responder: &mut R,
     ) -> HandlerResult {
@@ -43,6 +44,13 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             // Nothing is meaningful before a Tversion has fixed the msize.
             return Err(Errno::EPROTO);
         }
+        let msg = match job {
+            Job::Msg(msg) => msg,
+            Job::WriteInPlace { fid, offset, count } => {
+                let data = WriteData::InTransport(count);
+                return self.write(fid, offset, data, responder).await;
+            }
+        };
         use Tmessage as T;
         match msg {
             // No authentication is required. diod's client library reads ENOENT from Tauth
@@ -71,7 +79,10 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 gid,
             } => self.lcreate(fid, name, flags, mode, gid).await,
             T::Read { fid, offset, count } => self.read(fid, offset, count, responder).await,
-            T::Write { fid, offset, data } => self.write(fid, offset, data.0).await,
+            T::Write { fid, offset, data } => {
+                self.write(fid, offset, WriteData::Inline(data.0), responder)
+                    .await
+            }
             T::Readdir { fid, offset, count } => self.readdir(fid, offset, count, responder).await,
             T::Fsync { fid, datasync } => self.fsync(fid, datasync != 0).await,
             T::Clunk { fid } => self.clunk(fid, arrival).await,

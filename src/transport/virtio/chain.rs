@@ -167,3 +167,29 @@ pub fn write_to(mem: &GuestMemoryMmap, regions: &[Region], mut skip: usize, data
     }
     done
 }
+
+/// The part `[skip, skip + len)` of the bytes `regions` hold in order.
+pub fn sub_regions(regions: &[Region], mut skip: u64, mut len: u64) -> Vec<Region> {
+    let mut out = Vec::new();
+    for r in regions {
+        if len == 0 {
+            break;
+        }
+        let rlen = u64::from(r.len);
+        if skip >= rlen {
+            skip -= rlen;
+            continue;
+        }
+        let take = (rlen - skip).min(len);
+        let Some(addr) = r.addr.checked_add(skip) else {
+            break;
+        };
+        out.push(Region {
+            addr,
+            len: take as u32,
+        });
+        len -= take;
+        skip = 0;
+    }
+    out
+}

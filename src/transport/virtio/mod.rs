@@ -56,7 +56,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::co::Executor;
 use crate::fs::Filesystem;
-use crate::protocol::{Errno, HEADER_LEN, Tag};
+use crate::protocol::{Errno, Fid, HEADER_LEN, Tag};
 use crate::server::{Config, Latch, Session};
 
 pub use responder::{
@@ -535,6 +535,14 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         if size > session.frame_limit() {
             return responder.send_error(tag, Errno::EMSGSIZE);
         }
+        if hdr[4] == TWRITE
+            && let Some((fid, offset, data)) = in_place_write(mem, &readable, size, readable_len)
+        {
+            let count = (u64::from(size) - TWRITE_HEADER_LEN as u64) as u32;
+            let mut responder = responder;
+            responder.set_write_data(data);
+            return session.submit_write(tag, fid, offset, count, responder);
+        }
         // Bytes past the declared size are ignored; fewer than declared make the frame
         // fail to decode, which the session answers.
         let len = u64::from(size).min(readable_len) as usize;
@@ -545,4 +553,41 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         // A refused frame drops the responder, which completes the chain.
         let _ = session.submit(&frame, responder);
     }
+}
+
+/// Message type of `Twrite`.
+const TWRITE: u8 = 118;
+/// `size[4] type[1] tag[2] fid[4] offset[8] count[4]`.
+const TWRITE_HEADER_LEN: usize = 23;
+/// Smaller writes are copied with the frame: a few slices cost more than the copy.
+const IN_PLACE_WRITE_MIN: u64 = 1024;
+
+/// A well-formed large `Twrite` of `size` bytes in `readable`: its fid, offset and the
+/// guest buffers of its data, left where they are. `None` sends the frame down the
+/// ordinary path (which also answers malformed ones).
+fn in_place_write(
+    mem: &GuestMemoryMmap,
+    readable: &[chain::Region],
+    size: u32,
+    readable_len: u64,
+) -> Option<(Fid, u64, Vec<chain::Region>)> {
+    let size = u64::from(size);
+    if size < TWRITE_HEADER_LEN as u64 + IN_PLACE_WRITE_MIN || readable_len < size {
+        return None;
+    }
+    let mut h = [0u8; TWRITE_HEADER_LEN];
+    if read_from(mem, readable, &mut h) < TWRITE_HEADER_LEN {
+        return None;
+    }
+    let fid = u32::from_le_bytes(h[7..11].try_into().ok()?);
+    let offset = u64::from_le_bytes(h[11..19].try_into().ok()?);
+    let count = u32::from_le_bytes(h[19..23].try_into().ok()?);
+    if TWRITE_HEADER_LEN as u64 + u64::from(count) != size {
+        return None;
+    }
+    Some((
+        Fid(fid),
+        offset,
+        chain::sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)),
+    ))
 }

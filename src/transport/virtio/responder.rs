@@ -5,7 +5,7 @@
 //! a responder whose epoch is no longer current (the device was reset after its chain was
 //! popped) completes nothing and writes nothing into guest memory.
 
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -140,6 +140,9 @@ pub struct VirtioResponder {
     epoch: u64,
     head: u16,
     writable: Vec<Region>,
+    /// A `Twrite`'s data left in the guest's readable buffers (see
+    /// [`Responder::write_data`]).
+    write_data: Vec<Region>,
     done: bool,
 }
 
@@ -157,8 +160,14 @@ impl VirtioResponder {
             epoch,
             head,
             writable,
+            write_data: Vec::new(),
             done: false,
         }
+    }
+
+    /// The guest buffers holding the data of the `Twrite` this chain carries.
+    pub(crate) fn set_write_data(&mut self, regions: Vec<Region>) {
+        self.write_data = regions;
     }
 
     fn room(&self) -> u64 {
@@ -230,6 +239,34 @@ impl Responder for VirtioResponder {
                 let slice =
                     unsafe { std::slice::from_raw_parts_mut(s.ptr_guard_mut().as_ptr(), s.len()) };
                 out.push(IoSliceMut::new(slice));
+            }
+        }
+        out
+    }
+
+    /// The `Twrite` data in the chain's readable guest buffers, as host slices.
+    fn write_data(&self) -> Vec<IoSlice<'_>> {
+        let mut out = Vec::new();
+        if !self.is_current() {
+            return out;
+        }
+        for r in &self.write_data {
+            if let Some(ptr) = host_range(&self.mem, r.addr, r.len as usize) {
+                // SAFETY: as in `payload`: the range lies in one region of the mapping this
+                // responder keeps alive, and the slices borrow `self`. The guest handed these
+                // buffers to the device to be read; if it changes them meanwhile, the file
+                // gets whichever bytes were there, as with any DMA.
+                let slice = unsafe { std::slice::from_raw_parts(ptr as *const u8, r.len as usize) };
+                out.push(IoSlice::new(slice));
+                continue;
+            }
+            for s in self.mem.get_slices(r.addr, r.len as usize) {
+                let Ok(s) = s else { break };
+                // SAFETY: as above, for a range that crosses regions.
+                let slice = unsafe {
+                    std::slice::from_raw_parts(s.ptr_guard().as_ptr() as *const u8, s.len())
+                };
+                out.push(IoSlice::new(slice));
             }
         }
         out
