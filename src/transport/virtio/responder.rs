@@ -263,9 +263,7 @@ impl Responder for VirtioResponder {
             for s in self.mem.get_slices(r.addr, r.len as usize) {
                 let Ok(s) = s else { break };
                 // SAFETY: as above, for a range that crosses regions.
-                let slice = unsafe {
-                    std::slice::from_raw_parts(s.ptr_guard().as_ptr() as *const u8, s.len())
-                };
+                let slice = unsafe { std::slice::from_raw_parts(s.ptr_guard().as_ptr(), s.len()) };
                 out.push(IoSlice::new(slice));
             }
         }
