@@ -27,18 +27,7 @@ impl State {
         if !flags.readable() {
             return Err(Errno::EBADF);
         }
-        let mut total = 0usize;
-        for buf in bufs.iter_mut() {
-            let Some(pos) = offset.checked_add(total as u64) else {
-                break;
-            };
-            let n = data.read(pos, buf);
-            total += n;
-            if n < buf.len() {
-                break;
-            }
-        }
-        Ok(total)
+        Ok(data.read_vectored(offset, bufs))
     }
 
     /// Writes `bufs` in turn at `offset` (at the end with `O_APPEND`), all or nothing as
