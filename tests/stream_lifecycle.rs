@@ -41,11 +41,13 @@ fn a_thousand_abrupt_disconnects_leak_nothing() {
     let dir = temp_export("lifecycle");
     let fs = HostFs::new(&dir, HostOptions::default()).unwrap();
     let server = TcpServer::start(std::sync::Arc::new(fs), Config::default());
-    // Warm up: one full session, so lazily opened things (e.g. /proc/self/fd) exist.
+    // Warm up: one full session, so lazily opened things (e.g. /proc/self/fd) exist and
+    // `data`'s node sits in HostFs's lookup cache, as it will after every connection.
     {
         let mut c = server.connect();
         c.version(65536);
         c.attach(Fid(0), "").unwrap();
+        c.walk(Fid(0), Fid(1), &["data"]).unwrap();
     }
     wait_until("the warm-up connection to end", || {
         server.stats.active.load(Ordering::SeqCst) == 0

@@ -72,7 +72,7 @@ pub(super) fn step(
         (Workload::Walk, 0) => Tmessage::Walk {
             fid: DIR,
             newfid: s.fid,
-            wnames: vec!["many".into(), "..".into()],
+            wnames: vec!["walk".into(), "leaf".into()],
         },
         (Workload::Walk, 1) => Tmessage::Clunk { fid: s.fid },
         (Workload::Create, 0) => Tmessage::Walk {

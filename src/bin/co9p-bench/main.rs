@@ -72,7 +72,8 @@ struct Args {
 enum Workload {
     /// Tgetattr of one file.
     Getattr,
-    /// Twalk of two names from the root, then Tclunk.
+    /// Twalk of two names (a directory, a file in it), then Tclunk: a path lookup as the
+    /// Linux client makes it (downwards; it resolves `..` in its own dcache).
     Walk,
     /// Twalk, Tlcreate, Tremove of a fresh name in one directory.
     Create,

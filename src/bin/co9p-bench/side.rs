@@ -49,6 +49,17 @@ impl Side {
         c.walk(ROOT, DIR, &[&self.dir])?;
         mkdir(&mut c, DIR, "churn")?;
         mkdir(&mut c, DIR, "many")?;
+        // What the walk workload walks: a directory and a file in it.
+        mkdir(&mut c, DIR, "walk")?;
+        c.walk(DIR, Fid(11), &["walk"])?;
+        c.rpc(Tmessage::Lcreate {
+            fid: Fid(11),
+            name: "leaf".into(),
+            flags: OpenFlags::WRONLY,
+            mode: 0o644,
+            gid: 0,
+        })?;
+        c.clunk(Fid(11))?;
         // The data file, written in msize-sized pipelined Twrites.
         c.walk(DIR, Fid(10), &[])?;
         c.rpc(Tmessage::Lcreate {
@@ -119,8 +130,8 @@ impl Side {
             c.batch(group.iter().map(|&i| Tmessage::Remove { fid: fid(i) }))?;
         }
         c.rpc(Tmessage::Remove { fid: MANY })?;
-        for name in ["churn", "data"] {
-            c.walk(DIR, Fid(10), &[name])?;
+        for names in [&["walk", "leaf"][..], &["walk"], &["churn"], &["data"]] {
+            c.walk(DIR, Fid(10), names)?;
             c.rpc(Tmessage::Remove { fid: Fid(10) })?;
         }
         c.rpc(Tmessage::Remove { fid: DIR })?;

@@ -19,7 +19,7 @@ use super::{HostFs, errno};
 impl HostFs {
     /// The mode the guest sees for a file whose host mode is `host_mode` (mapped-xattr
     /// keeps it on regular files, where types other than regular live).
-    fn guest_mode(&self, fd: BorrowedFd<'_>, host_mode: u32) -> FsResult<u32> {
+    pub(super) fn guest_mode(&self, fd: BorrowedFd<'_>, host_mode: u32) -> FsResult<u32> {
         if self.model != SecurityModel::MappedXattr || host_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(host_mode);
         }

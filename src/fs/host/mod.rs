@@ -32,6 +32,7 @@
 //! cancellation contract.
 
 mod attr;
+mod cache;
 mod create;
 mod dir;
 mod locks;
@@ -55,6 +56,7 @@ use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
 pub use node::{HostFile, HostNode};
 pub use security::SecurityModel;
 
+use cache::{NodeCache, Probe};
 use node::{FdBudget, Identity, Kind, Registry};
 use qid::QidMap;
 use resolve::{ProcPath, reopen_flags};
@@ -74,7 +76,14 @@ pub struct HostOptions {
     /// Most descriptors nodes and open files may hold at once; `None`: `RLIMIT_NOFILE`
     /// less a quarter (at most 256) kept for everything else.
     pub max_fds: Option<usize>,
+    /// Nodes kept open after their last fid is gone, so a path walked again costs one
+    /// `statx` instead of an open, two stats and a close (see `cache.rs`); `None`: 256.
+    /// `Some(0)` turns the cache off.
+    pub node_cache: Option<usize>,
 }
+
+/// Nodes the cache keeps when [`HostOptions::node_cache`] is `None`.
+pub const DEFAULT_NODE_CACHE: usize = 256;
 
 /// The host backend (see the module doc).
 pub struct HostFs {
@@ -89,6 +98,7 @@ pub struct HostFs {
     has_openat2: bool,
     /// The process umask, which the kernel applies to modes given at creation.
     umask: u32,
+    cache: NodeCache,
 }
 
 impl std::fmt::Debug for HostFs {
@@ -186,6 +196,7 @@ impl HostFs {
             registry,
             has_openat2,
             umask: process_umask(),
+            cache: NodeCache::new(opts.node_cache.unwrap_or(DEFAULT_NODE_CACHE)),
         })
     }
 
@@ -218,9 +229,58 @@ impl HostFs {
     }
 
     fn do_lookup(&self, dir: &HostNode, name: &Name) -> FsResult<(HostNode, Qid)> {
-        let fd = self.lookup_fd(dir, name)?;
+        dir.require_dir()?;
+        let d = self.node_fd(dir)?;
+        if let Some(hit) = self.cached_lookup(d.fd(), dir, name) {
+            return Ok(hit);
+        }
+        let fd = self.lookup_at(d.fd(), name)?;
+        drop(d);
         let node = self.intern(fd, Some((dir, name)))?;
+        self.cache.keep(&node);
         Ok((node.clone(), self.qid_of(&node)?))
+    }
+
+    /// The lookup of a name whose inode has a live node holding its descriptor: one
+    /// `statx`, no open (see `cache.rs`). `None`: take the ordinary lookup.
+    fn cached_lookup(
+        &self,
+        dir_fd: std::os::fd::BorrowedFd<'_>,
+        dir: &HostNode,
+        name: &Name,
+    ) -> Option<(HostNode, Qid)> {
+        let bytes = name.as_bytes();
+        if !self.cache.enabled() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
+            return None;
+        }
+        let p = Probe::at(dir_fd, name).ok()?;
+        let n = self.registry.get((p.id.dev, p.id.ino))?;
+        if *n.identity() != p.id || !n.holds_fd() {
+            return None;
+        }
+        let mode = if self.model == SecurityModel::MappedXattr {
+            self.guest_mode(self.node_fd(&n).ok()?.fd(), p.mode).ok()?
+        } else {
+            p.mode
+        };
+        n.set_origin(dir, name);
+        self.cache.keep(&n);
+        let qid = Qid {
+            ty: qid::qid_type(mode),
+            version: p.version,
+            path: self.qids.path(p.id.dev, p.id.ino),
+        };
+        Some((n, qid))
+    }
+
+    /// Nodes the lookup cache keeps alive now.
+    pub fn cached_nodes(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Empties the lookup cache: nodes no fid uses close their descriptors.
+    pub fn drop_cached_nodes(&self) {
+        self.cache.clear();
     }
 
     fn do_parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {

@@ -94,7 +94,11 @@ pub(super) enum Kind {
 
 impl Kind {
     pub(super) fn of(st: &Stat) -> Kind {
-        match FileType::from_raw_mode(st.st_mode) {
+        Kind::of_mode(st.st_mode)
+    }
+
+    pub(super) fn of_mode(mode: u32) -> Kind {
+        match FileType::from_raw_mode(mode) {
             FileType::Directory => Kind::Dir,
             FileType::RegularFile => Kind::Reg,
             FileType::Symlink => Kind::Symlink,
@@ -256,6 +260,11 @@ impl HostNode {
 
     fn state(&self) -> MutexGuard<'_, NodeState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The same node (not merely the same inode number).
+    pub(super) fn same(&self, other: &HostNode) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     pub(super) fn kind(&self) -> Kind {

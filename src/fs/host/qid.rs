@@ -84,7 +84,16 @@ pub(super) fn qid_type(mode: u32) -> QidType {
 // `Stat` field widths differ between architectures.
 #[allow(clippy::unnecessary_cast)]
 pub(super) fn qid_version(st: &Stat) -> u32 {
-    (st.st_mtime as u64 ^ (st.st_size as u64) << 8 ^ st.st_mtime_nsec as u64) as u32
+    version_of(
+        st.st_mtime as i64,
+        st.st_mtime_nsec as u64,
+        st.st_size as u64,
+    )
+}
+
+/// The qid version from a modification time and a size (from `fstat` or `statx`).
+pub(super) fn version_of(mtime: i64, mtime_nsec: u64, size: u64) -> u32 {
+    (mtime as u64 ^ size << 8 ^ mtime_nsec) as u32
 }
 
 /// `Rgetattr`'s fields from a host stat; `mode` is the mode the guest sees.

@@ -164,6 +164,7 @@ impl HostFs {
     /// it if that was its recorded name or its inode has no link left.
     pub(super) fn lost_name(&self, lost: Option<(HostNode, NodeFd)>, dir: &HostNode, name: &Name) {
         let Some((n, fd)) = lost else { return };
+        self.cache.forget(&n);
         let unlinked = fstat(fd.fd()).map_or(true, |st| st.st_nlink == 0);
         if unlinked || n.reached_as(dir, name) {
             n.pin();
