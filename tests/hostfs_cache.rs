@@ -53,7 +53,10 @@ fn a_name_looked_up_again_is_the_same_node_until_the_host_replaces_it() {
     // A qid seen through the cache carries the current version.
     std::fs::write(sb.path("g"), b"longer contents").unwrap();
     let (_, qv) = now(fs.lookup(&r, &name("g"))).unwrap();
-    assert_ne!(qv.version, qg.version, "a changed file changes its qid version");
+    assert_ne!(
+        qv.version, qg.version,
+        "a changed file changes its qid version"
+    );
 }
 
 #[test]
@@ -67,7 +70,11 @@ fn removing_a_name_through_the_server_drops_its_node_and_descriptor() {
     now(fs.lookup(&r, &name("f"))).unwrap();
     assert_eq!((fs.cached_nodes(), fs.fds_in_use()), (1, base + 1));
     now(fs.unlink(&r, &name("f"), false)).unwrap();
-    assert_eq!(fs.cached_nodes(), 0, "an unlinked file's node leaves the cache");
+    assert_eq!(
+        fs.cached_nodes(),
+        0,
+        "an unlinked file's node leaves the cache"
+    );
     assert_eq!(fs.fds_in_use(), base, "and its descriptor is closed");
 }
 
@@ -84,7 +91,11 @@ fn the_cache_is_bounded_and_its_descriptors_are_reclaimable() {
     }
     assert_eq!(fs.cached_nodes(), 5);
     assert_eq!(fs.fds_in_use(), 1 + 5);
-    assert_eq!(fs.reclaim_idle(), 5, "cached nodes are idle: reclaim closes them");
+    assert_eq!(
+        fs.reclaim_idle(),
+        5,
+        "cached nodes are idle: reclaim closes them"
+    );
     assert_eq!(fs.fds_in_use(), 1);
     // A reclaimed node is found again by the ordinary lookup, which reopens it.
     let (n, _) = now(fs.lookup(&r, &name("f19"))).unwrap();

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use crate::fs::FsResult;
 use crate::protocol::{Attr, Errno, Qid, SetAttr, SetattrMask, StatFs, Timespec};
 
+use super::cache::Probe;
 use super::node::{HostNode, Kind};
 use super::qid::{attr_from_stat, qid_type, qid_version};
 use super::resolve::ProcPath;
@@ -34,6 +35,16 @@ impl HostFs {
     /// A node's qid, from a fresh stat.
     pub(super) fn qid_of(&self, node: &HostNode) -> FsResult<Qid> {
         self.qid_fd(self.node_fd(node)?.fd())
+    }
+
+    /// The qid of the file `fd` refers to, from a stat of it just taken.
+    pub(super) fn qid_probed(&self, fd: BorrowedFd<'_>, p: &Probe) -> FsResult<Qid> {
+        let mode = self.guest_mode(fd, p.mode)?;
+        Ok(Qid {
+            ty: qid_type(mode),
+            version: p.version,
+            path: self.qids.path(p.id.dev, p.id.ino),
+        })
     }
 
     /// The qid of the file a descriptor (`O_PATH` or open) refers to.

@@ -26,21 +26,33 @@ use super::node::{HostNode, Identity, Kind};
 use super::qid::version_of;
 use crate::fs::{FsResult, Name};
 
-/// What one `statx` of a name tells: enough to recognise a registered node and build its
-/// qid.
+/// What one `statx` tells: enough to recognise a registered node, build its qid, and see
+/// whether a new file needs its owner changed.
 pub(super) struct Probe {
     pub id: Identity,
     pub mode: u32,
     pub version: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Probe {
+    /// The file `name` in `dir` is now (not following a final symlink).
     pub(super) fn at(dir: BorrowedFd<'_>, name: &Name) -> FsResult<Probe> {
+        Probe::statx(dir, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// The file a descriptor refers to: identity and qid fields in one call.
+    pub(super) fn of_fd(fd: BorrowedFd<'_>) -> FsResult<Probe> {
+        Probe::statx(fd, b"", AtFlags::EMPTY_PATH)
+    }
+
+    fn statx(dir: BorrowedFd<'_>, path: &[u8], flags: AtFlags) -> FsResult<Probe> {
         let want = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
-        let x =
-            statx(dir, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW, want).map_err(super::errno)?;
+        let x = statx(dir, path, flags, want).map_err(super::errno)?;
         let got = StatxFlags::from_bits_retain(x.stx_mask);
         let mode = u32::from(x.stx_mode);
+        let (sec, nsec) = (x.stx_mtime.tv_sec, u64::from(x.stx_mtime.tv_nsec));
         Ok(Probe {
             id: Identity {
                 dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
@@ -51,11 +63,9 @@ impl Probe {
                     .then_some((x.stx_btime.tv_sec, x.stx_btime.tv_nsec)),
             },
             mode,
-            version: version_of(
-                x.stx_mtime.tv_sec,
-                u64::from(x.stx_mtime.tv_nsec),
-                x.stx_size,
-            ),
+            version: version_of(sec, nsec, x.stx_size),
+            uid: x.stx_uid,
+            gid: x.stx_gid,
         })
     }
 }

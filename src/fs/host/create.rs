@@ -21,6 +21,7 @@ use rustix::fs::{
 use crate::fs::{Creds, FsResult, Name};
 use crate::protocol::{Errno, OpenFlags, Qid};
 
+use super::cache::Probe;
 use super::node::{HostFile, HostNode, Kind};
 use super::resolve::{ProcPath, reopen_flags};
 use super::security::{
@@ -48,12 +49,27 @@ impl HostFs {
         rdev: Option<u64>,
         c: Creds,
     ) -> FsResult<()> {
+        self.own_new_fd_as(fd, mode, rdev, c, None)
+    }
+
+    /// [`Self::own_new_fd`], knowing the owner the file was made with (`made`: skip the
+    /// `fchown` when it is already the guest's).
+    fn own_new_fd_as(
+        &self,
+        fd: BorrowedFd<'_>,
+        mode: u32,
+        rdev: Option<u64>,
+        c: Creds,
+        made: Option<(u32, u32)>,
+    ) -> FsResult<()> {
         if self.model == SecurityModel::MappedXattr {
             return write_mapped_fd(fd, &Mapped::new(c.uid, c.gid, mode, rdev));
         }
-        let r = fchown(fd, Some(Uid::from_raw(c.uid)), Some(Gid::from_raw(c.gid)));
-        if let (Err(e), SecurityModel::Passthrough) = (r, self.model) {
-            return Err(errno(e));
+        if made != Some((c.uid, c.gid)) {
+            let r = fchown(fd, Some(Uid::from_raw(c.uid)), Some(Gid::from_raw(c.gid)));
+            if let (Err(e), SecurityModel::Passthrough) = (r, self.model) {
+                return Err(errno(e));
+            }
         }
         if mode & 0o7777 & self.umask != 0 {
             fchmod(fd, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
@@ -145,10 +161,14 @@ impl HostFs {
         let perm = mode & 0o7777;
         let fd = self.new_regular(dir, name, access, self.host_perm(perm, false))?;
         self.or_remove(dir, name, false, || {
-            self.own_new_fd(fd.as_fd(), libc::S_IFREG | perm, None, creds)?;
+            // One statx gives the owner it was made with, the identity and the qid (an
+            // owner change moves neither).
+            let p = Probe::of_fd(fd.as_fd())?;
+            let made = Some((p.uid, p.gid));
+            self.own_new_fd_as(fd.as_fd(), libc::S_IFREG | perm, None, creds, made)?;
             let pfd = self.path_fd_of(fd.as_fd())?;
-            let node = self.intern(pfd, Some((dir, name)))?;
-            let qid = self.qid_of(&node)?;
+            let qid = self.qid_probed(pfd.as_fd(), &p)?;
+            let node = self.intern_as(pfd, p.id, Some((dir, name)))?;
             let file = HostFile::new(node.clone(), fd, file_slot)?;
             Ok((node, file, qid))
         })

@@ -236,9 +236,11 @@ impl HostFs {
         }
         let fd = self.lookup_at(d.fd(), name)?;
         drop(d);
-        let node = self.intern(fd, Some((dir, name)))?;
+        let p = Probe::of_fd(fd.as_fd())?;
+        let qid = self.qid_probed(fd.as_fd(), &p)?;
+        let node = self.intern_as(fd, p.id, Some((dir, name)))?;
         self.cache.keep(&node);
-        Ok((node.clone(), self.qid_of(&node)?))
+        Ok((node, qid))
     }
 
     /// The lookup of a name whose inode has a live node holding its descriptor: one

@@ -31,6 +31,7 @@ use rustix::fs::{AtFlags, fstat, statat};
 use crate::fs::{FsResult, Name};
 use crate::protocol::Errno;
 
+use super::cache::Probe;
 use super::node::{FdSlot, HostNode, Identity, MAX_DEPTH, NodeFd, Reclaim};
 use super::{HostFs, errno};
 
@@ -126,8 +127,17 @@ impl HostFs {
         fd: OwnedFd,
         origin: Option<(&HostNode, &Name)>,
     ) -> FsResult<HostNode> {
-        let st = fstat(&fd).map_err(errno)?;
-        let id = Identity::of(fd.as_fd(), &st);
+        let id = Probe::of_fd(fd.as_fd())?.id;
+        self.intern_as(fd, id, origin)
+    }
+
+    /// [`Self::intern`] of a descriptor whose identity the caller has just read.
+    pub(super) fn intern_as(
+        &self,
+        fd: OwnedFd,
+        id: Identity,
+        origin: Option<(&HostNode, &Name)>,
+    ) -> FsResult<HostNode> {
         if (id.dev, id.ino) == self.root.id() {
             return Ok(self.root.clone());
         }
@@ -165,8 +175,8 @@ impl HostFs {
     pub(super) fn lost_name(&self, lost: Option<(HostNode, NodeFd)>, dir: &HostNode, name: &Name) {
         let Some((n, fd)) = lost else { return };
         self.cache.forget(&n);
-        let unlinked = fstat(fd.fd()).map_or(true, |st| st.st_nlink == 0);
-        if unlinked || n.reached_as(dir, name) {
+        // The recorded name first: the stat is needed only when it was another link.
+        if n.reached_as(dir, name) || fstat(fd.fd()).map_or(true, |st| st.st_nlink == 0) {
             n.pin();
         }
     }
