@@ -232,3 +232,51 @@ fn stress_coqueue_producers_consumers() {
     assert_eq!(total, ITEMS);
     assert_eq!(block_on(state.lock()).1, ITEMS);
 }
+
+/// A task yielding while nothing else is runnable is polled again at once, but only a
+/// bounded number of times: the `block_on` root (not a task) still gets its turn, and a
+/// task spawned meanwhile by another thread runs before the yielder's next poll.
+#[test]
+fn a_lone_yielder_does_not_starve_the_root_or_new_tasks() {
+    let pool = ThreadPool::new(0);
+    let ex = pool.handle();
+    let flag = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (f, p) = (flag.clone(), polls.clone());
+    let spinner = ex.spawn_handle(async move {
+        while !f.load(Ordering::SeqCst) {
+            p.fetch_add(1, Ordering::SeqCst);
+            yield_now().await;
+        }
+    });
+    pool.block_on(async {
+        // The root yields once: the spinner runs a bounded burst, then the root goes on.
+        yield_now().await;
+        flag.store(true, Ordering::SeqCst);
+    });
+    pool.block_on(spinner).unwrap();
+    let n = polls.load(Ordering::SeqCst);
+    assert!(
+        (1..=200).contains(&n),
+        "the root waited {n} polls of the spinner"
+    );
+
+    // Work injected from another thread interrupts the burst.
+    let flag = Arc::new(AtomicBool::new(false));
+    let (f, p) = (flag.clone(), Arc::new(AtomicUsize::new(0)));
+    let p2 = p.clone();
+    let ex2 = pool.handle();
+    let spinner = ex.spawn_handle(async move {
+        while !f.load(Ordering::SeqCst) {
+            p2.fetch_add(1, Ordering::SeqCst);
+            yield_now().await;
+        }
+    });
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        ex2.spawn(async move { flag.store(true, Ordering::SeqCst) });
+    });
+    pool.block_on(spinner).unwrap();
+    setter.join().unwrap();
+    assert!(p.load(Ordering::SeqCst) > 0);
+}

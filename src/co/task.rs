@@ -125,13 +125,18 @@ impl<F: Future<Output = ()> + Send + 'static> VTable<F> {
     }
 }
 
-/// Free cell blocks of one thread, by size class, for its next spawns.
+/// Most polls in a row of a task that keeps waking itself while nothing else is runnable
+/// (see [`TaskRef::run`]).
+const REPOLL_LIMIT: u32 = 64;
+
+/// Free cell blocks of one worker (a pool thread's loop, or a `block_on`), by size class,
+/// for its next spawns.
 ///
 /// Every block keeps the header of the task that last used it, with its counted handle to
 /// that task's pool, so a spawn on the same pool that reuses a block neither allocates nor
-/// touches the pool's reference count. Only threads running a pool's loop keep blocks, at
-/// most [`CACHE_BYTES`] each, until they exit; a pool's `Shared` (small once shut down) may
-/// thus outlive the pool while such a thread caches blocks of its tasks.
+/// touches the pool's reference count. Only workers keep blocks, at most [`CACHE_BYTES`]
+/// each, until they end; a pool's `Shared` (small once shut down) may thus outlive the pool
+/// while a worker caches blocks of its tasks.
 pub(crate) struct TaskCache {
     free: [Vec<NonNull<Header>>; CLASSES],
     bytes: usize,
@@ -154,6 +159,24 @@ impl TaskCache {
         self.free[class].push(block);
         self.bytes += size;
         true
+    }
+
+    /// Everything this cache holds, leaving it empty.
+    pub(crate) fn take_all(&mut self) -> TaskCache {
+        std::mem::replace(self, TaskCache::new())
+    }
+
+    /// Takes over `other`'s blocks, as many as fit; the rest are freed with `other`.
+    pub(crate) fn absorb(&mut self, mut other: TaskCache) {
+        for (k, blocks) in other.free.iter_mut().enumerate() {
+            while let Some(b) = blocks.pop() {
+                if !self.put(b, k) {
+                    // Full: `other` frees this one and the rest when it drops.
+                    blocks.push(b);
+                    return;
+                }
+            }
+        }
     }
 
     pub(crate) fn take(&mut self, class: usize) -> Option<NonNull<Header>> {
@@ -270,10 +293,25 @@ impl TaskRef {
         let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(self.0)) });
         let mut cx = Context::from_waker(&waker);
         let (vt, ptr) = (h.vtable, self.0);
-        worker.begin_poll(ptr.as_ptr());
-        // SAFETY: RUNNING gives us exclusive access to the future.
-        let res = catch_unwind(AssertUnwindSafe(|| unsafe { (vt.poll)(ptr, &mut cx) }));
-        let woke_self = worker.end_poll();
+        // A task that woke itself (a yield) while nothing else is runnable on this thread
+        // is polled again at once: requeueing it would only bring it straight back. The
+        // bound keeps a `block_on` root (not a task) from waiting long.
+        let mut again = 0;
+        let (res, woke_self) = loop {
+            worker.begin_poll(ptr.as_ptr());
+            // SAFETY: RUNNING gives us exclusive access to the future.
+            let res = catch_unwind(AssertUnwindSafe(|| unsafe { (vt.poll)(ptr, &mut cx) }));
+            let woke_self = worker.end_poll();
+            if woke_self
+                && again < REPOLL_LIMIT
+                && matches!(res, Ok(Poll::Pending))
+                && worker.nothing_else_runnable()
+            {
+                again += 1;
+                continue;
+            }
+            break (res, woke_self);
+        };
         match res {
             Ok(Poll::Ready(())) => {
                 h.state.store(COMPLETE, Ordering::Release);

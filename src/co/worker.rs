@@ -253,28 +253,32 @@ pub(crate) fn wake_self(task: *const Header) -> bool {
 }
 
 thread_local! {
-    /// Blocks of finished tasks, for this thread's next spawns (see [`TaskCache`]).
-    static CACHE: RefCell<TaskCache> = const { RefCell::new(TaskCache::new()) };
+    /// The task cache of this thread's last worker, kept between workers (one `block_on`
+    /// after another) so the next one starts warm.
+    static IDLE_CACHE: RefCell<TaskCache> = const { RefCell::new(TaskCache::new()) };
 }
 
-/// Offers the block of a finished task to this thread's cache through `put`, if this thread
-/// runs a pool's loop (so other threads do not hoard blocks); `false` if not taken.
+/// Runs `f` on the worker running on this thread, if any (for its task cache).
+#[inline]
+fn with_worker<R>(f: impl FnOnce(&Worker) -> R) -> Option<R> {
+    let w = CURRENT.try_with(Cell::get).ok()?;
+    // SAFETY: CURRENT points at a live Worker on this thread's stack while it is set (see
+    // `enter`), and the borrow does not outlive this call.
+    unsafe { w.as_ref() }.map(f)
+}
+
+/// Offers the block of a finished task to the cache of this thread's worker through `put`,
+/// if this thread runs a pool's loop (so other threads do not hoard blocks); `false` if not
+/// taken.
 #[inline]
 pub(crate) fn recycle(put: impl FnOnce(&mut TaskCache) -> bool) -> bool {
-    let in_pool = CURRENT.try_with(|cur| !cur.get().is_null()) == Ok(true);
-    in_pool
-        && CACHE
-            .try_with(|c| c.try_borrow_mut().is_ok_and(|mut c| put(&mut c)))
-            .unwrap_or(false)
+    with_worker(|w| w.cache.try_borrow_mut().is_ok_and(|mut c| put(&mut c))) == Some(true)
 }
 
-/// A free block of size class `class` from this thread's cache, if there is one.
+/// A free block of size class `class` from this thread's worker's cache, if there is one.
 #[inline]
 pub(crate) fn reuse(class: usize) -> Option<NonNull<Header>> {
-    CACHE
-        .try_with(|c| c.try_borrow_mut().ok()?.take(class))
-        .ok()
-        .flatten()
+    with_worker(|w| w.cache.try_borrow_mut().ok()?.take(class)).flatten()
 }
 
 /// One thread's view of the pool while it runs the loop.
@@ -285,6 +289,11 @@ pub(crate) struct Worker {
     /// The task being polled (null between polls), and whether it woke itself meanwhile.
     running: Cell<*const Header>,
     woke_self: Cell<bool>,
+    /// Polls made (a task polled again at once after a yield counts each time).
+    polls: Cell<usize>,
+    /// Blocks of tasks that finished here, for the next spawns here (see [`TaskCache`]);
+    /// freed when the worker ends (the thread exits, or `block_on` returns).
+    cache: RefCell<TaskCache>,
 }
 
 /// Restores the previous worker (nested `block_on`) and hands our leftover tasks back.
@@ -302,6 +311,18 @@ impl Drop for Entered<'_> {
     }
 }
 
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Hands the cache to the thread for its next worker; freed if the thread is ending.
+        let cache = self.cache.get_mut().take_all();
+        let _ = IDLE_CACHE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.absorb(cache);
+            }
+        });
+    }
+}
+
 impl Worker {
     pub(crate) fn new(shared: &Shared) -> Self {
         Self {
@@ -310,6 +331,14 @@ impl Worker {
             tick: Cell::new(0),
             running: Cell::new(ptr::null()),
             woke_self: Cell::new(false),
+            polls: Cell::new(0),
+            cache: RefCell::new(
+                IDLE_CACHE
+                    .try_with(|c| c.try_borrow_mut().map(|mut c| c.take_all()))
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_else(TaskCache::new),
+            ),
         }
     }
 
@@ -318,6 +347,7 @@ impl Worker {
     pub(crate) fn begin_poll(&self, task: *const Header) {
         self.running.set(task);
         self.woke_self.set(false);
+        self.polls.set(self.polls.get() + 1);
     }
 
     /// Ends the poll begun by `begin_poll`; says whether the task woke itself meanwhile.
@@ -378,6 +408,14 @@ impl Worker {
         }
     }
 
+    /// Whether no other task is queued for this thread, locally or in the shared queue.
+    #[inline]
+    pub(crate) fn nothing_else_runnable(&self) -> bool {
+        // SAFETY: the worker never outlives its pool's `Shared` (it borrows it in `enter`).
+        let hint = unsafe { (*self.shared).work_hint.load(Ordering::Relaxed) };
+        hint == 0 && self.local.borrow().is_empty()
+    }
+
     /// How many tasks are queued for this thread (an estimate including the shared queue).
     #[inline]
     pub(crate) fn runnable(&self, shared: &Shared) -> usize {
@@ -406,14 +444,13 @@ impl Worker {
         }
     }
 
-    /// Runs tasks until none is runnable; returns how many were polled.
+    /// Runs tasks until none is runnable; returns how many polls that took.
     pub(crate) fn drain(&self, shared: &Shared) -> usize {
-        let mut n = 0;
+        let before = self.polls.get();
         while let Some(t) = self.pop(shared) {
             self.run(t, shared);
-            n += 1;
         }
-        n
+        self.polls.get() - before
     }
 }
 
