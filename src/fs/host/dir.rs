@@ -1,9 +1,11 @@
 //! Readdir with the kernel's own cookies.
 //!
-//! Each open directory keeps its `getdents64` stream ([`DirStream`]); an entry's cookie is
-//! the kernel's `d_off` (what `telldir` returns), so a later readdir from that cookie
-//! `seek`s the stream there: cookies stay valid while entries come and go, as they do for
-//! a local program. Reading on from where the stream stands needs no seek. `.` and `..`
+//! Each open directory keeps its descriptor and a `getdents64` buffer ([`DirStream`]),
+//! read in place ([`RawDir`]: no allocation per entry but the name handed out). An
+//! entry's cookie is the kernel's `d_off` (what `telldir` returns), so a later readdir from
+//! that cookie `seek`s the descriptor there: cookies stay valid while entries come and go,
+//! as they do for a local program. Reading on from where the descriptor stands needs no
+//! seek; a reply that held fewer entries than were read costs one seek to resume. `.` and `..`
 //! come from the kernel; the export root's `..` is given the root's own qid, so nothing
 //! about the host directory above leaks.
 //!
@@ -13,12 +15,14 @@
 //! entries are reported with type `DT_UNKNOWN` (as QEMU does), since the host type is not
 //! the guest's; the guest then stats them.
 
-use rustix::fs::FileType;
+use std::os::fd::AsFd;
+
+use rustix::fs::{FileType, RawDir};
 
 use crate::fs::{DirEntry, FsResult};
 use crate::protocol::{Errno, Qid, QidType};
 
-use super::node::{DirStream, FileIo, HostFile};
+use super::node::{DIR_BUF, DirStream, FileIo, HostFile};
 use super::security::SecurityModel;
 use super::{HostFs, errno};
 
@@ -47,32 +51,26 @@ impl HostFs {
         };
         let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
         let s: &mut DirStream = &mut s;
-        let mut out = Vec::with_capacity(max.min(128));
-        if cookie != s.next {
-            let replay = s.recent.iter().position(|e| e.next == cookie);
-            if let Some(i) = replay.filter(|i| s.recent.len() - (i + 1) <= max) {
-                // The last reply stopped inside the batch: replay its tail, then read on
-                // from where the stream stands (just after that batch).
-                out.extend(s.recent.drain(i + 1..));
-            } else {
-                let off = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;
-                s.next = u64::MAX; // unknown until the seek succeeds
-                s.recent.clear();
-                s.dir.seek(off).map_err(errno)?;
-                s.next = cookie;
-            }
+        if s.at != Some(cookie) {
+            let off = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;
+            s.at = None; // unknown until the seek succeeds
+            rustix::fs::seek(&s.fd, rustix::fs::SeekFrom::Start(off as u64)).map_err(errno)?;
+            s.at = Some(cookie);
         }
         let (dev, _) = file.node.id();
         let at_root = self.is_root(&file.node);
         let mapped = self.model == SecurityModel::MappedXattr;
+        let mut out = Vec::with_capacity(max.min(1024));
+        s.buf.resize_with(DIR_BUF, std::mem::MaybeUninit::uninit);
+        let mut dir = RawDir::new(s.fd.as_fd(), &mut s.buf[..]);
+        let mut next = cookie;
         while out.len() < max {
-            let ent = match s.dir.read() {
+            let ent = match dir.next() {
                 None => break,
                 Some(Ok(ent)) => ent,
                 Some(Err(e)) => {
-                    // The stream must seek before reading again.
-                    s.next = u64::MAX;
                     if out.is_empty() {
+                        s.at = None;
                         return Err(errno(e));
                     }
                     break;
@@ -94,19 +92,22 @@ impl HostFs {
             if mapped && ft == FileType::RegularFile {
                 dt = 0;
             }
-            s.next = ent.offset() as u64;
+            next = ent.next_entry_cookie();
             out.push(DirEntry {
                 qid: Qid {
                     ty,
                     version: 0,
                     path: self.qids.path(edev, eino),
                 },
-                next: s.next,
+                next,
                 ty: dt,
                 name: name.to_vec(),
             });
         }
-        s.recent.clone_from(&out);
+        // The descriptor stands after the last entry returned only if none is left
+        // unread in the buffer (the directory's end, or a batch that ended exactly there).
+        let exact = dir.is_buffer_empty();
+        s.at = exact.then_some(next);
         Ok(out)
     }
 }

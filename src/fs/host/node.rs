@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use rustix::fs::{AtFlags, Dir, FileType, Stat, StatxFlags, statx};
+use rustix::fs::{AtFlags, FileType, Stat, StatxFlags, statx};
 
 use crate::fs::{FsResult, Name};
 use crate::protocol::Errno;
@@ -455,23 +455,25 @@ pub(super) enum FileIo {
     Dir(Mutex<DirStream>),
 }
 
-/// A directory stream: the kernel's `getdents64` buffer and where it stands. `next` is the
-/// cookie (`d_off`) the stream would return next; a readdir from any other cookie seeks,
-/// unless it is the cookie of an entry in `recent` (the last batch returned): a reply that
-/// could not hold the whole batch resumes from there without a seek.
+/// A directory stream: the open directory and a `getdents64` buffer. `at` is the cookie
+/// (`d_off`) the descriptor's position stands at, if known: a readdir from it reads on
+/// without a seek; from any other cookie it seeks first.
 pub(super) struct DirStream {
-    pub(super) dir: Dir,
-    pub(super) next: u64,
-    pub(super) recent: Vec<crate::fs::DirEntry>,
+    pub(super) fd: OwnedFd,
+    pub(super) buf: Vec<std::mem::MaybeUninit<u8>>,
+    pub(super) at: Option<u64>,
 }
+
+/// `getdents64` buffer of an open directory.
+pub(super) const DIR_BUF: usize = 32 * 1024;
 
 impl HostFile {
     pub(super) fn new(node: HostNode, fd: OwnedFd, slot: FdSlot) -> FsResult<HostFile> {
         let io = match node.kind() {
             Kind::Dir => FileIo::Dir(Mutex::new(DirStream {
-                dir: Dir::new(fd).map_err(super::errno)?,
-                next: 0,
-                recent: Vec::new(),
+                fd,
+                buf: Vec::with_capacity(DIR_BUF),
+                at: Some(0),
             })),
             _ => FileIo::Data(fd),
         };
@@ -489,7 +491,7 @@ impl HostFile {
             FileIo::Data(fd) => f(fd.as_fd()),
             FileIo::Dir(stream) => {
                 let s = stream.lock().unwrap_or_else(|e| e.into_inner());
-                f(s.dir.fd().map_err(super::errno)?)
+                f(s.fd.as_fd())
             }
         }
     }
