@@ -63,6 +63,27 @@ impl Link {
             Link::Virtio { session, .. } => session.inflight(),
         }
     }
+
+    /// Whether the session asks its transport to stop reading.
+    pub fn is_full(&self) -> bool {
+        match self {
+            Link::Direct(s) => s.is_full(),
+            Link::Virtio { session, .. } => session.is_full(),
+        }
+    }
+
+    /// The request-slot limit the session was configured with.
+    pub fn max_inflight(&self, server: &Config) -> usize {
+        match self {
+            Link::Direct(_) => server.max_inflight,
+            Link::Virtio { .. } => virtio_max_inflight(server),
+        }
+    }
+}
+
+/// A virtio device's request slots: at least a queue's worth (see `DeviceConfig`).
+fn virtio_max_inflight(server: &Config) -> usize {
+    server.max_inflight.max(usize::from(QUEUE))
 }
 
 /// Guest RAM per device: the rings, and buffers for the requests in flight.
@@ -102,7 +123,7 @@ impl VirtioDev {
     ) -> Result<VirtioDev, String> {
         let config = DeviceConfig {
             server: Config {
-                max_inflight: server.max_inflight.max(usize::from(QUEUE)),
+                max_inflight: virtio_max_inflight(server),
                 ..server.clone()
             },
             queue_max_size: QUEUE,

@@ -35,6 +35,8 @@ struct Shared {
     readers: AtomicUsize,
     writer: AtomicBool,
     nonempty: CoQueue,
+    /// Consumers inside `nonempty.wait` (queued, or woken and re-taking the mutex).
+    waiting: AtomicUsize,
     violation: Mutex<Option<String>>,
     /// Workers not finished: id -> what it is doing.
     running: Mutex<BTreeMap<usize, &'static str>>,
@@ -206,10 +208,18 @@ impl LockSwarm {
                 if !rng.random_bool(p) {
                     continue;
                 }
-                let list: Vec<Arc<CancelCtl>> =
-                    sh.attempts.lock().unwrap().values().cloned().collect();
-                if !list.is_empty() {
-                    list[rng.random_range(0..list.len())].cancel();
+                // Half the time the head of the mutex queue: the next to be handed the
+                // lock, so the cancel may land after the hand-off, before it runs.
+                let head = sh.queued.lock().unwrap().first().copied();
+                let at = sh.attempts.lock().unwrap();
+                let pick = match head.and_then(|h| at.get(&h)) {
+                    Some(c) if rng.random_bool(0.5) => Some(c.clone()),
+                    _ if at.is_empty() => None,
+                    _ => at.values().nth(rng.random_range(0..at.len())).cloned(),
+                };
+                drop(at);
+                if let Some(c) = pick {
+                    c.cancel();
                 }
             }
         });
@@ -230,6 +240,16 @@ impl LockSwarm {
         }
         let sh = &self.shared;
         let items = sh.items.try_lock().map(|g| g.0)?;
+        let waiting = sh.waiting.load(Ordering::Acquire);
+        if waiting > 0
+            && sh.nonempty.is_empty()
+            && !self.tasks.iter().any(|&t| self.ex.is_runnable(t))
+        {
+            // The mutex is free and no consumer can run: those inside `wait` are queued.
+            return Some(format!(
+                "CoQueue::is_empty says nobody waits while {waiting} consumers are queued"
+            ));
+        }
         if items > 0
             && !sh.nonempty.is_empty()
             && !self.tasks.iter().any(|&t| self.ex.is_runnable(t))
@@ -274,7 +294,10 @@ impl LockSwarm {
     }
 
     pub fn finished(&self) -> Option<String> {
-        self.violation().or_else(|| self.stuck())
+        self.violation().or_else(|| self.stuck()).or_else(|| {
+            (self.shared.holder.load(Ordering::Acquire) == NOBODY && self.shared.mutex.is_locked())
+                .then(|| "CoMutex: is_locked with nobody holding it at the end".to_string())
+        })
     }
 }
 
@@ -298,6 +321,9 @@ async fn worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize) {
                 queued: false,
             };
             let mut g = tracked.await;
+            if !sh.mutex.is_locked() {
+                sh.violate(format!("CoMutex: worker {id} holds it, is_locked says no"));
+            }
             if sh.holder.swap(id, Ordering::AcqRel) != NOBODY {
                 sh.violate(format!(
                     "CoMutex: worker {id} entered while another held it"
@@ -379,7 +405,19 @@ async fn producer(sh: Arc<Shared>, ex: SimExecutor, id: usize, n: usize, pace: u
         let mut g = sh.items.lock().await;
         g.0 += 1;
         drop(g);
-        sh.nonempty.next();
+        if pace % 3 == 0 {
+            // Wake everyone: a count of 0 exactly when nobody was queued, and nobody left.
+            let had = !sh.nonempty.is_empty();
+            let n = sh.nonempty.restart_all();
+            if (n > 0) != had || !sh.nonempty.is_empty() {
+                sh.violate(format!(
+                    "CoQueue::restart_all woke {n} with waiters={had}, empty after: {}",
+                    sh.nonempty.is_empty()
+                ));
+            }
+        } else {
+            sh.nonempty.next();
+        }
     }
     sh.running.lock().unwrap().remove(&id);
 }
@@ -391,6 +429,10 @@ async fn consumer(sh: Arc<Shared>, id: usize) {
         let r = attempt(&sh, id, async {
             let mut g = sh.items.lock().await;
             while g.0 == 0 {
+                sh.waiting.fetch_add(1, Ordering::AcqRel);
+                let _left = OnDrop(|| {
+                    sh.waiting.fetch_sub(1, Ordering::AcqRel);
+                });
                 g = sh.nonempty.wait(g).await;
             }
             g.0 -= 1;

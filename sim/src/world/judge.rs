@@ -126,6 +126,11 @@ impl World {
         if !self.versions.contains_key(&c) {
             let model = self.outstanding.range((c, 0)..=(c, u16::MAX)).count();
             let server = conn.link.inflight();
+            let full = server >= conn.link.max_inflight(&self.config);
+            if conn.link.is_full() != full {
+                let detail = format!("connection {c}: is_full says {}, {server} in flight", !full);
+                return self.fail("request slots", detail);
+            }
             if server != model {
                 self.fail(
                     "request slots",
