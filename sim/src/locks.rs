@@ -405,7 +405,7 @@ async fn producer(sh: Arc<Shared>, ex: SimExecutor, id: usize, n: usize, pace: u
         let mut g = sh.items.lock().await;
         g.0 += 1;
         drop(g);
-        if pace % 3 == 0 {
+        if pace.is_multiple_of(3) {
             // Wake everyone: a count of 0 exactly when nobody was queued, and nobody left.
             let had = !sh.nonempty.is_empty();
             let n = sh.nonempty.restart_all();
