@@ -88,6 +88,9 @@ pub struct Req {
     pub before_version: Option<usize>,
     /// World action counter when it was sent.
     pub sent_at: u64,
+    /// The session's request slots were all taken when it arrived: it must be refused
+    /// (`Rlerror(EAGAIN)`) and have no effect.
+    pub refused: bool,
 }
 
 pub type Check = Result<(), String>;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use co9p::fs::{Creds, MemFs, Name};
-use co9p::protocol::{Request, Tag, Tmessage, VERSION_9P2000_L};
+use co9p::protocol::{Tag, Tmessage};
 use co9p::server::{Config, Latch, Session};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::executor::{Policy, RunEnd, SimExecutor};
 use crate::faulty::{FaultConfig, FaultHook, FaultyFs};
 use crate::guest::{ALL_OPS, Guest, OpKind, Uses};
-use crate::journal::{Journal, SimResponder};
+use crate::journal::Journal;
 use crate::link::{Link, Transport, VirtioDev};
 use crate::locks::LockSwarm;
 use crate::model::Model;
@@ -28,6 +28,7 @@ use crate::oracle::{Req, Show};
 
 mod finish;
 mod judge;
+mod send;
 
 type Fs = FaultyFs<MemFs>;
 
@@ -231,8 +232,13 @@ impl World {
         );
         let faults_on = hook.switch();
         let fs = Arc::new(FaultyFs::new(MemFs::new(), hook));
+        let mut lrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, LINK));
+        // Some seeds give sessions very few request slots, so requests are refused for
+        // lack of one (and Tflush and Tversion use their slot of slack).
+        let slots = [2, 3, 1024, 1024][lrng.random_range(0..4)];
         let config = Arc::new(Config {
             max_msize: [8192, 65536][wrng.random_range(0..2)],
+            max_inflight: slots,
             ..Config::default()
         });
         let locks = knobs
@@ -253,7 +259,7 @@ impl World {
             versions: BTreeMap::new(),
             model: Model::new(),
             wrng,
-            lrng: ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, LINK)),
+            lrng,
             devices: Vec::new(),
             client_dev: Vec::new(),
             stalled: BTreeSet::new(),
@@ -332,8 +338,9 @@ impl World {
             pdus: self.pdus,
             events,
             knobs: format!(
-                "{:?} virtio clients {:?}",
+                "{:?} slots {} virtio clients {:?}",
                 self.knobs,
+                self.config.max_inflight,
                 self.client_dev
                     .iter()
                     .enumerate()
@@ -499,166 +506,5 @@ impl World {
         }
         let tag = self.guests[g].tag();
         self.submit(g, tag, msg, uses)
-    }
-
-    fn submit(&mut self, g: usize, tag: u16, msg: Tmessage, uses: Uses) -> usize {
-        let conn = self.guests[g].conn;
-        let req = Request::new(Tag(tag), msg.clone());
-        let frame = req.to_bytes().expect("encodable");
-        self.ex
-            .record_line(b'Q', &frame, || format!("c{g} -> {req}"));
-        if self.cfg.log {
-            self.pdus.push(format!("c{g} -> {req}"));
-        }
-        self.guests[g].claim(&uses, true);
-        if !matches!(msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
-            self.guests[g].inflight += 1;
-        }
-        let idx = self.reqs.len();
-        self.reqs.push(Req {
-            client: g,
-            conn,
-            tag,
-            msg,
-            task: None,
-            uses,
-            cancelled: false,
-            flushes: Vec::new(),
-            calls: Vec::new(),
-            replied: false,
-            done: false,
-            before_version: None,
-            sent_at: self.actions,
-        });
-        self.outstanding.insert((conn, tag), idx);
-        let before = self.ex.last_spawned();
-        match &self.conns[conn].link {
-            Link::Direct(session) => {
-                let responder = SimResponder::new(self.journal.clone(), conn);
-                if let Err(e) = session.submit(&frame, responder) {
-                    self.fail("submit", format!("a valid frame was refused: {e}"));
-                }
-            }
-            &Link::Virtio { dev, .. } => {
-                let msize = self.conns[conn].msize;
-                let indirect = self.lrng.random_bool(0.25);
-                let msg = &self.reqs[idx].msg;
-                if let Err(e) = self.devices[dev].send(idx, &frame, msg, msize, indirect) {
-                    self.fail("virtio ring", e);
-                }
-            }
-        }
-        let after = self.ex.last_spawned();
-        if after != before
-            && let Some(t) = after
-        {
-            self.reqs[idx].task = Some(t);
-            self.by_task.insert(t, idx);
-        }
-        self.after_step();
-        idx
-    }
-
-    fn flush(&mut self, g: usize, oldtag: Option<u16>) {
-        let conn = self.guests[g].conn;
-        let tag = self.guests[g].tag();
-        let oldtag = oldtag.unwrap_or(tag);
-        if let Some(&old) = self.outstanding.get(&(conn, oldtag))
-            && oldtag != tag
-        {
-            let idx = self.reqs.len();
-            let o = &mut self.reqs[old];
-            if !matches!(o.msg, Tmessage::Flush { .. }) {
-                o.cancelled = true;
-            }
-            o.flushes.push(idx);
-        }
-        self.submit(
-            g,
-            tag,
-            Tmessage::Flush {
-                oldtag: Tag(oldtag),
-            },
-            Uses::default(),
-        );
-    }
-
-    fn version(&mut self, g: usize) {
-        let msize = self.guests[g].want_msize;
-        self.version_with(
-            g,
-            Tmessage::Version {
-                msize,
-                version: VERSION_9P2000_L.into(),
-            },
-        );
-    }
-
-    /// Tversion: the barrier applies at once (fids gone, requests cancelled).
-    fn version_with(&mut self, g: usize, msg: Tmessage) -> usize {
-        let conn = self.guests[g].conn;
-        let idx = self.reqs.len();
-        let mut zombies = Vec::new();
-        for m in self.guests[g].fids.values() {
-            if let crate::guest::FidOpen::File { owner, .. } = m.open {
-                zombies.push(owner);
-                self.model.zombies.insert(owner);
-            }
-        }
-        for (_, &r) in self.outstanding.range((conn, 0)..=(conn, u16::MAX)) {
-            let r = &mut self.reqs[r];
-            r.cancelled = true;
-            r.before_version = Some(idx);
-        }
-        let guest = &mut self.guests[g];
-        guest.reset(conn);
-        guest.versioning = true;
-        if let Tmessage::Version { msize, .. } = &msg {
-            self.conns[conn].msize = (*msize).min(self.config.max_msize);
-        }
-        self.versions.insert(conn, (idx, zombies));
-        self.submit(g, Tag::NOTAG.0, msg, Uses::default())
-    }
-
-    /// Client reset: the connection closes with requests in flight; a new one opens.
-    fn reset(&mut self, g: usize) {
-        let old = self.guests[g].conn;
-        let latch = match self.close_link(old) {
-            Ok(l) => l,
-            Err(e) => return self.fail("virtio reset", e),
-        };
-        self.ex.record_line(b'C', &(old as u64).to_le_bytes(), || {
-            format!("c{g} close conn={old}")
-        });
-        let mut zombies = Vec::new();
-        for m in self.guests[g].fids.values() {
-            if let crate::guest::FidOpen::File { owner, .. } = m.open {
-                zombies.push(owner);
-                self.model.zombies.insert(owner);
-            }
-        }
-        for (_, &r) in self.outstanding.range((old, 0)..=(old, u16::MAX)) {
-            self.reqs[r].cancelled = true;
-        }
-        let c = &mut self.conns[old];
-        c.open = false;
-        c.closing = Some(latch);
-        c.zombies = zombies;
-        let conn = self.connect(g);
-        let guest = &mut self.guests[g];
-        guest.reset(conn);
-        guest.tags.clear();
-        guest.versioning = false;
-        self.after_step();
-    }
-
-    /// Closes connection `c`'s side of the link: the session closes, or the virtio
-    /// device is reset through its registers (and booted again for a next connection).
-    /// The latch opens when the cancelled requests have finished.
-    fn close_link(&mut self, c: usize) -> Result<Arc<Latch>, String> {
-        match &self.conns[c].link {
-            Link::Direct(session) => Ok(session.close()),
-            &Link::Virtio { dev, .. } => self.devices[dev].reset(),
-        }
     }
 }

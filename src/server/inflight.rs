@@ -153,15 +153,21 @@ impl<R> Inflight<R> {
 
     /// Registers a request with a handler.
     pub fn register(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
-        self.insert(tag, false)
+        self.insert(tag, self.limit)
     }
 
-    fn insert(&self, tag: Tag, is_flush: bool) -> Result<Arc<RequestCtl>, RegisterError> {
+    /// Registers a Tversion, with one slot of slack as a Tflush has: the session's reset
+    /// must not be refused because the requests it is about to cancel hold every slot.
+    pub fn register_version(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
+        self.insert(tag, self.limit + 1)
+    }
+
+    fn insert(&self, tag: Tag, cap: usize) -> Result<Arc<RequestCtl>, RegisterError> {
         let mut entries = lock(&self.entries);
         if entries.contains_key(&tag) {
             return Err(RegisterError::TagInUse);
         }
-        if entries.len() >= self.limit {
+        if entries.len() >= cap {
             return Err(RegisterError::Full);
         }
         let ctl = Arc::new(RequestCtl::default());
@@ -170,7 +176,7 @@ impl<R> Inflight<R> {
             Entry {
                 ctl: ctl.clone(),
                 waiters: Vec::new(),
-                is_flush,
+                is_flush: false,
             },
         );
         Ok(ctl)

@@ -226,16 +226,18 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
         match msg {
             Tmessage::Flush { oldtag } => core.flush(tag, oldtag, responder),
             Tmessage::Version { msize, version } => {
-                // The barrier takes effect now, so requests pipelined behind the Tversion
-                // already see the new session; its reply waits until every earlier request
-                // has ended. Not cancellable: a flush of it waits like any flush.
-                let ended = core.inflight.cancel_all(None);
-                core.fids.clear();
-                let out = core.negotiate(msize, &version);
-                if let Err(e) = core.inflight.register(tag) {
+                // Registered first: a refused Tversion (its tag in use, or no slot even with
+                // the slack) changes nothing. Then the barrier takes effect, so requests
+                // pipelined behind the Tversion already see the new session; its reply
+                // waits until every earlier request has ended. Not cancellable: a flush of
+                // it waits like any flush.
+                if let Err(e) = core.inflight.register_version(tag) {
                     core.send(responder, tag, Err(register_errno(e)));
                     return Ok(());
                 }
+                let ended = core.inflight.cancel_all(Some(tag));
+                core.fids.clear();
+                let out = core.negotiate(msize, &version);
                 let core2 = core.clone();
                 core.ex.spawn(async move {
                     ended.wait().await;

@@ -51,15 +51,21 @@ impl World {
                 self.send(g, msg, uses);
                 self.settle();
             }
-            let fids: Vec<u32> = self.guests[g].fids.keys().copied().collect();
-            for f in fids {
-                let uses = Uses {
-                    closing: vec![f],
-                    ..Uses::default()
-                };
-                self.send(g, Tmessage::Clunk { fid: Fid(f) }, uses);
+            // Clunks refused for lack of a request slot are sent again.
+            for _ in 0..64 {
+                let fids: Vec<u32> = self.guests[g].fids.keys().copied().collect();
+                if fids.is_empty() || self.failure.is_some() {
+                    break;
+                }
+                for f in fids {
+                    let uses = Uses {
+                        closing: vec![f],
+                        ..Uses::default()
+                    };
+                    self.send(g, Tmessage::Clunk { fid: Fid(f) }, uses);
+                }
+                self.settle();
             }
-            self.settle();
         }
         for c in 0..self.conns.len() {
             let conn = &self.conns[c];

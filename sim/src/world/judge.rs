@@ -2,7 +2,7 @@
 //! the oracle and the model, the per-connection counts (fids, request slots), Rflush and
 //! Tversion ordering, and what "nothing can run" means (stalls to flush, or a deadlock).
 
-use co9p::protocol::{Reply, Rmessage, Tag, Tmessage, VERSION_9P2000_L};
+use co9p::protocol::{Errno, Reply, Rmessage, Tag, Tmessage, VERSION_9P2000_L};
 
 use super::{RunEnd, STEP_BUDGET, World};
 use crate::journal::Event;
@@ -232,6 +232,25 @@ impl World {
             if !matches!(req.msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
                 g.inflight -= 1;
             }
+        }
+        if req.refused {
+            if reply.msg
+                != (Rmessage::Lerror {
+                    ecode: Errno::EAGAIN,
+                })
+            {
+                let detail = format!("{} with every slot taken: {reply}", Show(&req.msg));
+                self.fail("request slots", detail);
+            }
+            return;
+        }
+        if reply.msg
+            == (Rmessage::Lerror {
+                ecode: Errno::EAGAIN,
+            })
+        {
+            let detail = format!("{} refused with a slot free", Show(&req.msg));
+            return self.fail("request slots", detail);
         }
         match &req.msg {
             Tmessage::Flush { oldtag } => self.on_rflush(r, &req, *oldtag, &reply.msg),

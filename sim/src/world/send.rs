@@ -1,0 +1,203 @@
+//! Sending: a request on its connection's link (direct or virtio), Tflush, Tversion with
+//! its barrier, a client reset, and whether the session must refuse a request for lack of
+//! a slot.
+
+use std::sync::Arc;
+
+use co9p::protocol::{Request, Tag, Tmessage, VERSION_9P2000_L};
+use co9p::server::Latch;
+use rand::RngExt;
+
+use super::World;
+use crate::guest::Uses;
+use crate::journal::SimResponder;
+use crate::link::Link;
+use crate::oracle::Req;
+
+impl World {
+    /// Whether the session of `conn` must refuse `msg` for lack of a request slot: the
+    /// server's rule (a Tflush of a request in flight and a Tversion get one slot of
+    /// slack), from the requests the world knows to be registered there.
+    pub(super) fn refuses(&self, conn: usize, tag: u16, msg: &Tmessage) -> bool {
+        let taken = self.outstanding.range((conn, 0)..=(conn, u16::MAX)).count();
+        let limit = self.conns[conn].link.max_inflight(&self.config);
+        match msg {
+            Tmessage::Flush { oldtag } => {
+                oldtag.0 != tag && self.outstanding.contains_key(&(conn, oldtag.0)) && taken > limit
+            }
+            Tmessage::Version { .. } => taken > limit,
+            _ => taken >= limit,
+        }
+    }
+
+    pub(super) fn submit(&mut self, g: usize, tag: u16, msg: Tmessage, uses: Uses) -> usize {
+        let conn = self.guests[g].conn;
+        let refused = self.refuses(conn, tag, &msg);
+        let req = Request::new(Tag(tag), msg.clone());
+        let frame = req.to_bytes().expect("encodable");
+        self.ex
+            .record_line(b'Q', &frame, || format!("c{g} -> {req}"));
+        if self.cfg.log {
+            self.pdus.push(format!("c{g} -> {req}"));
+        }
+        self.guests[g].claim(&uses, true);
+        if !matches!(msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
+            self.guests[g].inflight += 1;
+        }
+        let idx = self.reqs.len();
+        self.reqs.push(Req {
+            client: g,
+            conn,
+            tag,
+            msg,
+            task: None,
+            uses,
+            cancelled: false,
+            flushes: Vec::new(),
+            calls: Vec::new(),
+            replied: false,
+            done: false,
+            before_version: None,
+            sent_at: self.actions,
+            refused,
+        });
+        self.outstanding.insert((conn, tag), idx);
+        let before = self.ex.last_spawned();
+        match &self.conns[conn].link {
+            Link::Direct(session) => {
+                let responder = SimResponder::new(self.journal.clone(), conn);
+                if let Err(e) = session.submit(&frame, responder) {
+                    self.fail("submit", format!("a valid frame was refused: {e}"));
+                }
+            }
+            &Link::Virtio { dev, .. } => {
+                let msize = self.conns[conn].msize;
+                let indirect = self.lrng.random_bool(0.25);
+                let msg = &self.reqs[idx].msg;
+                if let Err(e) = self.devices[dev].send(idx, &frame, msg, msize, indirect) {
+                    self.fail("virtio ring", e);
+                }
+            }
+        }
+        let after = self.ex.last_spawned();
+        if after != before
+            && let Some(t) = after
+        {
+            self.reqs[idx].task = Some(t);
+            self.by_task.insert(t, idx);
+        }
+        self.after_step();
+        idx
+    }
+
+    pub(super) fn flush(&mut self, g: usize, oldtag: Option<u16>) {
+        let conn = self.guests[g].conn;
+        let tag = self.guests[g].tag();
+        let oldtag = oldtag.unwrap_or(tag);
+        let flush = Tmessage::Flush {
+            oldtag: Tag(oldtag),
+        };
+        if let Some(&old) = self.outstanding.get(&(conn, oldtag))
+            && oldtag != tag
+            && !self.refuses(conn, tag, &flush)
+        {
+            let idx = self.reqs.len();
+            let o = &mut self.reqs[old];
+            if !matches!(o.msg, Tmessage::Flush { .. }) {
+                o.cancelled = true;
+            }
+            o.flushes.push(idx);
+        }
+        self.submit(
+            g,
+            tag,
+            Tmessage::Flush {
+                oldtag: Tag(oldtag),
+            },
+            Uses::default(),
+        );
+    }
+
+    pub(super) fn version(&mut self, g: usize) {
+        let msize = self.guests[g].want_msize;
+        self.version_with(
+            g,
+            Tmessage::Version {
+                msize,
+                version: VERSION_9P2000_L.into(),
+            },
+        );
+    }
+
+    /// Tversion: the barrier applies at once (fids gone, requests cancelled).
+    pub(super) fn version_with(&mut self, g: usize, msg: Tmessage) -> usize {
+        let conn = self.guests[g].conn;
+        if self.refuses(conn, Tag::NOTAG.0, &msg) {
+            // Refused before its barrier: nothing about the session changes.
+            return self.submit(g, Tag::NOTAG.0, msg, Uses::default());
+        }
+        let idx = self.reqs.len();
+        let mut zombies = Vec::new();
+        for m in self.guests[g].fids.values() {
+            if let crate::guest::FidOpen::File { owner, .. } = m.open {
+                zombies.push(owner);
+                self.model.zombies.insert(owner);
+            }
+        }
+        for (_, &r) in self.outstanding.range((conn, 0)..=(conn, u16::MAX)) {
+            let r = &mut self.reqs[r];
+            r.cancelled = true;
+            r.before_version = Some(idx);
+        }
+        let guest = &mut self.guests[g];
+        guest.reset(conn);
+        guest.versioning = true;
+        if let Tmessage::Version { msize, .. } = &msg {
+            self.conns[conn].msize = (*msize).min(self.config.max_msize);
+        }
+        self.versions.insert(conn, (idx, zombies));
+        self.submit(g, Tag::NOTAG.0, msg, Uses::default())
+    }
+
+    /// Client reset: the connection closes with requests in flight; a new one opens.
+    pub(super) fn reset(&mut self, g: usize) {
+        let old = self.guests[g].conn;
+        let latch = match self.close_link(old) {
+            Ok(l) => l,
+            Err(e) => return self.fail("virtio reset", e),
+        };
+        self.ex.record_line(b'C', &(old as u64).to_le_bytes(), || {
+            format!("c{g} close conn={old}")
+        });
+        let mut zombies = Vec::new();
+        for m in self.guests[g].fids.values() {
+            if let crate::guest::FidOpen::File { owner, .. } = m.open {
+                zombies.push(owner);
+                self.model.zombies.insert(owner);
+            }
+        }
+        for (_, &r) in self.outstanding.range((old, 0)..=(old, u16::MAX)) {
+            self.reqs[r].cancelled = true;
+        }
+        let c = &mut self.conns[old];
+        c.open = false;
+        c.closing = Some(latch);
+        c.zombies = zombies;
+        let conn = self.connect(g);
+        let guest = &mut self.guests[g];
+        guest.reset(conn);
+        guest.tags.clear();
+        guest.versioning = false;
+        self.after_step();
+    }
+
+    /// Closes connection `c`'s side of the link: the session closes, or the virtio
+    /// device is reset through its registers (and booted again for a next connection).
+    /// The latch opens when the cancelled requests have finished.
+    pub(super) fn close_link(&mut self, c: usize) -> Result<Arc<Latch>, String> {
+        match &self.conns[c].link {
+            Link::Direct(session) => Ok(session.close()),
+            &Link::Virtio { dev, .. } => self.devices[dev].reset(),
+        }
+    }
+}
