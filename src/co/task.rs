@@ -161,6 +161,10 @@ impl TaskCache {
         true
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
     /// Everything this cache holds, leaving it empty.
     pub(crate) fn take_all(&mut self) -> TaskCache {
         std::mem::replace(self, TaskCache::new())

@@ -317,7 +317,12 @@ impl Drop for Worker {
         let cache = self.cache.get_mut().take_all();
         let _ = IDLE_CACHE.try_with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {
-                c.absorb(cache);
+                // Usually the thread holds none (this worker took it): a move, not a copy.
+                if c.is_empty() {
+                    *c = cache;
+                } else {
+                    c.absorb(cache);
+                }
             }
         });
     }
