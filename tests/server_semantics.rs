@@ -335,3 +335,36 @@ fn a_request_flushed_before_it_ran_gets_no_reply_and_has_no_effect() {
     assert_eq!(tags, vec![fl]);
     assert_eq!(c.getattr(f).unwrap().size, 0);
 }
+
+/// Tremove unlinks what the fid names — a file as a file, a directory as a directory —
+/// and clunks the fid whether or not that worked (9P's rule); the attach root cannot go.
+#[test]
+fn tremove_unlinks_files_and_directories_and_always_clunks() {
+    let (mut c, _stall) = attached(Config::default());
+    let remove = |c: &mut C, fid: Fid| c.call(Tmessage::Remove { fid });
+    c.mkdir(Fid(0), "d", 0o755).unwrap();
+    c.mkdir(Fid(0), "full", 0o755).unwrap();
+    let f = open_new_file(&mut c, "f");
+    c.clunk(f).unwrap();
+    let inner = c.walk_path(Fid(0), "full").unwrap();
+    c.lcreate(inner, "x", OpenFlags::RDWR, 0o644).unwrap();
+    c.clunk(inner).unwrap();
+    for (name, want) in [
+        ("f", Ok(Rmessage::Remove {})),
+        ("d", Ok(Rmessage::Remove {})),
+        ("full", Err(Errno::ENOTEMPTY)),
+    ] {
+        let fid = c.walk_path(Fid(0), name).unwrap();
+        assert_eq!(remove(&mut c, fid), want, "Tremove of {name}");
+        assert_eq!(
+            c.getattr(fid).err(),
+            Some(Errno::ENOENT),
+            "{name}'s fid is gone"
+        );
+        let there = c.walk_path(Fid(0), name).is_ok();
+        assert_eq!(there, want.is_err(), "{name} on the export");
+    }
+    let root = c.walk_path(Fid(0), "").unwrap();
+    assert_eq!(remove(&mut c, root), Err(Errno::EBUSY));
+    assert_eq!(c.getattr(root).err(), Some(Errno::ENOENT));
+}

@@ -331,6 +331,10 @@ async fn worker(sh: Arc<Shared>, ex: SimExecutor, id: usize, rounds: usize) {
             }
             *g += 1;
             ex.yield_now().await;
+            // Still locked however others queued or gave up meanwhile.
+            if !sh.mutex.is_locked() {
+                sh.violate(format!("CoMutex: worker {id} holds it, is_locked says no"));
+            }
             if sh.holder.swap(NOBODY, Ordering::AcqRel) != id {
                 sh.violate(format!("CoMutex: worker {id} was not alone inside"));
             }
