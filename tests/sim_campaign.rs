@@ -2,6 +2,7 @@
 //! schedulers: the test `cargo mutants` runs against each mutant of `src/co` and the
 //! server (see README, "Mutation testing"), since it mutates this package and runs this
 //! package's tests. `CO9P_SIM_SEEDS` sets the number of seeds (default 60).
+#![cfg(not(loom))]
 
 use co9p_sim::campaign::{replay_command, run_seed};
 use co9p_sim::link::Transport;

@@ -137,13 +137,7 @@ impl World {
             return self.submit(g, Tag::NOTAG.0, msg, Uses::default());
         }
         let idx = self.reqs.len();
-        let mut zombies = Vec::new();
-        for m in self.guests[g].fids.values() {
-            if let crate::guest::FidOpen::File { owner, .. } = m.open {
-                zombies.push(owner);
-                self.model.zombies.insert(owner);
-            }
-        }
+        let zombies = self.orphan_locks(g);
         for (_, &r) in self.outstanding.range((conn, 0)..=(conn, u16::MAX)) {
             let r = &mut self.reqs[r];
             r.cancelled = true;
@@ -159,6 +153,19 @@ impl World {
         self.submit(g, Tag::NOTAG.0, msg, Uses::default())
     }
 
+    /// The lock owners of guest `g`'s open files, whose session is going away: the model
+    /// keeps their locks until the server has let them go.
+    fn orphan_locks(&mut self, g: usize) -> Vec<u64> {
+        let mut zombies = Vec::new();
+        for m in self.guests[g].fids.values() {
+            if let crate::guest::FidOpen::File { owner, .. } = m.open {
+                zombies.push(owner);
+                self.model.zombies.insert(owner);
+            }
+        }
+        zombies
+    }
+
     /// Client reset: the connection closes with requests in flight; a new one opens.
     pub(super) fn reset(&mut self, g: usize) {
         let old = self.guests[g].conn;
@@ -169,13 +176,7 @@ impl World {
         self.ex.record_line(b'C', &(old as u64).to_le_bytes(), || {
             format!("c{g} close conn={old}")
         });
-        let mut zombies = Vec::new();
-        for m in self.guests[g].fids.values() {
-            if let crate::guest::FidOpen::File { owner, .. } = m.open {
-                zombies.push(owner);
-                self.model.zombies.insert(owner);
-            }
-        }
+        let zombies = self.orphan_locks(g);
         for (_, &r) in self.outstanding.range((old, 0)..=(old, u16::MAX)) {
             self.reqs[r].cancelled = true;
         }

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
-use super::chain::{Region, host_range, write_to};
+use super::chain::{Region, host_range, sub_regions, write_to};
 use crate::protocol::{
     Errno, HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Rmessage, Tag,
     encode_payload_header,
@@ -203,23 +203,8 @@ impl Responder for VirtioResponder {
         if !self.is_current() {
             return out;
         }
-        let mut skip = PAYLOAD_HEADER_LEN as u64;
-        let mut left = max as u64;
-        for r in &self.writable {
-            if left == 0 {
-                break;
-            }
-            let len = u64::from(r.len);
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let take = (len - skip).min(left);
-            let Some(start) = r.addr.checked_add(skip) else {
-                break;
-            };
-            skip = 0;
-            left -= take;
+        for r in sub_regions(&self.writable, PAYLOAD_HEADER_LEN as u64, max as u64) {
+            let (start, take) = (r.addr, r.len);
             if let Some(ptr) = host_range(&self.mem, start, take as usize) {
                 // SAFETY: as below; `host_range` checked the range lies in one region.
                 let slice = unsafe { std::slice::from_raw_parts_mut(ptr, take as usize) };
