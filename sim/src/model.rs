@@ -186,6 +186,19 @@ impl Model {
         }
     }
 
+    /// A directory's parent, as `..` finds it (the root's is the root); a removed
+    /// directory has none.
+    pub fn parent(&self, dir: NodeId) -> R<NodeId> {
+        let d = match &self.nodes[dir].content {
+            Content::Dir(d) => d,
+            _ => return Err(Errno::ENOTDIR),
+        };
+        if self.nodes[dir].nlink == 0 {
+            return Err(Errno::ENOENT);
+        }
+        Ok(d.parent)
+    }
+
     pub fn lookup(&self, dir: NodeId, name: &[u8]) -> R<NodeId> {
         self.dir_of(dir)?.get(name).ok_or(Errno::ENOENT)
     }

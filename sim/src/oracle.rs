@@ -253,14 +253,92 @@ fn precheck(g: &Guest, m: &Model, msg: &Tmessage) -> Result<(), Errno> {
     }
 }
 
+/// Where a Twalk stands, given the filesystem calls it has made: the nodes of the steps
+/// done (a `.`, or a `..` at the root, needs no call), and what comes next.
+pub struct WalkState {
+    pub nodes: Vec<NodeId>,
+    pub next: WalkNext,
+}
+
+pub enum WalkNext {
+    /// Every name walked.
+    Done,
+    /// Stopped: a call failed, or a name that cannot exist (no call).
+    Failed(Errno),
+    /// The next step's call: `..` of the node (`true`) or a lookup of the name in it.
+    Call {
+        from: NodeId,
+        dotdot: bool,
+        name: usize,
+    },
+}
+
+/// `None` if the walk's fid is no longer in the guest's table (a reset or Tversion).
+pub fn walk_state(g: &Guest, req: &Req) -> Option<WalkState> {
+    let Tmessage::Walk { fid: f, wnames, .. } = &req.msg else {
+        unreachable!("a Twalk")
+    };
+    let mut cur = g.fids.get(&f.0)?.node;
+    let mut nodes = Vec::new();
+    let mut calls = req.calls.iter();
+    for (i, w) in wnames.iter().enumerate() {
+        let b = w.as_bytes();
+        let dotdot = b == b"..";
+        if b == b"." || (dotdot && cur == crate::model::ROOT) {
+            nodes.push(cur);
+            continue;
+        }
+        // A name that cannot exist fails without a call: ENAMETOOLONG if too long, else
+        // ENOENT (empty, or with a '/' or NUL), as the server answers.
+        if !dotdot && let Err(e) = co9p::fs::Name::new(b) {
+            let e = if e == Errno::ENAMETOOLONG {
+                e
+            } else {
+                Errno::ENOENT
+            };
+            return Some(WalkState {
+                nodes,
+                next: WalkNext::Failed(e),
+            });
+        }
+        match calls.next() {
+            None => {
+                let next = WalkNext::Call {
+                    from: cur,
+                    dotdot,
+                    name: i,
+                };
+                return Some(WalkState { nodes, next });
+            }
+            Some(c) => match (&c.res, c.error()) {
+                (Res::Node(Ok(n)), None) => {
+                    cur = *n;
+                    nodes.push(cur);
+                }
+                (_, e) => {
+                    let next = WalkNext::Failed(e.unwrap_or(Errno::EIO));
+                    return Some(WalkState { nodes, next });
+                }
+            },
+        }
+    }
+    Some(WalkState {
+        nodes,
+        next: WalkNext::Done,
+    })
+}
+
 /// The filesystem calls a request makes after its pre-checks, given the calls so far:
 /// `true` once the handler has made its last one.
 fn calls_done(g: &Guest, req: &Req) -> bool {
     use Tmessage as T;
     let n = req.calls.len();
-    let failed = req.calls.last().is_some_and(|c| c.error().is_some());
     match &req.msg {
-        T::Walk { wnames, .. } => failed || n == wnames.len(),
+        T::Walk { wnames, .. } => match walk_state(g, req) {
+            Some(s) => !matches!(s.next, WalkNext::Call { .. }),
+            // The fid is gone from this guest's table: judged by the calls alone.
+            None => req.calls.last().is_some_and(|c| c.error().is_some()) || n >= wnames.len(),
+        },
         T::Read { fid: f, .. } => {
             n >= 1
                 || matches!(
@@ -320,17 +398,19 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
             expect_op(&[FsOp::Root])?;
             Res::Node(Ok(crate::model::ROOT))
         }
-        T::Walk { fid: f, wnames, .. } => {
-            expect_op(&[FsOp::Lookup])?;
-            let mut cur = g.fids[&f.0].node;
-            for c in &req.calls {
-                if let Res::Node(Ok(n)) = c.res {
-                    cur = n;
-                }
+        T::Walk { wnames, .. } => match walk_state(g, req).map(|s| s.next) {
+            Some(WalkNext::Call {
+                from, dotdot: true, ..
+            }) => {
+                expect_op(&[FsOp::Parent])?;
+                Res::Node(m.parent(from))
             }
-            let name = wnames[req.calls.len()].as_bytes();
-            Res::Node(m.lookup(cur, name))
-        }
+            Some(WalkNext::Call { from, name, .. }) => {
+                expect_op(&[FsOp::Lookup])?;
+                Res::Node(m.lookup(from, wnames[name].as_bytes()))
+            }
+            _ => unreachable!("checked by calls_done"),
+        },
         T::Lopen { fid: f, flags } => {
             expect_op(&[FsOp::Open])?;
             let node = g.fids[&f.0].node;

@@ -110,6 +110,16 @@ impl Guest {
                 if n >= 1 {
                     wnames[0] = self.name_in(rng, model, from);
                 }
+                // Now and then `.` or `..` (the root's `..` is the root), or a name that
+                // cannot exist: empty, with a '/', or too long.
+                for w in wnames.iter_mut() {
+                    if rng.random_bool(0.12) {
+                        *w = P9String::from([".", ".."][rng.random_range(0..2)]);
+                    } else if rng.random_bool(0.02) {
+                        let bad = ["".to_string(), "a/b".to_string(), "x".repeat(256)];
+                        *w = P9String::from(bad[rng.random_range(0..3)].as_str());
+                    }
+                }
                 let uses = if newfid == from {
                     u(&[], &[], &[from], &[])
                 } else {

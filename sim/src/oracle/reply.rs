@@ -73,16 +73,14 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             },
             _,
         ) => {
-            let mut nodes = Vec::new();
-            let mut err = None;
-            for c in &req.calls {
-                match (&c.res, c.error()) {
-                    (Res::Node(Ok(n)), None) => nodes.push(*n),
-                    (_, e) => err = e,
-                }
-            }
+            let state = super::walk_state(g, req).expect("prechecked: the fid is there");
+            let nodes = state.nodes;
             if nodes.is_empty() && !wnames.is_empty() {
-                return expect_err(got, err.unwrap_or(Errno::EIO), &what);
+                let err = match state.next {
+                    super::WalkNext::Failed(e) => e,
+                    _ => Errno::EIO,
+                };
+                return expect_err(got, err, &what);
             }
             let Rmessage::Walk { wqids } = got else {
                 return Err(format!("{what}: expected Rwalk, got {gs}"));
