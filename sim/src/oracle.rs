@@ -243,6 +243,7 @@ fn precheck(g: &Guest, m: &Model, msg: &Tmessage) -> Result<(), Errno> {
             FidOpen::Closed => Ok(()),
             _ => Err(Errno::EINVAL),
         },
+        T::Remove { fid: f } => fid(g, *f).map(drop),
         T::Clunk { fid: f } => match &fid(g, *f)?.open {
             FidOpen::XattrWrite { value, written, .. } if *written != value.len() => {
                 Err(Errno::EINVAL)
@@ -354,6 +355,7 @@ fn calls_done(g: &Guest, req: &Req) -> bool {
                 )
         }
         T::Xattrcreate { .. } => true,
+        T::Remove { fid: f } => n >= 1 || g.fids.get(&f.0).is_some_and(|e| e.parent.is_none()),
         T::Clunk { fid: f } => {
             n >= 1
                 || !matches!(
@@ -535,6 +537,22 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
                     name.as_bytes(),
                     flags & co9p::protocol::AT_REMOVEDIR != 0,
                 )
+            } else {
+                Ok(())
+            })
+        }
+        T::Remove { fid: f } => {
+            expect_op(&[FsOp::Unlink])?;
+            let e = &g.fids[&f.0];
+            let Some((dir, name)) = &e.parent else {
+                return Err(format!(
+                    "filesystem call {:?} for a Tremove of no name",
+                    ev.op
+                ));
+            };
+            let rmdir = m.node(e.node).is_dir();
+            Res::Unit(if ran {
+                m.unlink(*dir, name, rmdir)
             } else {
                 Ok(())
             })

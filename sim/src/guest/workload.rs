@@ -418,7 +418,18 @@ impl Guest {
                     nonpersistent(f)
                         && (pipelined || self.claims.get(&f).is_none_or(|c| c.primary == 0))
                 })?;
-                (Tmessage::Clunk { fid: Fid(f) }, u(&[], &[], &[], &[f]))
+                // Now and then a Tremove instead: unlinks the fid's name, and the fid goes.
+                // Never the setup directories (`/shared`, `/cN`): the clients need them.
+                let removable = self.fids[&f]
+                    .parent
+                    .as_ref()
+                    .is_none_or(|(dir, _)| *dir != crate::model::ROOT);
+                let msg = if removable && rng.random_bool(0.15) {
+                    Tmessage::Remove { fid: Fid(f) }
+                } else {
+                    Tmessage::Clunk { fid: Fid(f) }
+                };
+                (msg, u(&[], &[], &[], &[f]))
             }
         };
         Some(op)

@@ -40,7 +40,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
     }
     let last = req.calls.last();
     // Walks answer partial progress; every other failed call is the reply.
-    if !matches!(req.msg, T::Walk { .. } | T::Clunk { .. })
+    if !matches!(req.msg, T::Walk { .. } | T::Clunk { .. } | T::Remove { .. })
         && let Some(e) = last.and_then(Call::error)
     {
         return expect_err(got, e, &what);
@@ -62,6 +62,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 MFid {
                     node: crate::model::ROOT,
                     open: FidOpen::Closed,
+                    parent: None,
                 },
             );
         }
@@ -97,6 +98,19 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             }
             if nodes.len() == wnames.len() {
                 let node = nodes.last().copied().unwrap_or(g.fids[&fid.0].node);
+                // The name each step came by, as the server keeps it: `.` and the root's
+                // `..` keep it, another `..` forgets it.
+                let mut parent = g.fids[&fid.0].parent.clone();
+                let mut cur = g.fids[&fid.0].node;
+                for (w, n) in wnames.iter().zip(&nodes) {
+                    match w.as_bytes() {
+                        b"." => {}
+                        b".." if cur == crate::model::ROOT => {}
+                        b".." => parent = None,
+                        b => parent = Some((cur, b.to_vec())),
+                    }
+                    cur = *n;
+                }
                 if newfid == fid
                     && let Some(FidOpen::File { owner, .. }) = g.fids.get(&fid.0).map(|m| &m.open)
                 {
@@ -107,6 +121,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                     MFid {
                         node,
                         open: FidOpen::Closed,
+                        parent,
                     },
                 );
                 g.cursor.remove(&newfid.0);
@@ -128,7 +143,13 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             };
             g.cursor.remove(&fid.0);
         }
-        (T::Lcreate { fid, flags, .. }, Rmessage::Lcreate { qid, .. }) => {
+        (
+            T::Lcreate {
+                fid, flags, name, ..
+            },
+            Rmessage::Lcreate { qid, .. },
+        ) => {
+            let dir = g.fids[&fid.0].node;
             let Some(Call {
                 res: Res::Node(Ok(node)),
                 ..
@@ -146,6 +167,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                         flags: *flags,
                         owner,
                     },
+                    parent: Some((dir, name.as_bytes().to_vec())),
                 },
             );
         }
@@ -301,11 +323,13 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 return Err(format!("{what}: size {size}, the model has {}", v.len()));
             }
             let node = g.fids[&fid.0].node;
+            let parent = g.fids[&fid.0].parent.clone();
             g.fids.insert(
                 newfid.0,
                 MFid {
                     node,
                     open: FidOpen::XattrRead(v.clone()),
+                    parent,
                 },
             );
         }
@@ -324,6 +348,22 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 value: vec![0; *attr_size as usize],
                 written: 0,
             };
+        }
+        (T::Remove { fid }, _) => {
+            // The fid goes whatever the outcome (9P's rule).
+            let e = g.fids.remove(&fid.0).expect("prechecked");
+            if let FidOpen::File { owner, .. } = e.open {
+                m.release(owner);
+            }
+            g.cursor.remove(&fid.0);
+            match (e.parent, last.and_then(Call::error)) {
+                (None, _) => return expect_err(got, Errno::EBUSY, &what),
+                (_, Some(err)) => return expect_err(got, err, &what),
+                _ if !matches!(got, Rmessage::Remove {}) => {
+                    return Err(format!("{what}: expected Rremove, got {gs}"));
+                }
+                _ => {}
+            }
         }
         (T::Clunk { fid }, _) => {
             let e = g.fids.remove(&fid.0).expect("prechecked");
