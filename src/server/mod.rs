@@ -178,6 +178,11 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
         self.core.msize.load(Ordering::Acquire)
     }
 
+    /// The executor the session's coroutines run on.
+    pub fn executor(&self) -> &E {
+        &self.core.ex
+    }
+
     /// The largest frame this session accepts now.
     pub fn frame_limit(&self) -> u32 {
         match self.msize() {
@@ -277,17 +282,20 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                 };
                 // The request's place among those on its fid is taken now, in arrival order,
                 // so a Tclunk can wait for the requests sent before it even if their
-                // coroutines have not run yet. It is left when the coroutine ends.
+                // coroutines have not run yet. It is left when the handler is done, before
+                // the request ends: the place holds the fid (its open file, and so its
+                // locks), and whoever sees the request end (its client, or a closing
+                // connection waiting for its requests) must find that hold gone.
                 let arrival = primary_fid(&job)
                     .and_then(|fid| core.fids.get(fid).ok())
                     .map(|e| e.arrive());
                 let number = arrival.as_ref().map(|a| a.number);
                 let core2 = core.clone();
                 core.ex.spawn(async move {
-                    let _arrival = arrival;
                     let mut responder = responder;
                     let out =
                         Cancellable::new(&ctl, core2.dispatch(job, number, &mut responder)).await;
+                    drop(arrival);
                     match out {
                         Some(out) => core2.finish(tag, Some((responder, out))),
                         // Cancelled before it had an effect: no reply at all.
