@@ -280,3 +280,90 @@ fn a_lone_yielder_does_not_starve_the_root_or_new_tasks() {
     setter.join().unwrap();
     assert!(p.load(Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn run_here_polls_what_it_spawns_on_the_calling_thread_before_returning() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    let ran_on = Arc::new(std::sync::Mutex::new(None));
+    let r = ran_on.clone();
+    let seen = ex.run_here(|| {
+        ex.spawn(async move {
+            // A yield, so the helper's own FIFO and its re-poll are exercised too.
+            yield_now().await;
+            *r.lock().unwrap() = Some(std::thread::current().id());
+        });
+        7
+    });
+    assert_eq!(seen, 7);
+    assert_eq!(*ran_on.lock().unwrap(), Some(std::thread::current().id()));
+}
+
+#[test]
+fn run_here_leaves_a_waiting_task_to_the_pool() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    let lock = Arc::new(CoMutex::new(0u32));
+    let held = block_on(lock.lock());
+    let (l, done) = (lock.clone(), Arc::new(std::sync::Mutex::new(None)));
+    let d = done.clone();
+    ex.run_here(|| {
+        ex.spawn(async move {
+            *l.lock().await += 1;
+            *d.lock().unwrap() = Some(std::thread::current().id());
+        })
+    });
+    // It could not finish here: the lock is ours.
+    assert_eq!(*done.lock().unwrap(), None);
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while done.lock().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never resumed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_ne!(*done.lock().unwrap(), Some(std::thread::current().id()));
+    assert_eq!(*block_on(lock.lock()), 1);
+}
+
+#[test]
+fn run_here_hands_a_task_that_keeps_yielding_to_the_pool() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let p = polls.clone();
+    let h = ex.run_here(|| {
+        ex.spawn_handle(async move {
+            for _ in 0..10_000 {
+                p.fetch_add(1, Ordering::SeqCst);
+                yield_now().await;
+            }
+        })
+    });
+    // The helper gave up long before the task was done; the pool finishes it.
+    let at_return = polls.load(Ordering::SeqCst);
+    assert!(
+        at_return < 10_000,
+        "run_here ran the whole loop ({at_return} polls)"
+    );
+    block_on(h).unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 10_000);
+}
+
+#[test]
+fn run_here_inside_a_coroutine_just_spawns() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    let ex2 = ex.clone();
+    let inner = block_on(pool.spawn_handle(async move {
+        let me = std::thread::current().id();
+        let ex3 = ex2.clone();
+        let h = ex2.run_here(|| ex3.spawn_handle(async { std::thread::current().id() }));
+        (me, h.await.unwrap())
+    }))
+    .unwrap();
+    // Both ran on the pool's one thread; nothing was polled re-entrantly.
+    assert_eq!(inner.0, inner.1);
+}

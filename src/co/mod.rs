@@ -73,6 +73,16 @@ pub trait Executor: Clone + Send + Sync + 'static {
 
     /// Monotonic time since the executor started (virtual in the simulator).
     fn now(&self) -> Duration;
+
+    /// Calls `f`, letting the calling thread lend a hand: where the executor can, the
+    /// coroutines `f` spawns are first polled right here, before `run_here` returns, as far
+    /// as they go without waiting; whatever then still waits resumes on the executor as
+    /// usual. A transport calls it for a request that nothing else is queued behind, so a
+    /// request that needs no wait is served on the thread that read it, with no hand-off
+    /// to another thread and back (two context switches). By default it only calls `f`.
+    fn run_here<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
 
 /// Yields once: wakes itself and returns `Pending`, then completes on the next poll.

@@ -210,7 +210,55 @@ impl Executor for PoolHandle {
     fn now(&self) -> Duration {
         self.shared.start.elapsed()
     }
+
+    /// On a thread that is not already running this pool's loop, the calling thread acts as
+    /// a helper worker for the duration: what `f` spawns (and what those wake) stays on its
+    /// FIFO and is polled here, up to [`HELPER_POLLS`] polls; leftovers go to the pool.
+    fn run_here<R>(&self, f: impl FnOnce() -> R) -> R {
+        if Worker::current_is_some() {
+            return f();
+        }
+        HELPER.with(|slot| {
+            let Ok(mut slot) = slot.try_borrow_mut() else {
+                return f();
+            };
+            // One helper per thread, kept between calls: its FIFO keeps its capacity and its
+            // task cache stays warm, so lending a hand costs no allocation.
+            if !slot
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(&h.shared, &self.shared))
+            {
+                *slot = None;
+                *slot = Some(Box::new(Helper {
+                    worker: Worker::helper(&self.shared),
+                    shared: self.shared.clone(),
+                }));
+            }
+            let h = slot.as_ref().expect("just set");
+            let _entered = h.worker.enter(&h.shared);
+            let out = f();
+            h.worker.drain_local(&h.shared, HELPER_POLLS);
+            out
+        })
+    }
 }
+
+/// A thread's helper worker for [`PoolHandle::run_here`], with the pool it helps (which the
+/// worker points into, so it lives as long).
+struct Helper {
+    worker: Worker,
+    shared: Arc<Shared>,
+}
+
+thread_local! {
+    static HELPER: std::cell::RefCell<Option<Box<Helper>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// How many polls a [`PoolHandle::run_here`] helper makes before it hands what is left to
+/// the pool: enough for a request's coroutine and the few it wakes, little enough that a
+/// coroutine yielding in a loop cannot keep the helper's thread (a transport's reader)
+/// from its own work.
+const HELPER_POLLS: usize = 16;
 
 impl fmt::Debug for PoolHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

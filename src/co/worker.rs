@@ -294,6 +294,10 @@ pub(crate) struct Worker {
     /// Blocks of tasks that finished here, for the next spawns here (see [`TaskCache`]);
     /// freed when the worker ends (the thread exits, or `block_on` returns).
     cache: RefCell<TaskCache>,
+    /// A helper (see [`PoolHandle::run_here`](super::PoolHandle)) keeps everything local:
+    /// it is about to run it itself, so waking an idle thread for it would only add a
+    /// hand-off.
+    helper: bool,
 }
 
 /// Restores the previous worker (nested `block_on`) and hands our leftover tasks back.
@@ -344,6 +348,29 @@ impl Worker {
                     .and_then(Result::ok)
                     .unwrap_or_else(TaskCache::new),
             ),
+            helper: false,
+        }
+    }
+
+    /// A worker for a thread that is not the pool's, lending a hand for a moment.
+    pub(crate) fn helper(shared: &Shared) -> Self {
+        let mut w = Self::new(shared);
+        w.helper = true;
+        w
+    }
+
+    /// Whether this thread is running some pool's loop already.
+    pub(crate) fn current_is_some() -> bool {
+        CURRENT.try_with(|c| !c.get().is_null()).unwrap_or(true)
+    }
+
+    /// Runs tasks from this thread's own FIFO only, at most `budget` polls.
+    pub(crate) fn drain_local(&self, shared: &Shared, budget: usize) {
+        for _ in 0..budget {
+            let Some(t) = self.local.borrow_mut().pop_front() else {
+                return;
+            };
+            self.run(t, shared);
         }
     }
 
@@ -376,7 +403,7 @@ impl Worker {
     #[inline]
     fn push_local(&self, task: TaskRef) -> Option<TaskRef> {
         // SAFETY: the worker never outlives its pool's `Shared` (it borrows it in `enter`).
-        if unsafe { (*self.shared).idle_hint.load(Ordering::Relaxed) } != 0 {
+        if !self.helper && unsafe { (*self.shared).idle_hint.load(Ordering::Relaxed) } != 0 {
             return Some(task);
         }
         self.local.borrow_mut().push_back(task);
