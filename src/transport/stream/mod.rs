@@ -1,20 +1,22 @@
 //! 9P over a byte stream (tcp or unix socket): each PDU is its own size-prefixed frame.
 //!
 //! One reader thread per connection reads whole frames and submits them to the
-//! connection's [`Session`]; handlers run on the executor and push encoded replies onto the
-//! connection's queue in completion order; one writer thread per connection drains it. So
-//! pipelined requests run concurrently, a slow client never blocks an executor thread, and
-//! the reader stops reading (backpressure) while the session has its limit of requests in
-//! flight. A closed connection cancels its requests and drops its fids, which closes their
+//! connection's [`Session`]. A request with nothing queued behind it in the read buffer is
+//! started on the reader thread itself ([`Executor::run_here`]), so one that needs no wait
+//! is served without a hand-off to another thread; pipelined requests run concurrently on
+//! the executor. Replies go out in completion order, written by the thread that finished
+//! them when the socket is free, or by the connection's writer thread when the socket is
+//! full ([`out`]), so a slow client never blocks an executor thread. The reader stops
+//! reading (backpressure) while the session has its limit of requests in flight or too
+//! many replies wait to be written. A closed connection cancels its requests and drops its fids, which closes their
 //! files and releases their locks.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::co::Executor;
@@ -23,6 +25,9 @@ use crate::protocol::{
     HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, encode_payload_header, frame_size,
 };
 use crate::server::{Config, Responder, Session};
+
+mod out;
+use out::OutQueue;
 
 /// Where to listen: `tcp:HOST:PORT` or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +157,15 @@ impl Conn {
     }
 }
 
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Conn::Tcp(s) => s.as_fd(),
+            Conn::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -174,84 +188,6 @@ impl Write for Conn {
             Conn::Unix(s) => s.flush(),
         }
     }
-}
-
-/// Encoded replies waiting for the writer thread, and spare reply buffers.
-///
-/// A queued buffer holds one frame as its *prefix* (the frame's own size field says how
-/// long): buffers are recycled without being shrunk, so an `Rread` of up to msize reuses
-/// memory that is already initialised instead of zero-filling a fresh buffer each time.
-#[derive(Default)]
-struct OutQueue {
-    state: Mutex<OutState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct OutState {
-    frames: VecDeque<Vec<u8>>,
-    spare: Vec<Vec<u8>>,
-    closed: bool,
-}
-
-/// Spare buffers kept per connection (each up to msize).
-const SPARE_BUFFERS: usize = 4;
-
-impl OutQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn push(&self, frame: Vec<u8>) {
-        let mut s = self.lock();
-        if !s.closed {
-            s.frames.push_back(frame);
-            self.cond.notify_all();
-        }
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.cond.notify_all();
-    }
-
-    /// Takes every queued frame, waiting for one; `None` once closed and drained.
-    fn pop_all(&self, into: &mut Vec<Vec<u8>>) -> bool {
-        let mut s = self.lock();
-        loop {
-            if !s.frames.is_empty() {
-                into.extend(s.frames.drain(..));
-                return true;
-            }
-            if s.closed {
-                return false;
-            }
-            s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// A buffer for a new reply: a recycled one if there is one.
-    fn buffer(&self) -> Vec<u8> {
-        self.lock().spare.pop().unwrap_or_default()
-    }
-
-    fn recycle(&self, bufs: &mut Vec<Vec<u8>>) {
-        let mut s = self.lock();
-        for b in bufs.drain(..) {
-            if s.spare.len() < SPARE_BUFFERS {
-                s.spare.push(b);
-            }
-        }
-    }
-}
-
-/// The frame at the front of a queued buffer.
-fn frame_of(buf: &[u8]) -> &[u8] {
-    let len = buf
-        .get(..4)
-        .map(|p| frame_size(p.try_into().expect("4 bytes")) as usize)
-        .unwrap_or(0);
-    &buf[..len.min(buf.len())]
 }
 
 /// A stream request's reply path: the frame is built in its own buffer (the payload of an
@@ -386,25 +322,9 @@ pub fn run_connection<F: Filesystem, E: Executor>(
     conn: Conn,
     session: Session<F, E, StreamResponder>,
 ) -> io::Result<()> {
-    let out = Arc::new(OutQueue::default());
-    let mut writer_conn = conn.try_clone()?;
+    let out = Arc::new(OutQueue::new(conn.try_clone()?));
     let writer_out = out.clone();
-    let writer = std::thread::spawn(move || {
-        // Buffered: a batch of small replies goes out in one write, and is flushed before
-        // the writer waits again.
-        let mut w = io::BufWriter::with_capacity(64 * 1024, &mut writer_conn);
-        let mut batch = Vec::new();
-        while writer_out.pop_all(&mut batch) {
-            let ok = batch.iter().all(|f| w.write_all(frame_of(f)).is_ok()) && w.flush().is_ok();
-            writer_out.recycle(&mut batch);
-            if !ok {
-                // The peer is gone; the reader notices too and ends the session.
-                drop(w);
-                writer_conn.shutdown();
-                return;
-            }
-        }
-    });
+    let writer = std::thread::spawn(move || writer_out.run_writer());
     let result = read_loop(conn, &session, &out);
     // Cancel what is left; replies of requests that finish anyway are still written out
     // if the socket lives, then the writer ends.
@@ -415,6 +335,11 @@ pub fn run_connection<F: Filesystem, E: Executor>(
         waited += 1;
     }
     out.close();
+    if result.is_err() {
+        // A broken frame or a failed read: nothing more is owed, and a writer blocked on a
+        // client that does not read must not keep this thread waiting.
+        out.shutdown();
+    }
     let _ = writer.join();
     result
 }
@@ -444,15 +369,30 @@ fn read_loop<F: Filesystem, E: Executor>(
         let mut frame = vec![0u8; len as usize];
         frame[..4].copy_from_slice(&size);
         conn.read_exact(&mut frame[4..])?;
-        // Backpressure: do not take more work than the session may hold.
-        while session.is_full() {
+        // Backpressure: do not take more work than the session may hold, nor while the
+        // client leaves its replies unread.
+        while session.is_full() || out.is_backlogged() {
             std::thread::sleep(Duration::from_micros(200));
         }
         let responder = StreamResponder {
             out: out.clone(),
             buf: out.buffer(),
         };
-        if let Err(e) = session.submit(&frame, responder) {
+        let submitted = if conn.buffer().is_empty() {
+            // Nothing more to read yet: serve this one here while the client waits, and
+            // write its reply from here too if nobody else is writing.
+            let claimed = out.claim();
+            let r = session
+                .executor()
+                .run_here(|| session.submit(&frame, responder));
+            if claimed {
+                out.flush_claimed();
+            }
+            r
+        } else {
+            session.submit(&frame, responder)
+        };
+        if let Err(e) = submitted {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
         }
     }

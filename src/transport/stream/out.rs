@@ -1,0 +1,357 @@
+//! A connection's sending side.
+//!
+//! Replies go out in completion order. The thread that finishes a reply writes it itself
+//! when nobody else is writing, with a non-blocking send: no hand-off to another thread
+//! (a futex wake and two context switches per reply). Replies finished while some thread
+//! is writing are queued, and that thread writes them too before it lets go, several to a
+//! `sendmsg`. When the socket is full (a slow or stalled client), the rest is handed to the
+//! connection's writer thread, which waits on the socket, so an executor thread never
+//! blocks on a client.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+
+use super::Conn;
+use crate::protocol::frame_size;
+
+/// Spare reply buffers kept per connection (each up to msize).
+const SPARE_BUFFERS: usize = 4;
+/// Frames written per `sendmsg` at most (well under the kernel's `IOV_MAX`).
+const BATCH: usize = 64;
+/// The reader stops taking requests while this many replies wait to be written...
+const BACKLOG_FRAMES: usize = 256;
+/// ...or this many bytes: a client that sends requests but does not read its replies
+/// cannot make the server hold an unbounded amount of them.
+const BACKLOG_BYTES: usize = 16 << 20;
+
+/// Encoded replies waiting to be written, and spare reply buffers.
+///
+/// A queued buffer holds one frame as its *prefix* (the frame's own size field says how
+/// long): buffers are recycled without being shrunk, so an `Rread` of up to msize reuses
+/// memory that is already initialised instead of zero-filling a fresh buffer each time.
+pub(super) struct OutQueue {
+    state: Mutex<OutState>,
+    cond: Condvar,
+    sock: Conn,
+}
+
+#[derive(Default)]
+struct OutState {
+    frames: VecDeque<Vec<u8>>,
+    /// Bytes of the front frame already written.
+    sent: usize,
+    /// Bytes of the queued frames.
+    bytes: usize,
+    spare: Vec<Vec<u8>>,
+    /// Some thread is writing, and writes whatever is queued before it lets go; so frames
+    /// are queued only while `owned`.
+    owned: bool,
+    /// The owner is the writer thread: a non-blocking send found the socket full.
+    handed_off: bool,
+    /// No more frames are taken (the connection is ending, or the peer is gone).
+    closed: bool,
+}
+
+/// Where a send stopped: the index of the first frame not wholly written, and how much of
+/// it was.
+struct Stopped(usize, usize);
+
+impl OutQueue {
+    pub(super) fn new(sock: Conn) -> Self {
+        Self {
+            state: Mutex::default(),
+            cond: Condvar::new(),
+            sock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A buffer for a new reply: a recycled one if there is one.
+    pub(super) fn buffer(&self) -> Vec<u8> {
+        self.lock().spare.pop().unwrap_or_default()
+    }
+
+    /// Whether so much is waiting to be written that the reader should pause.
+    pub(super) fn is_backlogged(&self) -> bool {
+        let s = self.lock();
+        s.frames.len() >= BACKLOG_FRAMES || s.bytes >= BACKLOG_BYTES
+    }
+
+    /// Queues one frame (the prefix of `buf`) for whoever writes: the thread that claimed
+    /// the socket ([`claim`](Self::claim)), or else the writer thread, woken for it.
+    pub(super) fn push(&self, buf: Vec<u8>) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.bytes += frame_of(&buf).len();
+        s.frames.push_back(buf);
+        if s.owned {
+            return;
+        }
+        s.owned = true;
+        s.handed_off = true;
+        self.cond.notify_all();
+    }
+
+    /// Makes the calling thread the writer, if nobody is: frames pushed until
+    /// [`flush_claimed`](Self::flush_claimed) wait for it. The reader claims the socket
+    /// before it serves a request itself, so that reply (and any finished meanwhile) goes
+    /// out from the reader, in one send, with no wake-up of the writer thread.
+    pub(super) fn claim(&self) -> bool {
+        let mut s = self.lock();
+        if s.owned || s.closed {
+            return false;
+        }
+        s.owned = true;
+        true
+    }
+
+    /// Writes what was queued since [`claim`](Self::claim) returned `true`, without
+    /// blocking: whatever the socket does not take goes to the writer thread.
+    pub(super) fn flush_claimed(&self) {
+        self.write_queued(self.lock(), SendFlags::DONTWAIT);
+    }
+
+    /// Takes no more frames; the writer thread ends once nobody is writing.
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.cond.notify_all();
+    }
+
+    /// Shuts the socket down both ways: a writer blocked on it returns.
+    pub(super) fn shutdown(&self) {
+        self.sock.shutdown();
+    }
+
+    /// The writer thread's body: writes whatever is handed to it, with blocking sends,
+    /// until the queue is closed and nobody is writing.
+    pub(super) fn run_writer(&self) {
+        let mut s = self.lock();
+        loop {
+            if s.handed_off {
+                self.write_queued(s, SendFlags::empty());
+                s = self.lock();
+                continue;
+            }
+            if s.closed && !s.owned {
+                return;
+            }
+            s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Writes the queue out; the caller owns the sending side. Returns having let go of it,
+    /// or (non-blocking, socket full) having handed it to the writer thread.
+    fn write_queued<'a>(&'a self, mut s: MutexGuard<'a, OutState>, flags: SendFlags) {
+        let mut batch = Vec::with_capacity(BATCH.min(s.frames.len()));
+        loop {
+            if s.frames.is_empty() {
+                s.owned = false;
+                s.handed_off = false;
+                if s.closed {
+                    self.cond.notify_all();
+                }
+                return;
+            }
+            let n = s.frames.len().min(BATCH);
+            batch.extend(s.frames.drain(..n));
+            let skip = std::mem::take(&mut s.sent);
+            drop(s);
+            let res = self.send(&batch, skip, flags);
+            s = self.lock();
+            let done = match res {
+                Ok(None) => batch.len(),
+                Ok(Some(Stopped(i, off))) => {
+                    // Socket full: the unwritten frames go back in front, for the writer
+                    // thread, which waits until the client reads.
+                    for f in batch.drain(i..).rev() {
+                        s.frames.push_front(f);
+                    }
+                    s.sent = off;
+                    s.handed_off = true;
+                    self.cond.notify_all();
+                    i
+                }
+                Err(e) => {
+                    // The peer is gone: the reader notices too and ends the session.
+                    tracing::debug!("writing replies failed: {e}");
+                    s.frames.clear();
+                    s.bytes = 0;
+                    s.closed = true;
+                    s.owned = false;
+                    s.handed_off = false;
+                    self.sock.shutdown();
+                    self.cond.notify_all();
+                    return;
+                }
+            };
+            for f in batch.drain(..done) {
+                s.bytes -= frame_of(&f).len();
+                if s.spare.len() < SPARE_BUFFERS {
+                    s.spare.push(f);
+                }
+            }
+            if s.handed_off && flags.contains(SendFlags::DONTWAIT) {
+                return;
+            }
+        }
+    }
+
+    /// Writes the frames of `batch`, the first from byte `skip`; with `DONTWAIT`, stops
+    /// where the socket is full.
+    fn send(
+        &self,
+        batch: &[Vec<u8>],
+        skip: usize,
+        flags: SendFlags,
+    ) -> io::Result<Option<Stopped>> {
+        let len = |i: usize| frame_of(&batch[i]).len();
+        let (mut i, mut off) = (0, skip);
+        let mut iov = Vec::with_capacity(batch.len());
+        loop {
+            while i < batch.len() && off >= len(i) {
+                i += 1;
+                off = 0;
+            }
+            if i == batch.len() {
+                return Ok(None);
+            }
+            iov.clear();
+            iov.push(IoSlice::new(&frame_of(&batch[i])[off..]));
+            iov.extend(batch[i + 1..].iter().map(|f| IoSlice::new(frame_of(f))));
+            let flags = flags | SendFlags::NOSIGNAL;
+            let mut n = match sendmsg(&self.sock, &iov, &mut SendAncillaryBuffer::default(), flags)
+            {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return Ok(Some(Stopped(i, off))),
+                Err(e) => return Err(e.into()),
+            };
+            // Advance past what went out.
+            while n > 0 && i < batch.len() {
+                let k = n.min(len(i) - off);
+                off += k;
+                n -= k;
+                if off == len(i) {
+                    i += 1;
+                    off = 0;
+                }
+            }
+        }
+    }
+}
+
+/// The frame at the front of a queued buffer.
+fn frame_of(buf: &[u8]) -> &[u8] {
+    let len = buf
+        .get(..4)
+        .map(|p| frame_size(p.try_into().expect("4 bytes")) as usize)
+        .unwrap_or(0);
+    &buf[..len.min(buf.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    /// A frame of `len` bytes (size prefix included) whose body is `seq` repeated.
+    fn frame(seq: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![seq; len];
+        f[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        f
+    }
+
+    fn read_frame(r: &mut impl Read) -> Vec<u8> {
+        let mut size = [0u8; 4];
+        r.read_exact(&mut size).unwrap();
+        let mut f = vec![0u8; u32::from_le_bytes(size) as usize];
+        f[..4].copy_from_slice(&size);
+        r.read_exact(&mut f[4..]).unwrap();
+        f
+    }
+
+    fn queue() -> (Arc<OutQueue>, UnixStream, std::thread::JoinHandle<()>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let out = Arc::new(OutQueue::new(Conn::Unix(a)));
+        let w = out.clone();
+        (out, b, std::thread::spawn(move || w.run_writer()))
+    }
+
+    #[test]
+    fn a_claimed_socket_sends_what_was_pushed_meanwhile_in_order() {
+        let (out, mut peer, writer) = queue();
+        assert!(out.claim());
+        // Claimed: a second claim fails, and pushes wait for the claimant.
+        assert!(!out.claim());
+        for seq in 0..5 {
+            out.push(frame(seq, 100 + seq as usize));
+        }
+        out.flush_claimed();
+        for seq in 0..5 {
+            assert_eq!(read_frame(&mut peer), frame(seq, 100 + seq as usize));
+        }
+        // Let go: the next claim succeeds again.
+        assert!(out.claim());
+        out.flush_claimed();
+        out.close();
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_rest_to_the_writer_thread_and_the_reader_pauses() {
+        let (out, mut peer, writer) = queue();
+        const N: u8 = 200;
+        const LEN: usize = 100_000;
+        // The peer reads nothing yet: far more than the socket buffer is pushed, from a
+        // claim (non-blocking sends), then without one (the writer thread's blocking ones).
+        assert!(out.claim());
+        for seq in 0..N / 2 {
+            out.push(frame(seq, LEN));
+        }
+        out.flush_claimed();
+        for seq in N / 2..N {
+            out.push(frame(seq, LEN));
+        }
+        // Nobody blocked, and the backlog (most of 20 MB) tells the reader to pause.
+        assert!(out.is_backlogged());
+        assert!(!out.claim(), "the writer thread owns the socket now");
+        for seq in 0..N {
+            let f = read_frame(&mut peer);
+            assert_eq!(f.len(), LEN);
+            assert!(
+                f[4..].iter().all(|&b| b == seq),
+                "frame {seq} damaged or out of order"
+            );
+        }
+        assert!(!out.is_backlogged());
+        out.close();
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_gone_peer_closes_the_queue_and_frees_what_was_queued() {
+        let (out, peer, writer) = queue();
+        drop(peer);
+        out.push(frame(1, 64));
+        // The writer thread's send fails: the queue closes and drops its frames.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !out.lock().closed {
+            assert!(std::time::Instant::now() < deadline, "queue never closed");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        out.push(frame(2, 64));
+        assert_eq!(out.lock().frames.len(), 0);
+        assert_eq!(out.lock().bytes, 0);
+        writer.join().unwrap();
+    }
+}
