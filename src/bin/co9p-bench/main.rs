@@ -66,6 +66,11 @@ struct Args {
     /// Leave the fixtures in the export.
     #[arg(long)]
     keep: bool,
+    /// A local directory on the filesystem the servers export (e.g. the export itself):
+    /// the create workload's row is followed by the rate of the bare syscalls there, with
+    /// --conns threads and no 9P in the way: the ceiling any server is bounded by.
+    #[arg(long)]
+    ceiling_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,6 +123,7 @@ const CHURN: Fid = Fid(4);
 const MANY: Fid = Fid(5);
 const SLOT_FID: u32 = 100;
 
+mod ceiling;
 mod conn;
 mod drive;
 mod side;
@@ -220,6 +226,25 @@ fn bench(args: &Args) -> Res<()> {
             }
         }
         print_row(w, &row);
+        if let (Workload::Create, Some(dir)) = (w, &args.ceiling_dir) {
+            let ceil = ceiling::create_ops_s(dir, args.conns)?;
+            let of = |f: &Option<Figures>| {
+                f.as_ref()
+                    .map(|f| format!("{:.0}%", 100.0 * f.ops_s / ceil))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let shares: Vec<String> = sides
+                .iter()
+                .zip(&row)
+                .map(|(s, f)| format!("{} {}", s.label, of(f)))
+                .collect();
+            println!(
+                "  ceiling: bare openat+fstat+unlinkat+close in {}, {} threads, no 9P: {ceil:.0} ops/s ({} of it)",
+                dir.display(),
+                args.conns,
+                shares.join(", ")
+            );
+        }
         results.push((w, row));
     }
     if args.workloads.contains(&Workload::Read1m) {
@@ -227,6 +252,13 @@ fn bench(args: &Args) -> Res<()> {
         println!(
             "memcpy 1 MiB: {hot:.0} MiB/s (same source), {spread:.0} MiB/s (sources across {} MiB)",
             args.file_mib
+        );
+        let sock = ceiling::socket_mib_s(&args.addr)?;
+        println!(
+            "  ceiling: 1 MiB messages over a loopback {} socket, no 9P: {sock:.0} MiB/s = {:.0}% of memcpy (same source), {:.0}% (spread)",
+            args.addr.split(':').next().unwrap_or("tcp"),
+            100.0 * sock / hot,
+            100.0 * sock / spread
         );
         for (w, row) in &results {
             if *w == Workload::Read1m {

@@ -1,0 +1,104 @@
+//! What the host itself can do, with no 9P server in the way: the ceilings a server's
+//! figures are bounded by on this machine, measured in the same run as the servers.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{MIB, Res};
+
+const RUN: Duration = Duration::from_millis(600);
+
+/// MiB/s of 1 MiB messages from one thread to another over a fresh loopback socket of the
+/// kind `addr` names (`tcp:` or `unix:`): the most any server can send its client over it.
+pub fn socket_mib_s(addr: &str) -> Res<f64> {
+    let (mut rx, tx): (Box<dyn Read + Send>, Box<dyn Write + Send>) = if addr.starts_with("unix:") {
+        let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+        (Box::new(a), Box::new(b))
+    } else {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let a = TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let (b, _) = l.accept().map_err(|e| e.to_string())?;
+        (Box::new(a), Box::new(b))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let sender = std::thread::spawn(move || {
+        let mut tx = tx;
+        let buf = vec![7u8; MIB as usize];
+        while !stop2.load(Ordering::Relaxed) {
+            if tx.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; MIB as usize];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < RUN {
+        rx.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    drop(rx);
+    let _ = sender.join();
+    Ok(rate)
+}
+
+/// Creates and removes per second in `dir` by `threads` threads making the fewest calls a
+/// server can make for Tlcreate + Tremove (`openat(O_CREAT|O_EXCL)`, `fstat`, `unlinkat`,
+/// `close`), with no protocol, socket or client in the way.
+pub fn create_ops_s(dir: &Path, threads: usize) -> Res<f64> {
+    use rustix::fs::{AtFlags, Mode, OFlags, fstat, openat, unlinkat};
+    let dirfd = rustix::fs::open(dir, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dirfd = Arc::new(dirfd);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let pid = std::process::id();
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|t| {
+            let (dirfd, stop, done) = (dirfd.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || -> Res<()> {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("co9p-ceiling.{pid}.{t}.{i}");
+                    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC;
+                    let fd = openat(&*dirfd, name.as_str(), flags, Mode::from_raw_mode(0o644))
+                        .map_err(|e| format!("create {name}: {e}"))?;
+                    std::hint::black_box(fstat(&fd).map_err(|e| e.to_string())?);
+                    unlinkat(&*dirfd, name.as_str(), AtFlags::empty())
+                        .map_err(|e| format!("unlink {name}: {e}"))?;
+                    drop(fd);
+                    i += 1;
+                }
+                done.fetch_add(i, Ordering::Relaxed);
+                Ok(())
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(RUN);
+    stop.store(true, Ordering::Relaxed);
+    let mut err = None;
+    for w in workers {
+        if let Err(e) = w
+            .join()
+            .map_err(|_| "ceiling thread panicked".to_string())
+            .and_then(|r| r)
+        {
+            err.get_or_insert(e);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    match err {
+        Some(e) => Err(e),
+        None => Ok(done.load(Ordering::Relaxed) as f64 / secs),
+    }
+}
