@@ -149,16 +149,21 @@ fn uncontended() -> (f64, f64) {
 }
 
 /// Two threads, each running its own single-thread executor with one task, hammer one mutex;
-/// ns per lock+unlock (total time / total acquisitions).
+/// ns per lock+unlock (total time / total acquisitions). Both start at a barrier, so the
+/// run is contended from the first lock (otherwise one thread may be done before the other
+/// has started).
 fn contended() -> (f64, f64) {
     const N: usize = 200_000;
     let ours = measure(2 * N, || {
         let m = Arc::new(CoMutex::new(0u64));
+        let start = Arc::new(std::sync::Barrier::new(2));
         let ts: Vec<_> = (0..2)
             .map(|_| {
-                let m = m.clone();
+                let (m, start) = (m.clone(), start.clone());
                 std::thread::spawn(move || {
-                    ThreadPool::new(0).block_on(async {
+                    let pool = ThreadPool::new(0);
+                    start.wait();
+                    pool.block_on(async {
                         for _ in 0..N {
                             *m.lock().await += 1;
                         }
@@ -171,11 +176,14 @@ fn contended() -> (f64, f64) {
     });
     let theirs = measure_tokio(2 * N, || {
         let m = Arc::new(tokio::sync::Mutex::new(0u64));
+        let start = Arc::new(std::sync::Barrier::new(2));
         let ts: Vec<_> = (0..2)
             .map(|_| {
-                let m = m.clone();
+                let (m, start) = (m.clone(), start.clone());
                 std::thread::spawn(move || {
-                    tokio_rt().block_on(async {
+                    let rt = tokio_rt();
+                    start.wait();
+                    rt.block_on(async {
                         for _ in 0..N {
                             *m.lock().await += 1;
                         }

@@ -211,8 +211,13 @@ impl Shared {
 
     /// Wakes every parked thread; used for the root future's waker and for shutdown.
     pub(crate) fn notify_all(&self) {
-        drop(self.global());
-        self.cv.notify_all();
+        // Under the lock, a thread is either before its check of what it waits for (and
+        // will see the caller's change) or parked and counted; only then is the (always
+        // syscalling) condvar worth touching.
+        let idle = self.global().idle;
+        if idle > 0 {
+            self.cv.notify_all();
+        }
     }
 
     /// Marks the pool shut down and drops every queued task and timer.
