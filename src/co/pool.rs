@@ -11,7 +11,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::join::{JoinHandle, spawn_handle};
-use super::task::TaskRef;
 use super::timer::Sleep;
 use super::worker::{Park, Shared, Worker, thread_main};
 use super::{Executor, yield_now};
@@ -196,7 +195,7 @@ impl Executor for PoolHandle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        Shared::schedule(TaskRef::new(fut, &self.shared));
+        Shared::spawn(&self.shared, fut);
     }
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send + 'static {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use super::worker::{Shared, Worker, recycle, reuse, wake_self};
+use super::worker::{Shared, Worker, recycle, wake_self};
 
 const SCHEDULED: usize = 1;
 const RUNNING: usize = 2;
@@ -151,7 +151,8 @@ impl TaskCache {
     }
 
     /// Keeps the block of a finished task whose future is gone; `false` when full.
-    fn put(&mut self, block: NonNull<Header>, class: usize) -> bool {
+    #[inline]
+    pub(crate) fn put(&mut self, block: NonNull<Header>, class: usize) -> bool {
         let size = MIN_BLOCK << class;
         if self.bytes + size > CACHE_BYTES {
             return false;
@@ -183,6 +184,7 @@ impl TaskCache {
         }
     }
 
+    #[inline]
     pub(crate) fn take(&mut self, class: usize) -> Option<NonNull<Header>> {
         let block = self.free[class].pop()?;
         self.bytes -= MIN_BLOCK << class;
@@ -223,15 +225,16 @@ pub(crate) enum RunOutcome {
 
 impl TaskRef {
     /// Makes a task of the pool `shared` for `fut`, already marked scheduled; the caller
-    /// queues it. The cell is a block from this thread's cache when one of its class is free
+    /// queues it. The cell is a block from `worker`'s cache (the one running on this thread,
+    /// if any) when one of its class is free
     /// (whose pool handle is usually `shared` already), otherwise a new allocation.
     #[inline]
-    pub(crate) fn new<F>(fut: F, shared: &Arc<Shared>) -> TaskRef
+    pub(crate) fn new<F>(fut: F, shared: &Arc<Shared>, worker: Option<&Worker>) -> TaskRef
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let vtable = &VTable::<F>::VTABLE;
-        let header = match vtable.class.and_then(reuse) {
+        let header = match vtable.class.and_then(|k| worker?.cache_take(k)) {
             Some(block) => {
                 let h = block.as_ptr();
                 // SAFETY: a cached block is ours alone, of `Cell<F>`'s class (so of its size
@@ -319,6 +322,7 @@ impl TaskRef {
         match res {
             Ok(Poll::Ready(())) => {
                 h.state.store(COMPLETE, Ordering::Release);
+                self.release_finished(worker);
                 RunOutcome::Parked
             }
             Ok(Poll::Pending) => {
@@ -349,6 +353,30 @@ impl TaskRef {
                 RunOutcome::Panicked(payload)
             }
         }
+    }
+
+    /// Gives up the running worker's reference to a task whose future is gone (it completed
+    /// in this poll); the last reference puts the block straight into `worker`'s cache,
+    /// without finding the worker again through the thread-local.
+    #[inline]
+    fn release_finished(self, worker: &Worker) {
+        let ptr = ManuallyDrop::new(self).0;
+        // SAFETY: we owned one reference (as in `release`).
+        let h = unsafe { ptr.as_ref() };
+        if h.refs.load(Ordering::Acquire) != 1 {
+            if h.refs.fetch_sub(1, Ordering::Release) != 1 {
+                return;
+            }
+            fence(Ordering::Acquire);
+        }
+        let vt = h.vtable;
+        if let Some(k) = vt.class
+            && worker.cache_put(ptr, k)
+        {
+            return;
+        }
+        // SAFETY: that was the last reference, and the future was dropped when it completed.
+        unsafe { free_slow(ptr, vt.layout) }
     }
 
     /// Drops the future without polling it (pool shut down). The caller holds the queued

@@ -97,6 +97,28 @@ impl Shared {
         lock(&self.global)
     }
 
+    /// Spawns `fut` on the pool `shared`: with one look at this thread's worker, the task's
+    /// cell comes from that worker's cache and the task goes on its FIFO (when it runs this
+    /// pool and nobody is idle), otherwise on the shared queue.
+    #[inline]
+    pub(crate) fn spawn<F>(shared: &Arc<Shared>, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task = CURRENT.with(|cur| {
+            // SAFETY: CURRENT points at a live Worker on this thread's stack (see `enter`).
+            let w = unsafe { cur.get().as_ref() };
+            let task = TaskRef::new(fut, shared, w);
+            match w {
+                Some(w) if ptr::eq(w.shared, Arc::as_ptr(shared)) => w.push_local(task),
+                _ => Some(task),
+            }
+        });
+        if let Some(task) = task {
+            shared.inject(task);
+        }
+    }
+
     /// Queues a runnable task: on this thread's FIFO when it runs this pool and nobody is
     /// idle, otherwise on the shared queue.
     #[inline]
@@ -280,12 +302,6 @@ pub(crate) fn recycle(put: impl FnOnce(&mut TaskCache) -> bool) -> bool {
     with_worker(|w| w.cache.try_borrow_mut().is_ok_and(|mut c| put(&mut c))) == Some(true)
 }
 
-/// A free block of size class `class` from this thread's worker's cache, if there is one.
-#[inline]
-pub(crate) fn reuse(class: usize) -> Option<NonNull<Header>> {
-    with_worker(|w| w.cache.try_borrow_mut().ok()?.take(class)).flatten()
-}
-
 /// One thread's view of the pool while it runs the loop.
 pub(crate) struct Worker {
     shared: *const Shared,
@@ -377,6 +393,20 @@ impl Worker {
             };
             self.run(t, shared);
         }
+    }
+
+    /// A free block of size class `class` from this worker's cache, if there is one.
+    #[inline]
+    pub(crate) fn cache_take(&self, class: usize) -> Option<NonNull<Header>> {
+        self.cache.try_borrow_mut().ok()?.take(class)
+    }
+
+    /// Keeps the block of a finished task for this worker's next spawns; `false` if full.
+    #[inline]
+    pub(crate) fn cache_put(&self, block: NonNull<Header>, class: usize) -> bool {
+        self.cache
+            .try_borrow_mut()
+            .is_ok_and(|mut c| c.put(block, class))
     }
 
     /// Called by [`TaskRef::run`] around the poll of `task`.
