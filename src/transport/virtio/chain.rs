@@ -22,6 +22,23 @@ use vm_memory::{
 pub struct Region {
     pub addr: GuestAddress,
     pub len: u32,
+    /// Where the buffer is mapped in this process when it lies inside one memory region
+    /// (found once, by [`parse`]), else 0. Valid while the `GuestMemoryMmap` it was found
+    /// in lives: whoever turns it into a slice holds that memory.
+    pub host: usize,
+}
+
+impl Region {
+    /// The host address of `[addr, addr + len)` if it lies inside one region.
+    fn host_ptr(&self) -> Option<*mut u8> {
+        (self.host != 0).then_some(self.host as *mut u8)
+    }
+
+    /// The host address of this buffer in `mem`: the one found by [`parse`], or looked up.
+    pub fn host_in(&self, mem: &GuestMemoryMmap) -> Option<*mut u8> {
+        self.host_ptr()
+            .or_else(|| host_range(mem, self.addr, self.len as usize))
+    }
 }
 
 /// Why a chain cannot be served as is.
@@ -67,12 +84,16 @@ where
     M::Target: GuestMemory,
 {
     let head = chain.head_index();
+    // Room for Linux's zero-copy layouts without regrowing much (a header buffer, then a
+    // page per descriptor).
     let mut out = Chain {
         head,
-        readable: Vec::new(),
-        writable: Vec::new(),
+        readable: Vec::with_capacity(4),
+        writable: Vec::with_capacity(32),
         error: None,
     };
+    // The memory region the last buffer was in: a chain's buffers are usually in one.
+    let mut last: Option<RegionSpan> = None;
     let mut count = 0usize;
     let mut last_has_next = false;
     let mut readable_broken = false;
@@ -80,11 +101,20 @@ where
     for desc in chain {
         count += 1;
         last_has_next = desc.has_next();
-        let region = Region {
-            addr: desc.addr(),
-            len: desc.len(),
+        let (addr, len) = (desc.addr(), desc.len());
+        let host = match last.and_then(|span| span.host(addr, len)) {
+            Some(p) => Some(p),
+            None => {
+                last = RegionSpan::of(mem, addr);
+                last.and_then(|span| span.host(addr, len))
+            }
         };
-        let in_memory = host_range(mem, region.addr, region.len as usize).is_some()
+        let region = Region {
+            addr,
+            len,
+            host: host.map_or(0, |p| p as usize),
+        };
+        let in_memory = host.is_some()
             || GuestMemory::check_range(mem, region.addr, region.len as usize, Permissions::Read);
         if !in_memory {
             out.error.get_or_insert(ChainError::OutOfMemory);
@@ -113,6 +143,37 @@ where
         out.error.get_or_insert(ChainError::Truncated);
     }
     out
+}
+
+/// A guest memory region's bounds and where it is mapped.
+#[derive(Clone, Copy)]
+struct RegionSpan {
+    start: u64,
+    len: u64,
+    base: *mut u8,
+}
+
+impl RegionSpan {
+    /// The region holding `addr`, if any.
+    fn of(mem: &GuestMemoryMmap, addr: GuestAddress) -> Option<RegionSpan> {
+        let region = mem.find_region(addr)?;
+        let base = region.get_host_address(MemoryRegionAddress(0)).ok()?;
+        Some(RegionSpan {
+            start: region.start_addr().raw_value(),
+            len: region.len(),
+            base,
+        })
+    }
+
+    /// The host address of `[addr, addr + len)` if it lies inside this region.
+    fn host(&self, addr: GuestAddress, len: u32) -> Option<*mut u8> {
+        let off = addr.raw_value().checked_sub(self.start)?;
+        if off.checked_add(u64::from(len))? > self.len {
+            return None;
+        }
+        // SAFETY: `off` is inside the region's mapping of `self.len` bytes from `base`.
+        Some(unsafe { self.base.add(off as usize) })
+    }
 }
 
 /// The host address of `[addr, addr + len)` when it lies inside one memory region (the
@@ -169,27 +230,36 @@ pub fn write_to(mem: &GuestMemoryMmap, regions: &[Region], mut skip: usize, data
 }
 
 /// The part `[skip, skip + len)` of the bytes `regions` hold in order.
-pub fn sub_regions(regions: &[Region], mut skip: u64, mut len: u64) -> Vec<Region> {
-    let mut out = Vec::new();
-    for r in regions {
-        if len == 0 {
-            break;
-        }
-        let rlen = u64::from(r.len);
-        if skip >= rlen {
-            skip -= rlen;
-            continue;
-        }
-        let take = (rlen - skip).min(len);
-        let Some(addr) = r.addr.checked_add(skip) else {
-            break;
-        };
-        out.push(Region {
-            addr,
-            len: take as u32,
-        });
-        len -= take;
-        skip = 0;
-    }
-    out
+pub fn sub_regions(
+    regions: &[Region],
+    mut skip: u64,
+    mut len: u64,
+) -> impl Iterator<Item = Region> + '_ {
+    regions
+        .iter()
+        .map_while(move |r| {
+            if len == 0 {
+                return None;
+            }
+            let rlen = u64::from(r.len);
+            if skip >= rlen {
+                skip -= rlen;
+                return Some(None);
+            }
+            let take = (rlen - skip).min(len);
+            let addr = r.addr.checked_add(skip)?;
+            let host = if r.host != 0 {
+                r.host + skip as usize
+            } else {
+                0
+            };
+            len -= take;
+            skip = 0;
+            Some(Some(Region {
+                addr,
+                len: take as u32,
+                host,
+            }))
+        })
+        .flatten()
 }

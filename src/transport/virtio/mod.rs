@@ -588,6 +588,6 @@ fn in_place_write(
     Some((
         Fid(fid),
         offset,
-        chain::sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)),
+        chain::sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)).collect(),
     ))
 }

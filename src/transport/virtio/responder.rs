@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
-use super::chain::{Region, host_range, sub_regions, write_to};
+use super::chain::{Region, sub_regions, write_to};
 use crate::protocol::{
     Errno, HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Rmessage, Tag,
     encode_payload_header,
@@ -203,10 +203,12 @@ impl Responder for VirtioResponder {
         if !self.is_current() {
             return out;
         }
+        out.reserve(self.writable.len());
         for r in sub_regions(&self.writable, PAYLOAD_HEADER_LEN as u64, max as u64) {
             let (start, take) = (r.addr, r.len);
-            if let Some(ptr) = host_range(&self.mem, start, take as usize) {
-                // SAFETY: as below; `host_range` checked the range lies in one region.
+            if let Some(ptr) = r.host_in(&self.mem) {
+                // SAFETY: as below; the range lies in one region of this responder's mapping
+                // (found so by `parse` with the same mapping, or looked up now).
                 let slice = unsafe { std::slice::from_raw_parts_mut(ptr, take as usize) };
                 out.push(IoSliceMut::new(slice));
                 continue;
@@ -235,10 +237,11 @@ impl Responder for VirtioResponder {
         if !self.is_current() {
             return out;
         }
+        out.reserve(self.write_data.len());
         for r in &self.write_data {
-            if let Some(ptr) = host_range(&self.mem, r.addr, r.len as usize) {
+            if let Some(ptr) = r.host_in(&self.mem) {
                 // SAFETY: as in `payload`: the range lies in one region of the mapping this
-                // responder keeps alive, and the slices borrow `self`. The guest handed these
+                // responder keeps alive (found by `parse` or now), and the slices borrow `self`. The guest handed these
                 // buffers to the device to be read; if it changes them meanwhile, the file
                 // gets whichever bytes were there, as with any DMA.
                 let slice = unsafe { std::slice::from_raw_parts(ptr as *const u8, r.len as usize) };
