@@ -13,42 +13,61 @@ use super::{MIB, Res};
 
 const RUN: Duration = Duration::from_millis(600);
 
-/// MiB/s of 1 MiB messages from one thread to another over a fresh loopback socket of the
-/// kind `addr` names (`tcp:` or `unix:`): the most any server can send its client over it.
-pub fn socket_mib_s(addr: &str) -> Res<f64> {
-    let (mut rx, tx): (Box<dyn Read + Send>, Box<dyn Write + Send>) = if addr.starts_with("unix:") {
-        let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
-        (Box::new(a), Box::new(b))
-    } else {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let a = TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let (b, _) = l.accept().map_err(|e| e.to_string())?;
-        (Box::new(a), Box::new(b))
-    };
+/// MiB/s of 1 MiB messages over `streams` fresh loopback sockets of the kind `addr` names
+/// (`tcp:` or `unix:`) at once, each from one thread to another: the most any server can
+/// send that many client connections over such sockets.
+pub fn socket_mib_s(addr: &str, streams: usize) -> Res<f64> {
     let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let sender = std::thread::spawn(move || {
-        let mut tx = tx;
-        let buf = vec![7u8; MIB as usize];
-        while !stop2.load(Ordering::Relaxed) {
-            if tx.write_all(&buf).is_err() {
-                return;
+    let received = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for _ in 0..streams.max(1) {
+        let (mut rx, tx) = socket_pair(addr)?;
+        let stop2 = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut tx = tx;
+            let buf = vec![7u8; MIB as usize];
+            while !stop2.load(Ordering::Relaxed) {
+                if tx.write_all(&buf).is_err() {
+                    return;
+                }
             }
-        }
-    });
-    let mut buf = vec![0u8; MIB as usize];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < RUN {
-        rx.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        n += 1;
+        }));
+        let (stop3, received) = (stop.clone(), received.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; MIB as usize];
+            while !stop3.load(Ordering::Relaxed) {
+                if rx.read_exact(&mut buf).is_err() {
+                    return;
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
     }
+    let start = Instant::now();
+    std::thread::sleep(RUN);
+    let n = received.load(Ordering::Relaxed);
     let rate = n as f64 / start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    drop(rx);
-    let _ = sender.join();
+    // Senders blocked on a full socket see it close when their reader drops it.
+    for t in threads {
+        let _ = t.join();
+    }
     Ok(rate)
+}
+
+type Pair = (Box<dyn Read + Send>, Box<dyn Write + Send>);
+
+/// A connected pair of loopback sockets of the kind `addr` names.
+fn socket_pair(addr: &str) -> Res<Pair> {
+    if addr.starts_with("unix:") {
+        let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+        return Ok((Box::new(a), Box::new(b)));
+    }
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let a = TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let (b, _) = l.accept().map_err(|e| e.to_string())?;
+    Ok((Box::new(a), Box::new(b)))
 }
 
 /// Creates and removes per second in `dir` by `threads` threads making the fewest calls a

@@ -253,9 +253,10 @@ fn bench(args: &Args) -> Res<()> {
             "memcpy 1 MiB: {hot:.0} MiB/s (same source), {spread:.0} MiB/s (sources across {} MiB)",
             args.file_mib
         );
-        let sock = ceiling::socket_mib_s(&args.addr)?;
+        let sock = ceiling::socket_mib_s(&args.addr, args.conns)?;
         println!(
-            "  ceiling: 1 MiB messages over a loopback {} socket, no 9P: {sock:.0} MiB/s = {:.0}% of memcpy (same source), {:.0}% (spread)",
+            "  ceiling: 1 MiB messages over {} loopback {} sockets at once, no 9P: {sock:.0} MiB/s = {:.0}% of memcpy (same source), {:.0}% (spread)",
+            args.conns,
             args.addr.split(':').next().unwrap_or("tcp"),
             100.0 * sock / hot,
             100.0 * sock / spread
