@@ -39,7 +39,7 @@ const MIN_BLOCK: usize = 64;
 /// Number of size classes (64 B to 4 KiB); larger futures get an exact allocation.
 const CLASSES: usize = 7;
 /// At most this many bytes of free blocks stay in one worker's cache.
-const CACHE_BYTES: usize = 1 << 20;
+pub(crate) const CACHE_BYTES: usize = 1 << 20;
 
 /// The cache class of a cell with layout `l`, if it fits one.
 const fn class_of(l: Layout) -> Option<usize> {
@@ -140,13 +140,36 @@ const REPOLL_LIMIT: u32 = 64;
 pub(crate) struct TaskCache {
     free: [Vec<NonNull<Header>>; CLASSES],
     bytes: usize,
+    /// At most this many bytes of blocks are kept.
+    limit: usize,
 }
+
+/// The cache limit of a helper worker (see `PoolHandle::run_here`): a transport's reader
+/// thread per connection runs one, so each keeps only a few blocks.
+pub(crate) const HELPER_CACHE_BYTES: usize = 16 << 10;
 
 impl TaskCache {
     pub(crate) const fn new() -> Self {
         Self {
             free: [const { Vec::new() }; CLASSES],
             bytes: 0,
+            limit: CACHE_BYTES,
+        }
+    }
+
+    /// Lowers (or raises) the most this cache keeps; blocks above it are freed.
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+        for (k, blocks) in self.free.iter_mut().enumerate() {
+            while self.bytes > limit {
+                let Some(block) = blocks.pop() else { break };
+                self.bytes -= MIN_BLOCK << k;
+                // SAFETY: as in `drop`: a cached block is ours alone, its future gone.
+                unsafe {
+                    ptr::drop_in_place(&raw mut (*block.as_ptr()).shared);
+                    dealloc(block.as_ptr().cast(), class_layout(k));
+                }
+            }
         }
     }
 
@@ -154,12 +177,18 @@ impl TaskCache {
     #[inline]
     pub(crate) fn put(&mut self, block: NonNull<Header>, class: usize) -> bool {
         let size = MIN_BLOCK << class;
-        if self.bytes + size > CACHE_BYTES {
+        if self.bytes + size > self.limit {
             return false;
         }
         self.free[class].push(block);
         self.bytes += size;
         true
+    }
+
+    /// Bytes of blocks kept.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -19,7 +19,7 @@ use std::task::Waker;
 use std::time::Instant;
 
 use super::sync::lock;
-use super::task::{Header, RunOutcome, TaskCache, TaskRef};
+use super::task::{CACHE_BYTES, HELPER_CACHE_BYTES, Header, RunOutcome, TaskCache, TaskRef};
 use super::timer::Timer;
 
 /// Check the shared queue every this many local tasks, so injected work is not starved.
@@ -371,11 +371,17 @@ impl Worker {
             ),
             helper: false,
         }
+        .with_cache_limit(CACHE_BYTES)
+    }
+
+    fn with_cache_limit(mut self, limit: usize) -> Self {
+        self.cache.get_mut().set_limit(limit);
+        self
     }
 
     /// A worker for a thread that is not the pool's, lending a hand for a moment.
     pub(crate) fn helper(shared: &Shared) -> Self {
-        let mut w = Self::new(shared);
+        let mut w = Self::new(shared).with_cache_limit(HELPER_CACHE_BYTES);
         w.helper = true;
         w
     }
@@ -530,5 +536,38 @@ pub(crate) fn thread_main(shared: Arc<Shared>) {
         if !shared.park(Park::Thread) {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `n` tasks that finish at once on `worker`, all spawned before any runs, so each
+    /// finished block is offered to the cache; returns the bytes the cache then keeps.
+    fn cache_after_finishing(worker: &Worker, shared: &Arc<Shared>, n: usize) -> usize {
+        let _entered = worker.enter(shared);
+        for _ in 0..n {
+            Shared::spawn(shared, async {});
+        }
+        worker.drain_local(shared, n);
+        worker.cache.borrow().bytes()
+    }
+
+    #[test]
+    fn a_helper_keeps_a_small_cache_and_a_pool_worker_a_large_one() {
+        let shared = Arc::new(Shared::new());
+        let helper = Worker::helper(&shared);
+        let kept = cache_after_finishing(&helper, &shared, 1000);
+        assert!(kept > 0, "the helper keeps some blocks");
+        assert!(kept <= HELPER_CACHE_BYTES, "helper keeps {kept} bytes");
+        // Nothing was left unrun.
+        assert!(helper.local.borrow().is_empty());
+        drop(helper);
+        let worker = Worker::new(&shared);
+        // Not idle: no thread is parked, so spawns stay local.
+        let kept = cache_after_finishing(&worker, &shared, 1000);
+        assert!(kept > HELPER_CACHE_BYTES, "a pool worker keeps {kept} bytes");
+        assert!(kept <= CACHE_BYTES);
     }
 }
