@@ -44,17 +44,34 @@ impl Data {
         let room: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let n = (self.size - offset).min(room);
         let end = offset + n;
-        let mut out = Scatter { bufs, at: (0, 0) };
+        // `page` is always the first allocated page at or after `pos`.
+        let mut pages = self.pages.range(offset / PAGE..end.div_ceil(PAGE));
+        let mut page = pages.next();
         let mut pos = offset;
-        for (&idx, page) in self.pages.range(offset / PAGE..end.div_ceil(PAGE)) {
-            let start = (idx * PAGE).max(offset);
-            out.zeros((start - pos) as usize);
-            let within = (start % PAGE) as usize;
-            let take = (PAGE - start % PAGE).min(end - start) as usize;
-            out.copy(&page[within..within + take]);
-            pos = start + take as u64;
+        for buf in bufs.iter_mut() {
+            if pos == end {
+                break;
+            }
+            let want = (buf.len() as u64).min(end - pos) as usize;
+            let mut dst: &mut [u8] = &mut buf[..want];
+            while !dst.is_empty() {
+                let within = (pos % PAGE) as usize;
+                let k = (PAGE_USIZE - within).min(dst.len());
+                let (chunk, rest) = std::mem::take(&mut dst).split_at_mut(k);
+                match page {
+                    Some((&idx, p)) if idx == pos / PAGE => {
+                        chunk.copy_from_slice(&p[within..within + k]);
+                        if within + k == PAGE_USIZE {
+                            page = pages.next();
+                        }
+                    }
+                    // A hole.
+                    _ => chunk.fill(0),
+                }
+                dst = rest;
+                pos += k as u64;
+            }
         }
-        out.zeros((end - pos) as usize);
         n as usize
     }
 
@@ -139,46 +156,6 @@ impl Fnv {
         let mut h = Fnv::default();
         h.eat(bytes);
         h.0
-    }
-}
-
-/// A write position across a list of buffers.
-struct Scatter<'a, 'b> {
-    bufs: &'a mut [IoSliceMut<'b>],
-    /// (buffer, offset in it)
-    at: (usize, usize),
-}
-
-impl Scatter<'_, '_> {
-    /// Fills the next `len` bytes from `src` (or with zeros for `None`).
-    fn put(&mut self, mut src: Option<&[u8]>, mut len: usize) {
-        while len > 0 {
-            let Some(buf) = self.bufs.get_mut(self.at.0) else {
-                return;
-            };
-            let room = &mut buf[self.at.1..];
-            let k = room.len().min(len);
-            match &mut src {
-                Some(s) => {
-                    room[..k].copy_from_slice(&s[..k]);
-                    *s = &s[k..];
-                }
-                None => room[..k].fill(0),
-            }
-            len -= k;
-            self.at.1 += k;
-            if self.at.1 == buf.len() {
-                self.at = (self.at.0 + 1, 0);
-            }
-        }
-    }
-
-    fn copy(&mut self, src: &[u8]) {
-        self.put(Some(src), src.len());
-    }
-
-    fn zeros(&mut self, len: usize) {
-        self.put(None, len);
     }
 }
 
