@@ -78,18 +78,20 @@ impl Chain {
 }
 
 /// Walks and checks `chain`. Never fails: problems are recorded in [`Chain::error`].
-pub fn parse<M>(chain: DescriptorChain<M>, mem: &GuestMemoryMmap) -> Chain
+/// `spare` is an empty vector to collect the writable buffers in (one a finished request
+/// gave back, so a long chain does not regrow a new one each time).
+pub fn parse<M>(chain: DescriptorChain<M>, mem: &GuestMemoryMmap, spare: Vec<Region>) -> Chain
 where
     M: Deref,
     M::Target: GuestMemory,
 {
     let head = chain.head_index();
-    // Room for Linux's zero-copy layouts without regrowing much (a header buffer, then a
-    // page per descriptor).
+    let mut writable = spare;
+    writable.clear();
     let mut out = Chain {
         head,
         readable: Vec::with_capacity(4),
-        writable: Vec::with_capacity(32),
+        writable,
         error: None,
     };
     // The memory region the last buffer was in: a chain's buffers are usually in one.

@@ -451,6 +451,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
                 if st.queue.disable_notification(&*mem).is_err() {
                     broke = true;
                 } else {
+                    let st = &mut *st;
                     match st.queue.iter(&*mem) {
                         Err(_) => broke = true,
                         Ok(mut iter) => {
@@ -461,7 +462,8 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
                                     broke = true;
                                     break;
                                 }
-                                chains.push(chain::parse(c, &mem));
+                                let spare = st.spare.pop().unwrap_or_default();
+                                chains.push(chain::parse(c, &mem, spare));
                             }
                         }
                     }

@@ -42,6 +42,23 @@ pub(crate) struct QueueState {
     /// The queue is unusable: nothing more is popped until reset.
     pub broken: bool,
     pub status: u8,
+    /// Writable-buffer vectors of finished requests, for the next chains (see
+    /// [`chain::parse`](super::chain::parse)).
+    pub spare: Vec<Vec<Region>>,
+}
+
+/// Spare writable-buffer vectors kept per device.
+const SPARE_VECS: usize = 16;
+/// Vectors larger than this (a chain of that many buffers) are not kept.
+const SPARE_VEC_MAX: usize = 1024;
+
+impl QueueState {
+    fn give_spare(&mut self, mut v: Vec<Region>) {
+        if self.spare.len() < SPARE_VECS && v.capacity() <= SPARE_VEC_MAX {
+            v.clear();
+            self.spare.push(v);
+        }
+    }
 }
 
 /// Shared by the device and every responder.
@@ -64,6 +81,7 @@ impl QueueCore {
                 active: false,
                 broken: false,
                 status: 0,
+                spare: Vec::new(),
             }),
             interrupt_status: AtomicU32::new(0),
             popped: AtomicU64::new(0),
@@ -94,7 +112,7 @@ impl QueueCore {
         &self,
         epoch: u64,
         head: u16,
-        writable: &[Region],
+        writable: Vec<Region>,
         bytes: &[u8],
         payload_len: u32,
     ) {
@@ -104,7 +122,8 @@ impl QueueCore {
                 return;
             }
             let Some(mem) = st.mem.clone() else { return };
-            let written = write_to(&mem, writable, 0, bytes);
+            let written = write_to(&mem, &writable, 0, bytes);
+            st.give_spare(writable);
             let len = if written == bytes.len() {
                 written as u32 + payload_len
             } else {
@@ -176,8 +195,9 @@ impl VirtioResponder {
 
     fn finish(&mut self, bytes: &[u8], payload_len: u32) {
         self.done = true;
+        let writable = std::mem::take(&mut self.writable);
         self.core
-            .complete(self.epoch, self.head, &self.writable, bytes, payload_len);
+            .complete(self.epoch, self.head, writable, bytes, payload_len);
     }
 
     /// Sends an `Rlerror` if it fits, else completes with length 0.
