@@ -567,7 +567,10 @@ mod tests {
         let worker = Worker::new(&shared);
         // Not idle: no thread is parked, so spawns stay local.
         let kept = cache_after_finishing(&worker, &shared, 1000);
-        assert!(kept > HELPER_CACHE_BYTES, "a pool worker keeps {kept} bytes");
+        assert!(
+            kept > HELPER_CACHE_BYTES,
+            "a pool worker keeps {kept} bytes"
+        );
         assert!(kept <= CACHE_BYTES);
     }
 }
