@@ -195,6 +195,8 @@ impl Write for Conn {
 pub struct StreamResponder {
     out: Arc<OutQueue>,
     buf: Vec<u8>,
+    /// The request is served by the reader itself (see [`OutQueue::begin_inline`]).
+    inline: bool,
 }
 
 impl Responder for StreamResponder {
@@ -214,7 +216,7 @@ impl Responder for StreamResponder {
             self.buf.resize(need, 0);
         }
         if encode_payload_header(kind, tag, count, &mut self.buf).is_ok() {
-            self.out.push(std::mem::take(&mut self.buf));
+            self.out.push(std::mem::take(&mut self.buf), self.inline);
         }
     }
 
@@ -224,7 +226,7 @@ impl Responder for StreamResponder {
             self.buf.resize(need, 0);
         }
         if reply.encode(&mut self.buf).is_ok() {
-            self.out.push(std::mem::take(&mut self.buf));
+            self.out.push(std::mem::take(&mut self.buf), self.inline);
         }
     }
 }
@@ -374,20 +376,20 @@ fn read_loop<F: Filesystem, E: Executor>(
         while session.is_full() || out.is_backlogged() {
             std::thread::sleep(Duration::from_micros(200));
         }
+        // Nothing more to read yet: serve this one here while the client waits, and write
+        // its reply from here too if nobody else is writing.
+        let inline = conn.buffer().is_empty();
         let responder = StreamResponder {
             out: out.clone(),
             buf: out.buffer(),
+            inline,
         };
-        let submitted = if conn.buffer().is_empty() {
-            // Nothing more to read yet: serve this one here while the client waits, and
-            // write its reply from here too if nobody else is writing.
-            let claimed = out.claim();
+        let submitted = if inline {
+            out.begin_inline();
             let r = session
                 .executor()
                 .run_here(|| session.submit(&frame, responder));
-            if claimed {
-                out.flush_claimed();
-            }
+            out.end_inline();
             r
         } else {
             session.submit(&frame, responder)

@@ -47,8 +47,10 @@ struct OutState {
     bytes: usize,
     spare: Vec<Vec<u8>>,
     /// Some thread is writing, and writes whatever is queued before it lets go; so frames
-    /// are queued only while `owned`.
+    /// are queued only while `owned`, or while the reader serves a request (`inline`).
     owned: bool,
+    /// The reader is serving a request itself and writes its reply when done.
+    inline: bool,
     /// The owner is the writer thread: a non-blocking send found the socket full.
     handed_off: bool,
     /// No more frames are taken (the connection is ending, or the peer is gone).
@@ -83,16 +85,18 @@ impl OutQueue {
         s.frames.len() >= BACKLOG_FRAMES || s.bytes >= BACKLOG_BYTES
     }
 
-    /// Queues one frame (the prefix of `buf`) for whoever writes: the thread that claimed
-    /// the socket ([`claim`](Self::claim)), or else the writer thread, woken for it.
-    pub(super) fn push(&self, buf: Vec<u8>) {
+    /// Queues one frame (the prefix of `buf`) for whoever writes: the thread writing now,
+    /// or the reader when the frame is the reply of a request it is serving itself (`inline`,
+    /// within [`begin_inline`](Self::begin_inline) / [`end_inline`](Self::end_inline)), or
+    /// else the writer thread, woken for it.
+    pub(super) fn push(&self, buf: Vec<u8>, inline: bool) {
         let mut s = self.lock();
         if s.closed {
             return;
         }
         s.bytes += frame_of(&buf).len();
         s.frames.push_back(buf);
-        if s.owned {
+        if s.owned || (inline && s.inline) {
             return;
         }
         s.owned = true;
@@ -100,23 +104,24 @@ impl OutQueue {
         self.cond.notify_all();
     }
 
-    /// Makes the calling thread the writer, if nobody is: frames pushed until
-    /// [`flush_claimed`](Self::flush_claimed) wait for it. The reader claims the socket
-    /// before it serves a request itself, so that reply (and any finished meanwhile) goes
-    /// out from the reader, in one send, with no wake-up of the writer thread.
-    pub(super) fn claim(&self) -> bool {
-        let mut s = self.lock();
-        if s.owned || s.closed {
-            return false;
-        }
-        s.owned = true;
-        true
+    /// The reader is about to serve a request itself: that request's reply, if it comes
+    /// before [`end_inline`](Self::end_inline), waits for the reader, which writes it then
+    /// with no wake-up of the writer thread. Replies of other requests are not held.
+    pub(super) fn begin_inline(&self) {
+        self.lock().inline = true;
     }
 
-    /// Writes what was queued since [`claim`](Self::claim) returned `true`, without
-    /// blocking: whatever the socket does not take goes to the writer thread.
-    pub(super) fn flush_claimed(&self) {
-        self.write_queued(self.lock(), SendFlags::DONTWAIT);
+    /// Ends what [`begin_inline`](Self::begin_inline) began: writes what waits for the
+    /// reader (if nobody else is writing), without blocking; whatever the socket does not
+    /// take goes to the writer thread.
+    pub(super) fn end_inline(&self) {
+        let mut s = self.lock();
+        s.inline = false;
+        if s.owned || s.frames.is_empty() {
+            return;
+        }
+        s.owned = true;
+        self.write_queued(s, SendFlags::DONTWAIT);
     }
 
     /// Takes no more frames; the writer thread ends once nobody is writing.
@@ -288,21 +293,29 @@ mod tests {
     }
 
     #[test]
-    fn a_claimed_socket_sends_what_was_pushed_meanwhile_in_order() {
+    fn replies_of_the_readers_own_request_wait_for_it_and_others_do_not() {
         let (out, mut peer, writer) = queue();
-        assert!(out.claim());
-        // Claimed: a second claim fails, and pushes wait for the claimant.
-        assert!(!out.claim());
+        out.begin_inline();
         for seq in 0..5 {
-            out.push(frame(seq, 100 + seq as usize));
+            out.push(frame(seq, 100 + seq as usize), true);
         }
-        out.flush_claimed();
+        // Held for the reader: nothing written yet.
+        peer.set_nonblocking(true).unwrap();
+        let mut probe = [0u8; 1];
+        assert!(
+            peer.read(&mut probe).is_err(),
+            "an inline reply went out early"
+        );
+        peer.set_nonblocking(false).unwrap();
+        out.end_inline();
         for seq in 0..5 {
             assert_eq!(read_frame(&mut peer), frame(seq, 100 + seq as usize));
         }
-        // Let go: the next claim succeeds again.
-        assert!(out.claim());
-        out.flush_claimed();
+        // A reply of a pool request during the reader's window goes out at once.
+        out.begin_inline();
+        out.push(frame(9, 64), false);
+        assert_eq!(read_frame(&mut peer), frame(9, 64));
+        out.end_inline();
         out.close();
         writer.join().unwrap();
     }
@@ -312,19 +325,23 @@ mod tests {
         let (out, mut peer, writer) = queue();
         const N: u8 = 200;
         const LEN: usize = 100_000;
-        // The peer reads nothing yet: far more than the socket buffer is pushed, from a
-        // claim (non-blocking sends), then without one (the writer thread's blocking ones).
-        assert!(out.claim());
+        // The peer reads nothing yet: far more than the socket buffer is pushed, as the
+        // reader's own replies (non-blocking sends), then as pool replies (the writer
+        // thread's blocking ones).
+        out.begin_inline();
         for seq in 0..N / 2 {
-            out.push(frame(seq, LEN));
+            out.push(frame(seq, LEN), true);
         }
-        out.flush_claimed();
+        out.end_inline();
+        assert!(
+            out.lock().handed_off,
+            "the writer thread owns the socket now"
+        );
         for seq in N / 2..N {
-            out.push(frame(seq, LEN));
+            out.push(frame(seq, LEN), false);
         }
         // Nobody blocked, and the backlog (most of 20 MB) tells the reader to pause.
         assert!(out.is_backlogged());
-        assert!(!out.claim(), "the writer thread owns the socket now");
         for seq in 0..N {
             let f = read_frame(&mut peer);
             assert_eq!(f.len(), LEN);
@@ -342,14 +359,14 @@ mod tests {
     fn a_gone_peer_closes_the_queue_and_frees_what_was_queued() {
         let (out, peer, writer) = queue();
         drop(peer);
-        out.push(frame(1, 64));
+        out.push(frame(1, 64), false);
         // The writer thread's send fails: the queue closes and drops its frames.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !out.lock().closed {
             assert!(std::time::Instant::now() < deadline, "queue never closed");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        out.push(frame(2, 64));
+        out.push(frame(2, 64), false);
         assert_eq!(out.lock().frames.len(), 0);
         assert_eq!(out.lock().bytes, 0);
         writer.join().unwrap();
