@@ -108,11 +108,7 @@ impl Shared {
         let task = CURRENT.with(|cur| {
             // SAFETY: CURRENT points at a live Worker on this thread's stack (see `enter`).
             let w = unsafe { cur.get().as_ref() };
-            let task = TaskRef::new(fut, shared, w);
-            match w {
-                Some(w) if ptr::eq(w.shared, Arc::as_ptr(shared)) => w.push_local(task),
-                _ => Some(task),
-            }
+            keep_local(w, Arc::as_ptr(shared), TaskRef::new(fut, shared, w))
         });
         if let Some(task) = task {
             shared.inject(task);
@@ -124,13 +120,8 @@ impl Shared {
     #[inline]
     pub(crate) fn schedule(task: TaskRef) {
         let shared = Arc::as_ptr(&task.header().shared);
-        let task = CURRENT.with(|cur| {
-            // SAFETY: CURRENT points at a live Worker on this thread's stack (see `enter`).
-            match unsafe { cur.get().as_ref() } {
-                Some(w) if ptr::eq(w.shared, shared) => w.push_local(task),
-                _ => Some(task),
-            }
-        });
+        // SAFETY: CURRENT points at a live Worker on this thread's stack (see `enter`).
+        let task = CURRENT.with(|cur| keep_local(unsafe { cur.get().as_ref() }, shared, task));
         if let Some(task) = task {
             let shared = task.header().shared.clone();
             shared.inject(task);
@@ -253,6 +244,16 @@ impl Shared {
         self.cv.notify_all();
         queue.into_iter().for_each(TaskRef::cancel);
         drop(timers);
+    }
+}
+
+/// Keeps `task` on `w`'s FIFO when `w` is this thread's worker of the pool `shared` (and
+/// nobody is idle); otherwise returns it, for the shared queue.
+#[inline]
+fn keep_local(w: Option<&Worker>, shared: *const Shared, task: TaskRef) -> Option<TaskRef> {
+    match w {
+        Some(w) if ptr::eq(w.shared, shared) => w.push_local(task),
+        _ => Some(task),
     }
 }
 
