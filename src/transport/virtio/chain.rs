@@ -104,11 +104,11 @@ where
         count += 1;
         last_has_next = desc.has_next();
         let (addr, len) = (desc.addr(), desc.len());
-        let host = match last.and_then(|span| span.host(addr, len)) {
+        let host = match last.and_then(|span| span.host(addr, u64::from(len))) {
             Some(p) => Some(p),
             None => {
                 last = RegionSpan::of(mem, addr);
-                last.and_then(|span| span.host(addr, len))
+                last.and_then(|span| span.host(addr, u64::from(len)))
             }
         };
         let region = Region {
@@ -168,9 +168,9 @@ impl RegionSpan {
     }
 
     /// The host address of `[addr, addr + len)` if it lies inside this region.
-    fn host(&self, addr: GuestAddress, len: u32) -> Option<*mut u8> {
+    fn host(&self, addr: GuestAddress, len: u64) -> Option<*mut u8> {
         let off = addr.raw_value().checked_sub(self.start)?;
-        if off.checked_add(u64::from(len))? > self.len {
+        if off.checked_add(len)? > self.len {
             return None;
         }
         // SAFETY: `off` is inside the region's mapping of `self.len` bytes from `base`.
@@ -181,12 +181,7 @@ impl RegionSpan {
 /// The host address of `[addr, addr + len)` when it lies inside one memory region (the
 /// fast path; a range spanning regions gets `None` and takes vm-memory's slice iterator).
 pub fn host_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
-    let region = mem.find_region(addr)?;
-    let off = addr.checked_offset_from(region.start_addr())?;
-    if off.checked_add(len as u64)? > region.len() {
-        return None;
-    }
-    region.get_host_address(MemoryRegionAddress(off)).ok()
+    RegionSpan::of(mem, addr)?.host(addr, len as u64)
 }
 
 /// Copies up to `buf.len()` bytes from the start of `regions` into `buf`; returns how many.
