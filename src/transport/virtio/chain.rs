@@ -1,7 +1,8 @@
 //! Walking one descriptor chain and checking it before anything trusts it.
 //!
-//! virtio-queue's [`DescriptorChain`] iterator is lenient in a way a device must not be: it
-//! simply *ends* when a descriptor cannot be read, when an indirect table sits inside an
+//! The walk ([`Walk`](super::walk::Walk)) has the rules of virtio-queue's
+//! [`DescriptorChain`](virtio_queue::DescriptorChain) iterator, which is lenient in a way a
+//! device must not be: it simply *ends* when a descriptor cannot be read, when an indirect table sits inside an
 //! indirect table, when a `next` index is out of range, or when its time-to-live runs out (a
 //! loop). [`parse`] notices every one of those (the chain yielded nothing, or its last
 //! descriptor still has `NEXT` set), checks that every buffer lies inside guest memory, and
@@ -9,9 +10,7 @@
 //! the usable buffers, so a bad chain can still be answered with an `Rlerror` when its header
 //! and some writable room survived.
 
-use std::ops::Deref;
-
-use virtio_queue::DescriptorChain;
+use super::walk::Walk;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap,
     GuestMemoryRegion, MemoryRegionAddress, Permissions,
@@ -77,15 +76,17 @@ impl Chain {
     }
 }
 
-/// Walks and checks `chain`. Never fails: problems are recorded in [`Chain::error`].
+/// Walks and checks the chain at `head` of the queue whose descriptor table of `queue_size`
+/// entries is at `desc_table`. Never fails: problems are recorded in [`Chain::error`].
 /// `spare` is an empty vector to collect the writable buffers in (one a finished request
 /// gave back, so a long chain does not regrow a new one each time).
-pub fn parse<M>(chain: DescriptorChain<M>, mem: &GuestMemoryMmap, spare: Vec<Region>) -> Chain
-where
-    M: Deref,
-    M::Target: GuestMemory,
-{
-    let head = chain.head_index();
+pub fn parse(
+    head: u16,
+    mem: &GuestMemoryMmap,
+    desc_table: GuestAddress,
+    queue_size: u16,
+    spare: Vec<Region>,
+) -> Chain {
     let mut writable = spare;
     writable.clear();
     let mut out = Chain {
@@ -100,7 +101,7 @@ where
     let mut last_has_next = false;
     let mut readable_broken = false;
     let mut seen_writable = false;
-    for desc in chain {
+    for desc in Walk::new(mem, desc_table, queue_size, head) {
         count += 1;
         last_has_next = desc.has_next();
         let (addr, len) = (desc.addr(), desc.len());

@@ -47,12 +47,13 @@ pub mod chain;
 pub mod harness;
 pub mod mmio;
 mod responder;
+mod walk;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::co::Executor;
 use crate::fs::Filesystem;
@@ -447,6 +448,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
                 let Some(mem) = st.mem.clone() else { return };
                 let epoch = st.epoch;
                 let size = st.queue.size();
+                let table = GuestAddress(st.queue.desc_table());
                 let mut chains = Vec::new();
                 if st.queue.disable_notification(&*mem).is_err() {
                     broke = true;
@@ -463,7 +465,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
                                     break;
                                 }
                                 let spare = st.spare.pop().unwrap_or_default();
-                                chains.push(chain::parse(c, &mem, spare));
+                                chains.push(chain::parse(c.head_index(), &mem, table, size, spare));
                             }
                         }
                     }
