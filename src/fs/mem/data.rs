@@ -1,8 +1,15 @@
-//! Regular-file contents: a sparse array of 4 KiB pages.
+//! Regular-file contents: sparse, stored as runs of contiguous 4 KiB pages.
 //!
 //! Holes (ranges never written, or left by extending with `truncate`) own no memory and
 //! read as zeros, so a guest that sets a file's size to 1 GiB costs nothing until it writes.
 //! Only allocated pages count against the filesystem's capacity.
+//!
+//! Allocated pages are kept in runs of up to 1 MiB of contiguous memory rather than one
+//! allocation per page: a write that continues a run extends it, so a file written in order
+//! (the usual way) is a few long runs, and a bulk read is a few long copies. Copying 1 MiB
+//! out of 256 separately allocated pages took about 20 % longer than one contiguous copy,
+//! which is most of what separated a virtio read from a plain memcpy. A run's memory grows by
+//! doubling, so it holds at most twice the pages it counts.
 
 use std::collections::BTreeMap;
 use std::io::IoSliceMut;
@@ -10,11 +17,22 @@ use std::io::IoSliceMut;
 /// Bytes per page, and the unit capacity is charged in.
 pub(crate) const PAGE: u64 = 4096;
 const PAGE_USIZE: usize = PAGE as usize;
+/// The longest run, in pages: a run is never reallocated past 1 MiB.
+const MAX_RUN: u64 = 256;
 
 #[derive(Debug, Default)]
 pub(crate) struct Data {
     size: u64,
-    pages: BTreeMap<u64, Box<[u8]>>,
+    /// First page index → the bytes of that page and the pages after it (a whole number
+    /// of pages, at most `MAX_RUN`). Runs never overlap; they may touch.
+    runs: BTreeMap<u64, Vec<u8>>,
+    /// Pages in all runs.
+    pages: u64,
+}
+
+/// The pages a run covers.
+fn span(bytes: &[u8]) -> u64 {
+    bytes.len() as u64 / PAGE
 }
 
 impl Data {
@@ -24,7 +42,7 @@ impl Data {
 
     /// Pages holding memory.
     pub fn pages(&self) -> u64 {
-        self.pages.len() as u64
+        self.pages
     }
 
     /// Copies bytes from `offset` into `buf` up to end of file; returns how many.
@@ -33,10 +51,16 @@ impl Data {
         self.read_vectored(offset, &mut [IoSliceMut::new(buf)])
     }
 
+    /// The run holding page `page`, as (its first page, its bytes), if any.
+    fn run_at(&self, page: u64) -> Option<(u64, &Vec<u8>)> {
+        let (&first, run) = self.runs.range(..=page).next_back()?;
+        (first + span(run) > page).then_some((first, run))
+    }
+
     /// Copies bytes from `offset` into `bufs` in turn, up to end of file; returns how many.
-    /// One walk over the allocated pages in range, whatever the number of buffers (a
-    /// virtio read brings one per guest page): a bulk read is a run of page copies, with
-    /// holes zero-filled between them.
+    /// One walk over the runs in range, whatever the number of buffers (a virtio read
+    /// brings one per guest page): a bulk read is one copy per run and buffer, with holes
+    /// zero-filled between them.
     pub fn read_vectored(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> usize {
         if offset >= self.size {
             return 0;
@@ -44,9 +68,13 @@ impl Data {
         let room: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let n = (self.size - offset).min(room);
         let end = offset + n;
-        // `page` is always the first allocated page at or after `pos`.
-        let mut pages = self.pages.range(offset / PAGE..end.div_ceil(PAGE));
-        let mut page = pages.next();
+        // The runs in range, in order: the one holding `offset` (if any), then the others.
+        let first_page = offset / PAGE;
+        let from = self
+            .run_at(first_page)
+            .map_or(first_page, |(first, _)| first);
+        let mut runs = self.runs.range(from..end.div_ceil(PAGE));
+        let mut run = runs.next();
         let mut pos = offset;
         for buf in bufs.iter_mut() {
             if pos == end {
@@ -55,20 +83,28 @@ impl Data {
             let want = (buf.len() as u64).min(end - pos) as usize;
             let mut dst: &mut [u8] = &mut buf[..want];
             while !dst.is_empty() {
-                let within = (pos % PAGE) as usize;
-                let k = (PAGE_USIZE - within).min(dst.len());
-                let (chunk, rest) = std::mem::take(&mut dst).split_at_mut(k);
-                match page {
-                    Some((&idx, p)) if idx == pos / PAGE => {
-                        chunk.copy_from_slice(&p[within..within + k]);
-                        if within + k == PAGE_USIZE {
-                            page = pages.next();
-                        }
-                    }
-                    // A hole.
-                    _ => chunk.fill(0),
+                // `run` is the first run that does not end at or before `pos`.
+                while let Some((&first, bytes)) = run
+                    && (first + span(bytes)) * PAGE <= pos
+                {
+                    run = runs.next();
                 }
-                dst = rest;
+                let k = match run {
+                    Some((&first, bytes)) if first * PAGE <= pos => {
+                        let at = (pos - first * PAGE) as usize;
+                        let k = (bytes.len() - at).min(dst.len());
+                        dst[..k].copy_from_slice(&bytes[at..at + k]);
+                        k
+                    }
+                    // A hole, up to the next run or the end of this buffer.
+                    next => {
+                        let until = next.map_or(u64::MAX, |(&first, _)| first * PAGE);
+                        let k = (until - pos).min(dst.len() as u64) as usize;
+                        dst[..k].fill(0);
+                        k
+                    }
+                };
+                dst = &mut std::mem::take(&mut dst)[k..];
                 pos += k as u64;
             }
         }
@@ -82,25 +118,55 @@ impl Data {
         }
         let first = offset / PAGE;
         let last = (offset + len - 1) / PAGE;
-        (last - first + 1) - self.pages.range(first..=last).count() as u64
+        let from = self.run_at(first).map_or(first, |(f, _)| f);
+        let held: u64 = self
+            .runs
+            .range(from..=last)
+            .map(|(&f, run)| (f + span(run)).min(last + 1) - f.max(first))
+            .sum();
+        (last - first + 1) - held
     }
 
     /// Writes `data` at `offset`, extending the file (the gap reads as zeros). The caller
     /// has checked limits and that `offset + data.len()` does not overflow.
     pub fn write(&mut self, offset: u64, data: &[u8]) {
-        let mut done = 0;
-        while done < data.len() {
-            let pos = offset + done as u64;
-            let within = (pos % PAGE) as usize;
-            let take = (PAGE_USIZE - within).min(data.len() - done);
-            let page = self
-                .pages
-                .entry(pos / PAGE)
-                .or_insert_with(|| vec![0; PAGE_USIZE].into_boxed_slice());
-            page[within..within + take].copy_from_slice(&data[done..done + take]);
-            done += take;
+        let end = offset + data.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let page = pos / PAGE;
+            let first = match self.run_at(page) {
+                Some((first, _)) => first,
+                None => self.allocate(page, end.div_ceil(PAGE)),
+            };
+            let run = self.runs.get_mut(&first).expect("the run holding `page`");
+            let at = (pos - first * PAGE) as usize;
+            let k = ((run.len() - at) as u64).min(end - pos) as usize;
+            let done = (pos - offset) as usize;
+            run[at..at + k].copy_from_slice(&data[done..done + k]);
+            pos += k as u64;
         }
-        self.size = self.size.max(offset + data.len() as u64);
+        self.size = self.size.max(end);
+    }
+
+    /// Allocates zeroed pages from `page` (a hole) on, up to `until` or the next run,
+    /// extending the run that ends at `page` if there is one with room; returns the first
+    /// page of the run that now holds `page`.
+    fn allocate(&mut self, page: u64, until: u64) -> u64 {
+        let next = self.runs.range(page..).next().map_or(u64::MAX, |(&f, _)| f);
+        let until = until.min(next);
+        if let Some((&first, run)) = self.runs.range_mut(..page).next_back()
+            && first + span(run) == page
+            && span(run) < MAX_RUN
+        {
+            let add = (until - page).min(MAX_RUN - span(run));
+            run.resize(run.len() + (add * PAGE) as usize, 0);
+            self.pages += add;
+            return first;
+        }
+        let add = (until - page).min(MAX_RUN);
+        self.runs.insert(page, vec![0; (add * PAGE) as usize]);
+        self.pages += add;
+        page
     }
 
     /// Sets the size; returns how many pages were freed. Shrinking zeroes the cut-off tail
@@ -108,27 +174,46 @@ impl Data {
     pub fn truncate(&mut self, size: u64) -> u64 {
         let mut freed = 0;
         if size < self.size {
-            freed = self.pages.split_off(&size.div_ceil(PAGE)).len() as u64;
+            let keep = size.div_ceil(PAGE);
+            freed = self.runs.split_off(&keep).values().map(|r| span(r)).sum();
+            if let Some((&first, run)) = self.runs.range_mut(..keep).next_back()
+                && first + span(run) > keep
+            {
+                freed += first + span(run) - keep;
+                run.truncate(((keep - first) * PAGE) as usize);
+                if run.capacity() > 2 * run.len() {
+                    run.shrink_to_fit();
+                }
+            }
             let within = (size % PAGE) as usize;
             if within != 0
-                && let Some(page) = self.pages.get_mut(&(size / PAGE))
+                && let Some((first, _)) = self.run_at(size / PAGE)
             {
-                page[within..].fill(0);
+                let run = self
+                    .runs
+                    .get_mut(&first)
+                    .expect("the run holding the last page");
+                let at = (size - first * PAGE) as usize;
+                let page_end = at - within + PAGE_USIZE;
+                run[at..page_end].fill(0);
             }
+            self.pages -= freed;
         }
         self.size = size;
         freed
     }
 
     /// A hash of the contents (FNV-1a over size and non-zero pages): equal contents give
-    /// equal hashes however the file was written.
+    /// equal hashes however the file was written (and however its pages are stored).
     pub fn hash(&self) -> u64 {
         let mut h = Fnv::default();
         h.eat(&self.size.to_le_bytes());
-        for (idx, page) in &self.pages {
-            if page.iter().any(|&b| b != 0) {
-                h.eat(&idx.to_le_bytes());
-                h.eat(page);
+        for (&first, run) in &self.runs {
+            for (i, page) in run.chunks(PAGE_USIZE).enumerate() {
+                if page.iter().any(|&b| b != 0) {
+                    h.eat(&(first + i as u64).to_le_bytes());
+                    h.eat(page);
+                }
             }
         }
         h.0
@@ -175,21 +260,42 @@ mod tests {
         assert_eq!(&buf[10_000..10_003], b"xyz");
     }
 
+    /// Offsets and lengths that stay within a few pages, or cross 1 MiB runs.
+    fn offset() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![3 => 0u64..40_000, 1 => 0u64..2_200_000, 1 => (0u64..600).prop_map(|p| p * PAGE)]
+    }
+
+    fn length() -> impl proptest::strategy::Strategy<Value = usize> {
+        use proptest::prelude::*;
+        prop_oneof![3 => 0usize..9000, 1 => 0usize..1_100_000, 1 => (0usize..300).prop_map(|p| p * PAGE_USIZE)]
+    }
+
     proptest::proptest! {
         /// Sparse pages read exactly like a flat byte array, whatever the writes, the
-        /// truncations and the range read, into one buffer or many.
+        /// truncations and the range read, into one buffer or many; the pages counted are
+        /// exactly the pages written and not cut off since, as `new_pages` predicted; the
+        /// hash does not depend on how the pages are stored.
         #[test]
         fn reads_match_a_flat_model(
-            ops in proptest::collection::vec((0u64..40_000, 0usize..9000, proptest::prelude::any::<u8>(), proptest::prelude::any::<bool>()), 1..12),
-            at in 0u64..45_000,
-            len in 0usize..20_000,
+            ops in proptest::collection::vec((offset(), length(), proptest::prelude::any::<u8>(), proptest::prelude::any::<bool>()), 1..12),
+            at in offset(),
+            len in length(),
         ) {
             let (mut d, mut flat) = (Data::default(), Vec::<u8>::new());
+            let mut held = std::collections::BTreeSet::new();
             for (off, n, byte, truncate) in ops {
                 if truncate {
-                    d.truncate(off);
+                    let freed = d.truncate(off);
+                    let cut = held.split_off(&off.div_ceil(PAGE));
+                    proptest::prop_assert_eq!(freed, cut.len() as u64);
                     flat.resize(off as usize, 0);
                 } else {
+                    let pages = if n == 0 { 0..0 } else { off / PAGE..(off + n as u64).div_ceil(PAGE) };
+                    let new = pages
+                        .filter(|p| held.insert(*p))
+                        .count();
+                    proptest::prop_assert_eq!(d.new_pages(off, n as u64), new as u64);
                     d.write(off, &vec![byte; n]);
                     let end = off as usize + n;
                     if flat.len() < end {
@@ -197,6 +303,8 @@ mod tests {
                     }
                     flat[off as usize..end].fill(byte);
                 }
+                proptest::prop_assert_eq!(d.pages(), held.len() as u64);
+                proptest::prop_assert_eq!(d.size(), flat.len() as u64);
             }
             let mut buf = vec![0xee; len];
             let n = d.read(at, &mut buf);
@@ -213,7 +321,33 @@ mod tests {
             }
             proptest::prop_assert_eq!(d.read_vectored(at, &mut bufs), n);
             proptest::prop_assert_eq!(&pieces[..n], want);
+            // The same contents written page by page, backwards (one run per page).
+            let mut other = Data::default();
+            other.truncate(flat.len() as u64);
+            for (i, page) in flat.chunks(PAGE_USIZE).enumerate().rev() {
+                other.write(i as u64 * PAGE, page);
+            }
+            proptest::prop_assert_eq!(other.hash(), d.hash());
         }
+    }
+
+    #[test]
+    fn a_file_written_in_order_is_a_few_long_runs() {
+        let mut d = Data::default();
+        let mut flat = Vec::new();
+        let mut i = 0u64;
+        // 2.5 MiB in appends of odd sizes.
+        while flat.len() < 5 << 19 {
+            let chunk: Vec<u8> = (0..1000 + i % 7000).map(|j| (i + j) as u8).collect();
+            d.write(flat.len() as u64, &chunk);
+            flat.extend_from_slice(&chunk);
+            i += 1;
+        }
+        assert_eq!(d.runs.len(), 3, "1 MiB, 1 MiB, and the rest");
+        assert_eq!(d.pages(), (flat.len() as u64).div_ceil(PAGE));
+        let mut buf = vec![0; flat.len()];
+        assert_eq!(d.read(0, &mut buf), flat.len());
+        assert_eq!(buf, flat);
     }
 
     #[test]
