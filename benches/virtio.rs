@@ -182,28 +182,51 @@ fn read_bandwidth() {
     //    same pages, so the two differ only by what the device does. Timed from the kick
     //    to the used entry: chain walk and checks, decode, handler, MemFs copy into guest
     //    pages, reply header, used ring, interrupt.
+    //
+    //    The pages are either contiguous in guest memory (the device merges them into one
+    //    buffer), or scattered: every other page of a 2 MiB area, in reverse order, so no
+    //    two are adjacent and nothing merges.
     let req = rig.guest.alloc(4096).unwrap();
     rig.guest.write_ram(req, &read);
     let hdr = rig.guest.alloc(4096).unwrap();
-    let pages: Vec<u64> = (0..MIB / 4096)
+    let contiguous_pages: Vec<u64> = (0..MIB / 4096)
         .map(|_| rig.guest.alloc(4096).unwrap())
         .collect();
-    let mut chain = vec![
-        RawDesc::readable(req, read.len() as u32),
-        RawDesc::writable(hdr, 11),
-    ];
-    chain.extend(pages.iter().map(|&p| RawDesc::writable(p, 4096)));
-    let last = chain.len() - 1;
-    for (i, d) in chain.iter_mut().enumerate().take(last) {
-        *d = d.then(i as u16 + 1);
-    }
+    assert!(contiguous_pages.windows(2).all(|w| w[1] == w[0] + 4096));
+    let area = rig.guest.alloc(2 * MIB as u64).unwrap();
+    let scattered_pages: Vec<u64> = (0..MIB as u64 / 4096)
+        .rev()
+        .map(|i| area + 8192 * i + 4096)
+        .collect();
+    let chain_over = |pages: &[u64]| {
+        let mut chain = vec![
+            RawDesc::readable(req, read.len() as u32),
+            RawDesc::writable(hdr, 11),
+        ];
+        chain.extend(pages.iter().map(|&p| RawDesc::writable(p, 4096)));
+        let last = chain.len() - 1;
+        for (i, d) in chain.iter_mut().enumerate().take(last) {
+            *d = d.then(i as u16 + 1);
+        }
+        chain
+    };
+    let chain = chain_over(&contiguous_pages);
+    let scattered = chain_over(&scattered_pages);
     let (table, table_len) = rig.guest.indirect_table(&chain).unwrap();
+    let (stable, stable_len) = rig.guest.indirect_table(&scattered).unwrap();
     let big = rig.guest.alloc((MIB + 4096) as u64).unwrap();
-    let variants: [(&str, Vec<RawDesc>); 3] = [
-        ("256 guest pages", chain.clone()),
+    let variants: [(&str, Vec<RawDesc>, &[u64]); 5] = [
+        ("256 contiguous pages", chain.clone(), &contiguous_pages),
         (
-            "256 pages, indirect table",
+            "the same, indirect table",
             vec![RawDesc::indirect(table, table_len)],
+            &contiguous_pages,
+        ),
+        ("256 scattered pages", scattered.clone(), &scattered_pages),
+        (
+            "the same, indirect table",
+            vec![RawDesc::indirect(stable, stable_len)],
+            &scattered_pages,
         ),
         (
             "one 1 MiB buffer",
@@ -211,18 +234,19 @@ fn read_bandwidth() {
                 RawDesc::readable(req, read.len() as u32).then(1),
                 RawDesc::writable(big, (11 + MIB) as u32),
             ],
+            &contiguous_pages,
         ),
     ];
-    // The baselines: the same 1 MiB memcpy'd into the same 256 pages, and into one
-    // contiguous buffer. Each iteration times the device read and both copies in turn, so
-    // the machine's noise falls on all three alike.
+    // The baselines: the same 1 MiB memcpy'd into the same 256 pages (one copy per page),
+    // and into one contiguous buffer. Each iteration times the device read and both copies
+    // in turn, so the machine's noise falls on all three alike.
     let host = |a: u64, len: usize| {
         let p = mem.get_host_address(GuestAddress(a)).unwrap();
         // SAFETY: `a..a + len` is an allocation inside the single guest RAM region, mapped
         // while `mem` lives; nothing else touches it during the copies.
         unsafe { std::slice::from_raw_parts_mut(p, len) }
     };
-    let into_pages = || {
+    let into_pages = |pages: &[u64]| {
         for (i, &p) in pages.iter().enumerate() {
             host(p, 4096).copy_from_slice(black_box(&data[i * 4096..(i + 1) * 4096]));
         }
@@ -237,26 +261,28 @@ fn read_bandwidth() {
         f();
         t.elapsed().as_secs_f64()
     };
-    // Once, checked: the read fills the 256 pages with the file's bytes.
-    for &p in &pages {
-        rig.guest.write_ram(p, &[0u8; 4096]);
-    }
-    rig.guest.inject(&variants[0].1).unwrap();
-    rig.guest.kick();
-    rig.pool.run_until_idle();
-    assert_eq!(rig.guest.poll_used()[0].len as usize, 11 + MIB);
-    for (i, &p) in pages.iter().enumerate() {
-        assert_eq!(
-            rig.guest.read_ram(p, 4096),
-            &data[i * 4096..(i + 1) * 4096],
-            "page {i} of the read holds the file's bytes"
-        );
+    // Once each, checked: the read fills the pages with the file's bytes.
+    for (_, descs, pages) in &variants[..4] {
+        for &p in *pages {
+            rig.guest.write_ram(p, &[0u8; 4096]);
+        }
+        rig.guest.inject(descs).unwrap();
+        rig.guest.kick();
+        rig.pool.run_until_idle();
+        assert_eq!(rig.guest.poll_used()[0].len as usize, 11 + MIB);
+        for (i, &p) in pages.iter().enumerate() {
+            assert_eq!(
+                rig.guest.read_ram(p, 4096),
+                &data[i * 4096..(i + 1) * 4096],
+                "page {i} of the read holds the file's bytes"
+            );
+        }
     }
     let mut walk = BareWalk::new(chain.len() as u16);
     println!(
         "Tread 1 MiB from MemFs, timed from kick to used entry, each next to memcpys of 1 MiB:"
     );
-    for (name, descs) in &variants {
+    for (name, descs, pages) in &variants {
         let mut run = |rig: &mut Rig, n: usize| {
             let mut secs = [0f64; 5];
             for _ in 0..n {
@@ -269,7 +295,7 @@ fn read_bandwidth() {
                 secs[4] += kicked;
                 let d = rig.guest.poll_used();
                 assert_eq!(d[0].len as usize, 11 + MIB);
-                secs[1] += time(&mut || into_pages());
+                secs[1] += time(&mut || into_pages(pages));
                 secs[2] += time(&mut || contiguous());
                 secs[3] += time(&mut || walk.walk());
             }
@@ -296,7 +322,7 @@ fn read_bandwidth() {
                 us(pages_s)
             );
             println!(
-                "    ceiling: virtio-queue's own walk of a {}-descriptor chain takes {:.1} us; walk + memcpy into the pages = {:.0} % of a contiguous memcpy (the device: {:.0} %)",
+                "    virtio-queue's own walk of a {}-descriptor chain takes {:.1} us; that walk + memcpy into the pages = {:.0} % of a contiguous memcpy (the device: {:.0} %)",
                 chain.len(),
                 us(walk_s),
                 100.0 * contig_s / (walk_s + pages_s),
