@@ -311,16 +311,16 @@ fn read_bandwidth() {
             100.0 * contig_s / dev,
             mbs(contig_s)
         );
+        let us = |x: f64| x * 1e6 / iters as f64;
+        println!(
+            "    the device's time: {:.1} us in the kick (walk, checks, dispatch), {:.1} us running the request; the memcpy into the pages: {:.1} us",
+            us(kick_s),
+            us(dev - kick_s),
+            us(pages_s)
+        );
         if descs.len() > 2 {
             // What a device bound to virtio-queue's walk could reach at best: the walk
             // itself plus the copy into the same pages, and nothing else.
-            let us = |x: f64| x * 1e6 / iters as f64;
-            println!(
-                "    the device's time: {:.1} us in the kick (walk, checks, dispatch), {:.1} us running the request; the memcpy into the pages: {:.1} us",
-                us(kick_s),
-                us(dev - kick_s),
-                us(pages_s)
-            );
             println!(
                 "    virtio-queue's own walk of a {}-descriptor chain takes {:.1} us; that walk + memcpy into the pages = {:.0} % of a contiguous memcpy (the device: {:.0} %)",
                 chain.len(),
@@ -444,7 +444,17 @@ fn scale() -> usize {
         .max(1)
 }
 
+/// `cargo bench --bench virtio -- getattr` (or `read`) runs only that part.
 fn main() {
-    getattr_rate();
-    read_bandwidth();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| part.contains(o.as_str()));
+    if wanted("getattr") {
+        getattr_rate();
+    }
+    if wanted("read") {
+        read_bandwidth();
+    }
 }

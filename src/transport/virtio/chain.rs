@@ -153,6 +153,7 @@ pub fn parse(
 /// descriptor per 4 KiB page, and a guest's pages are often contiguous (huge pages, a
 /// kernel buffer): merged, a 1 MiB read is one long copy rather than 256 short ones, which
 /// costs about 10 % less. Host contiguity follows from both lying in one region.
+#[inline]
 fn push_merged(list: &mut Vec<Region>, r: Region, span: Option<RegionSpan>) {
     if let (Some(prev), Some(span)) = (list.last_mut(), span)
         && prev.host != 0
@@ -188,6 +189,7 @@ impl RegionSpan {
     }
 
     /// The host address of `[addr, addr + len)` if it lies inside this region.
+    #[inline]
     fn host(&self, addr: GuestAddress, len: u64) -> Option<*mut u8> {
         let off = addr.raw_value().checked_sub(self.start)?;
         if off.checked_add(len)? > self.len {

@@ -73,6 +73,7 @@ impl<'m> Walk<'m> {
         }
     }
 
+    #[inline]
     fn read(&self, index: u16) -> Option<Descriptor> {
         match self.table.host {
             // SAFETY: the table's `size` entries lie inside one region of `mem`, which is
@@ -105,6 +106,7 @@ impl<'m> Walk<'m> {
 impl Iterator for Walk<'_> {
     type Item = Descriptor;
 
+    #[inline]
     fn next(&mut self) -> Option<Descriptor> {
         loop {
             if self.ttl == 0 || self.next_index >= self.table.size {
