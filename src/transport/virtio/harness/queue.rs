@@ -180,6 +180,24 @@ impl DriverQueue {
         let _ = mem.write_slice(&d.bytes(), GuestAddress(table.0 + 16 * u64::from(i)));
     }
 
+    /// Writes `descs[i]` into slot `slots[i]` of the table at `table`, each run of
+    /// consecutive slots with one write (as a driver fills a 258-descriptor chain with one
+    /// 4 KiB store burst, not 258 separate guest-memory accesses).
+    fn write_descs(mem: &GuestMemoryMmap, table: GuestAddress, slots: &[u16], descs: &[RawDesc]) {
+        let mut run = Vec::with_capacity(16 * descs.len());
+        let mut start = 0;
+        for (i, d) in descs.iter().enumerate() {
+            run.extend_from_slice(&d.bytes());
+            let last = i + 1 == descs.len() || slots[i + 1] != slots[i].wrapping_add(1);
+            if last {
+                let at = GuestAddress(table.0 + 16 * u64::from(slots[start]));
+                let _ = mem.write_slice(&run, at);
+                run.clear();
+                start = i + 1;
+            }
+        }
+    }
+
     pub fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
         let slot = u64::from(self.avail_idx % self.size);
         let _ = mem.write_obj(head.to_le(), GuestAddress(self.avail.0 + 4 + 2 * slot));
@@ -255,9 +273,8 @@ impl DriverQueue {
                 return None;
             };
             allocs.push((table, table_len));
-            for (i, d) in descs.iter().enumerate() {
-                Self::write_desc(&mem, table, i as u16, d);
-            }
+            let slots: Vec<u16> = (0..n as u16).collect();
+            Self::write_descs(&mem, table, &slots, &descs);
             let Some(slot) = self.free.pop() else {
                 free_all(ram, &allocs);
                 return None;
@@ -271,13 +288,12 @@ impl DriverQueue {
                 return None;
             }
             let slots: Vec<u16> = (0..n).map(|_| self.free.pop().unwrap_or(0)).collect();
-            for (i, d) in descs.iter().enumerate() {
-                let mut d = *d;
+            for (i, d) in descs.iter_mut().enumerate() {
                 if d.flags & F_NEXT != 0 {
                     d.next = slots[i + 1];
                 }
-                Self::write_desc(&mem, self.desc, slots[i], &d);
             }
+            Self::write_descs(&mem, self.desc, &slots, &descs);
             slots
         };
         let head = slots[0];
@@ -354,13 +370,17 @@ impl DriverQueue {
             .map(|_| self.free.pop().unwrap_or(0))
             .collect();
         let mem = ram.memory().clone();
-        for (i, d) in descs.iter().enumerate() {
-            let mut d = *d;
-            if d.flags & F_NEXT != 0 && (d.next as usize) < descs.len() {
-                d.next = slots[d.next as usize];
-            }
-            Self::write_desc(&mem, self.desc, slots[i], &d);
-        }
+        let table: Vec<RawDesc> = descs
+            .iter()
+            .map(|d| {
+                let mut d = *d;
+                if d.flags & F_NEXT != 0 && (d.next as usize) < descs.len() {
+                    d.next = slots[d.next as usize];
+                }
+                d
+            })
+            .collect();
+        Self::write_descs(&mem, self.desc, &slots, &table);
         let writable = descs
             .iter()
             .filter(|d| d.flags & (F_WRITE | F_INDIRECT) == F_WRITE)
@@ -384,9 +404,8 @@ impl DriverQueue {
         let len = 16 * descs.len() as u64;
         let a = ram.alloc(len)?;
         let mem = ram.memory().clone();
-        for (i, d) in descs.iter().enumerate() {
-            Self::write_desc(&mem, a, i as u16, d);
-        }
+        let slots: Vec<u16> = (0..descs.len() as u16).collect();
+        Self::write_descs(&mem, a, &slots, descs);
         Some((a.0, len as u32))
     }
 
