@@ -149,10 +149,15 @@ pub fn parse(
 }
 
 /// Appends `r` to `list`, or grows the last buffer of `list` by it when `r` continues that
-/// buffer in guest memory and both lie in the memory region `span`. The Linux driver gives one
-/// descriptor per 4 KiB page, and a guest's pages are often contiguous (huge pages, a
-/// kernel buffer): merged, a 1 MiB read is one long copy rather than 256 short ones, which
-/// costs about 10 % less. Host contiguity follows from both lying in one region.
+/// buffer in guest memory and the two together lie in the memory region `span`. The Linux
+/// driver gives one descriptor per 4 KiB page, and a guest's pages are often contiguous
+/// (huge pages, a kernel buffer): merged, a 1 MiB read is one long copy rather than 256
+/// short ones, which costs about 10 % less.
+///
+/// The merged buffer must be one host range of one mapping, so `span` must give the host
+/// address already recorded for the previous buffer: a zero-length buffer at the very end of
+/// one region has a host address one past that region's mapping, and must not be grown into
+/// the next region even where the two touch in guest memory.
 #[inline]
 fn push_merged(list: &mut Vec<Region>, r: Region, span: Option<RegionSpan>) {
     if let (Some(prev), Some(span)) = (list.last_mut(), span)
@@ -160,7 +165,7 @@ fn push_merged(list: &mut Vec<Region>, r: Region, span: Option<RegionSpan>) {
         && r.host != 0
         && prev.addr.checked_add(u64::from(prev.len)) == Some(r.addr)
         && let Some(len) = prev.len.checked_add(r.len)
-        && span.host(prev.addr, u64::from(len)).is_some()
+        && span.host(prev.addr, u64::from(len)) == Some(prev.host as *mut u8)
     {
         prev.len = len;
         return;
@@ -320,6 +325,8 @@ mod tests {
                 (0x4000, 4096, W),   // continues: merged
                 (0xf000, 4096, W),   // a gap: a new buffer
                 (0x1_0000, 4096, W), // continues in guest memory, but in the next region
+                (0x1_1000, 0, W),    // empty, merged
+                (0x1_1000, 4096, W), // continues: merged
             ],
         );
         let c = parse(0, &mem, GuestAddress(0), 16, Vec::new());
@@ -332,7 +339,7 @@ mod tests {
                 (0x2000, 11),
                 (0x3000, 8192),
                 (0xf000, 4096),
-                (0x1_0000, 4096)
+                (0x1_0000, 8192)
             ]
         );
         // Each buffer is one host range: its host address is the one guest memory gives.
@@ -344,7 +351,42 @@ mod tests {
         }
         assert_eq!(
             (c.readable_len(), c.writable_len()),
-            (128, 11 + 3 * 4096 + 4096)
+            (128, 11 + 3 * 4096 + 8192)
         );
+    }
+
+    /// An empty buffer at the very end of one region has a host address one past that
+    /// region's mapping; a buffer starting the next region (which touches it in guest
+    /// memory) must not be merged into it, or its bytes would go past the first mapping.
+    #[test]
+    fn an_empty_buffer_at_a_regions_end_is_not_grown_into_the_next_region() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x1_0000),
+            (GuestAddress(0x1_0000), 0x1_0000),
+        ])
+        .unwrap();
+        const W: u16 = 2;
+        for (first, second) in [(W, W), (0, 0)] {
+            table(
+                &mem,
+                0,
+                &[
+                    (0x1000, 7, 0),
+                    (0x1_0000, 0, first),
+                    (0x1_0000, 0x8000, second),
+                ],
+            );
+            let c = parse(0, &mem, GuestAddress(0), 16, Vec::new());
+            // (An empty buffer's own address may be one past its region: no byte is there.)
+            for r in c.readable.iter().chain(&c.writable).filter(|r| r.len > 0) {
+                assert_eq!(
+                    Some(r.host as *mut u8),
+                    host_range(&mem, r.addr, r.len as usize),
+                    "{r:?}"
+                );
+            }
+            let lens = |rs: &[Region]| rs.iter().map(|r| r.len).sum::<u32>();
+            assert_eq!(lens(&c.readable) + lens(&c.writable), 7 + 0x8000);
+        }
     }
 }
