@@ -31,6 +31,11 @@ pub(crate) struct Data {
     pages: u64,
 }
 
+/// The most memory a run of `len` bytes may hold: a quarter more, and part of a page.
+fn slack(len: usize) -> usize {
+    len + len / 4 + PAGE_USIZE
+}
+
 /// The pages a run covers.
 fn span(bytes: &[u8]) -> u64 {
     bytes.len() as u64 / PAGE
@@ -190,7 +195,7 @@ impl Data {
             {
                 freed += first + span(run) - keep;
                 run.truncate(((keep - first) * PAGE) as usize);
-                if run.capacity() > 2 * run.len() {
+                if run.capacity() > slack(run.len()) {
                     run.shrink_to_fit();
                 }
             }
@@ -314,6 +319,7 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(d.pages(), held.len() as u64);
                 proptest::prop_assert_eq!(d.size(), flat.len() as u64);
+                d.check_runs();
             }
             let mut buf = vec![0xee; len];
             let n = d.read(at, &mut buf);
@@ -340,6 +346,41 @@ mod tests {
         }
     }
 
+    impl Data {
+        /// Runs are whole pages, at most `MAX_RUN`, do not overlap, end within the file,
+        /// and hold at most a quarter more memory than they count.
+        fn check_runs(&self) {
+            let mut end = 0;
+            for (&first, run) in &self.runs {
+                assert!(first >= end, "runs overlap at page {first}");
+                assert!(!run.is_empty() && run.len() % PAGE_USIZE == 0);
+                assert!(span(run) <= MAX_RUN);
+                assert!(
+                    run.capacity() <= slack(run.len()),
+                    "{} > {}",
+                    run.capacity(),
+                    run.len()
+                );
+                end = first + span(run);
+            }
+            assert!(end <= self.size.div_ceil(PAGE));
+        }
+    }
+
+    /// Cutting runs short (a 1 MiB run truncated to 129 pages, again and again) gives their
+    /// memory back: held stays within a quarter of counted.
+    #[test]
+    fn truncation_gives_memory_back() {
+        let mut d = Data::default();
+        for i in 0..8u64 {
+            let base = i * 2 * (MAX_RUN * PAGE);
+            d.write(base, &vec![1; (MAX_RUN * PAGE) as usize]);
+            d.truncate(base + 129 * PAGE);
+            d.check_runs();
+        }
+        assert_eq!(d.pages(), 8 * 129);
+    }
+
     #[test]
     fn a_file_written_in_order_is_a_few_long_runs() {
         let mut d = Data::default();
@@ -353,9 +394,7 @@ mod tests {
             i += 1;
         }
         assert_eq!(d.runs.len(), 3, "1 MiB, 1 MiB, and the rest");
-        for run in d.runs.values() {
-            assert!(run.capacity() <= run.len() + run.len() / 4 + PAGE_USIZE);
-        }
+        d.check_runs();
         assert_eq!(d.pages(), (flat.len() as u64).div_ceil(PAGE));
         let mut buf = vec![0; flat.len()];
         assert_eq!(d.read(0, &mut buf), flat.len());
