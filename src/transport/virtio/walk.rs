@@ -135,31 +135,44 @@ const _: () = assert!(align_of::<Descriptor>() == 8 && DESC == 16);
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
     const MEM: u64 = 0x4_0000;
-    const QUEUE: u16 = 16;
+    const QUEUE: u16 = 32;
+    /// Where the queue (and so its descriptor table, 512 bytes) is.
+    const TABLE: u64 = 0x1_0000;
+    /// Where the tests put an indirect table: aligned, misaligned, across a region boundary
+    /// (when memory is split), running off the end of memory.
+    const INDIRECT_AT: [u64; 4] = [0x3000, 0x3004, 0x2ff8, MEM - 40];
+    /// With split memory, three regions that touch: boundaries inside an indirect table's
+    /// place and inside the queue's descriptor table.
+    const SPLIT: [(u64, u64); 3] = [(0, 0x3008), (0x3008, TABLE + 0x80), (TABLE + 0x80, MEM)];
 
-    fn desc_strategy() -> impl Strategy<Value = (u64, u32, u16, u16)> {
+    /// One descriptor: address, length, flags, next, and whether it is made to go on to the
+    /// following index (`NEXT` set, `next` = index + 1), so that chains run long rather than
+    /// ending or looping at once.
+    fn desc() -> impl Strategy<Value = (u64, u32, u16, u16, bool)> {
         (
-            // Addresses inside memory, near its end, or beyond it; aligned or not.
-            // The three places the test puts an indirect table are likely picks.
+            // Addresses inside memory, near its end, or beyond it; the indirect tables' places.
             prop_oneof![
                 0u64..MEM,
                 MEM - 64..MEM + 64,
                 Just(u64::MAX - 8),
-                Just(0x3000u64),
-                Just(0x3004u64),
-                Just(MEM - 40),
+                proptest::sample::select(INDIRECT_AT.to_vec()),
             ],
-            prop_oneof![0u32..0x2000, Just(u32::MAX), (0u32..8).prop_map(|n| n * 16)],
+            prop_oneof![
+                16 => 0u32..0x2000,
+                1 => Just(u32::MAX),
+                2 => (0u32..40).prop_map(|n| n * 16),
+                1 => Just(0x10_0000),
+                1 => Just(0xf_fff0),
+            ],
             // NEXT (1), WRITE (2), INDIRECT (4): mostly chains that go on, some tables, any
             // combination, any bits.
             prop_oneof![
-                3 => Just(1u16),
-                3 => Just(3u16),
+                12 => Just(1u16),
+                12 => Just(3u16),
                 1 => Just(2u16),
                 1 => Just(4u16),
                 1 => Just(5u16),
@@ -167,43 +180,62 @@ mod tests {
                 1 => proptest::num::u16::ANY,
             ],
             prop_oneof![7 => 0u16..QUEUE, 1 => QUEUE..QUEUE + 3],
+            proptest::bool::weighted(0.85),
         )
     }
 
+    fn raw((a, l, f, n, follow): (u64, u32, u16, u16, bool), i: usize) -> [u8; 16] {
+        let (f, n) = if follow {
+            (f | 1, i as u16 + 1)
+        } else {
+            (f, n)
+        };
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&a.to_le_bytes());
+        b[8..12].copy_from_slice(&l.to_le_bytes());
+        b[12..14].copy_from_slice(&f.to_le_bytes());
+        b[14..].copy_from_slice(&n.to_le_bytes());
+        b
+    }
+
     proptest! {
-        /// For any descriptor table, and any indirect table placed in memory, our walk
-        /// yields exactly what virtio-queue's `DescriptorChain` yields.
+        // About one case in six enters an indirect table, one in ten runs 30 descriptors.
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// For any descriptor table, and any indirect table placed in memory (in one region
+        /// or across two, aligned or not), our walk yields exactly what virtio-queue's
+        /// `DescriptorChain` yields.
         #[test]
         fn yields_what_virtio_queues_walk_yields(
-            descs in proptest::collection::vec(desc_strategy(), QUEUE as usize),
-            indirect in proptest::collection::vec(desc_strategy(), 0..24),
+            descs in proptest::collection::vec(desc(), QUEUE as usize),
+            indirect in proptest::collection::vec(desc(), 0..40),
             head in 0u16..QUEUE,
-            indirect_at in prop_oneof![Just(0x3000u64), Just(0x3004u64), Just(MEM - 40)],
+            at in prop_oneof![3 => Just(0usize), 1 => 1..INDIRECT_AT.len()],
+            // Make descriptor `k` point at the indirect table, with its exact length.
+            point in proptest::option::weighted(0.6, (0..QUEUE as usize, proptest::bool::ANY)),
+            split in proptest::bool::ANY,
         ) {
-            let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
-            let mq = MockSplitQueue::create(&mem, GuestAddress(0x1_0000), QUEUE);
-            let table: Vec<RawDescriptor> = descs
-                .iter()
-                .map(|&(a, l, f, n)| RawDescriptor::from(Descriptor::new(a, l, f, n)))
-                .collect();
-            for (i, d) in table.into_iter().enumerate() {
-                mq.desc_table().store(i as u16, d).unwrap();
+            let ranges: Vec<(GuestAddress, usize)> = if split {
+                SPLIT.iter().map(|&(a, b)| (GuestAddress(a), (b - a) as usize)).collect()
+            } else {
+                vec![(GuestAddress(0), MEM as usize)]
+            };
+            let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).unwrap();
+            let mq = MockSplitQueue::create(&mem, GuestAddress(TABLE), QUEUE);
+            let indirect_at = INDIRECT_AT[at];
+            let mut table: Vec<u8> = descs.iter().enumerate().flat_map(|(i, &d)| raw(d, i)).collect();
+            if let Some((k, chained)) = point {
+                let len = 16 * indirect.len() as u32;
+                let flags = if chained { 5u16 } else { 4 };
+                let d = raw((indirect_at, len, flags, 0, false), k);
+                table[16 * k..16 * k + 16].copy_from_slice(&d);
             }
+            mem.write_slice(&table, GuestAddress(TABLE)).unwrap();
             mq.avail().ring().ref_at(0).unwrap().store(u16::to_le(head));
             mq.avail().idx().store(u16::to_le(1));
-            let raw: Vec<u8> = indirect
-                .iter()
-                .flat_map(|&(a, l, f, n)| {
-                    let mut b = a.to_le_bytes().to_vec();
-                    b.extend(l.to_le_bytes());
-                    b.extend(f.to_le_bytes());
-                    b.extend(n.to_le_bytes());
-                    b
-                })
-                .collect();
-            let fits = indirect_at + raw.len() as u64 <= MEM;
-            if fits {
-                mem.write_slice(&raw, GuestAddress(indirect_at)).unwrap();
+            let itable: Vec<u8> = indirect.iter().enumerate().flat_map(|(i, &d)| raw(d, i)).collect();
+            if indirect_at + itable.len() as u64 <= MEM {
+                mem.write_slice(&itable, GuestAddress(indirect_at)).unwrap();
             }
             let mut q: Queue = mq.create_queue().unwrap();
             let theirs: Vec<_> = q.iter(&mem).unwrap().next().unwrap().map(key).collect();
