@@ -107,18 +107,14 @@ pub fn parse(
         let (addr, len) = (desc.addr(), desc.len());
         let host = match last.and_then(|span| span.host(addr, u64::from(len))) {
             Some(p) => Some(p),
-            None => {
-                last = RegionSpan::of(mem, addr);
-                last.and_then(|span| span.host(addr, u64::from(len)))
-            }
+            None => look_up(mem, &mut last, addr, len),
         };
         let region = Region {
             addr,
             len,
             host: host.map_or(0, |p| p as usize),
         };
-        let in_memory = host.is_some()
-            || GuestMemory::check_range(mem, region.addr, region.len as usize, Permissions::Read);
+        let in_memory = host.is_some() || spans_regions(mem, addr, len);
         if !in_memory {
             out.error.get_or_insert(ChainError::OutOfMemory);
         }
@@ -146,6 +142,28 @@ pub fn parse(
         out.error.get_or_insert(ChainError::Truncated);
     }
     out
+}
+
+/// The host address of `[addr, addr + len)` found in its memory region, which becomes `last`
+/// (the first buffer of a chain, or one in another region than the buffer before it). Kept
+/// out of `parse`'s loop, which then holds its state in registers.
+#[inline(never)]
+fn look_up(
+    mem: &GuestMemoryMmap,
+    last: &mut Option<RegionSpan>,
+    addr: GuestAddress,
+    len: u32,
+) -> Option<*mut u8> {
+    *last = RegionSpan::of(mem, addr);
+    last.and_then(|span| span.host(addr, u64::from(len)))
+}
+
+/// Whether `[addr, addr + len)`, which lies inside no single region, is guest memory all the
+/// same (across regions that touch).
+#[cold]
+#[inline(never)]
+fn spans_regions(mem: &GuestMemoryMmap, addr: GuestAddress, len: u32) -> bool {
+    GuestMemory::check_range(mem, addr, len as usize, Permissions::Read)
 }
 
 /// Appends `r` to `list`, or grows the last buffer of `list` by it when `r` continues that

@@ -81,15 +81,22 @@ impl<'m> Walk<'m> {
             // is aligned for `Descriptor` (checked in `Table::new`). The guest may write the
             // table concurrently, hence a volatile load: we act on the one value read.
             Some(base) => Some(unsafe { std::ptr::read_volatile(base.add(usize::from(index))) }),
-            None => {
-                let at = self.table.addr.checked_add(u64::from(index) * DESC)?;
-                self.mem.read_obj::<Descriptor>(at).ok()
-            }
+            None => self.read_slow(index),
         }
+    }
+
+    /// Reads descriptor `index` through `GuestMemory` (a table not mapped whole in one
+    /// region, or misaligned).
+    #[cold]
+    #[inline(never)]
+    fn read_slow(&self, index: u16) -> Option<Descriptor> {
+        let at = self.table.addr.checked_add(u64::from(index) * DESC)?;
+        self.mem.read_obj::<Descriptor>(at).ok()
     }
 
     /// Continues in the indirect table `desc` names, if that is allowed: not from inside an
     /// indirect table (virtio 1.2, 2.7.5.3.1), and only for a whole number of entries.
+    #[inline(never)]
     fn enter_indirect(&mut self, desc: &Descriptor) -> Option<()> {
         if self.is_indirect || desc.len() % DESC as u32 != 0 {
             return None;
