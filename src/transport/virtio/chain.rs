@@ -323,15 +323,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn contiguous_buffers_in_one_region_are_merged_and_no_others() {
-        // Two regions that touch in guest memory, [0, 64 KiB) and [64 KiB, 128 KiB).
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+    /// VRING_DESC_F_WRITE.
+    const W: u16 = 2;
+
+    /// Two regions that touch in guest memory, [0, 64 KiB) and [64 KiB, 128 KiB).
+    fn two_touching_regions() -> GuestMemoryMmap {
+        GuestMemoryMmap::<()>::from_ranges(&[
             (GuestAddress(0), 0x1_0000),
             (GuestAddress(0x1_0000), 0x1_0000),
         ])
-        .unwrap();
-        const W: u16 = 2; // VRING_DESC_F_WRITE
+        .unwrap()
+    }
+
+    /// Each non-empty buffer of `c` is one host range: its host address is the one guest
+    /// memory gives for it whole. (An empty buffer's own address may be one past its
+    /// region: no byte is there.)
+    fn assert_host_ranges(mem: &GuestMemoryMmap, c: &Chain) {
+        for r in c.readable.iter().chain(&c.writable).filter(|r| r.len > 0) {
+            let whole = host_range(mem, r.addr, r.len as usize);
+            assert_eq!(Some(r.host as *mut u8), whole, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn contiguous_buffers_in_one_region_are_merged_and_no_others() {
+        let mem = two_touching_regions();
         table(
             &mem,
             0,
@@ -360,13 +376,7 @@ mod tests {
                 (0x1_0000, 8192)
             ]
         );
-        // Each buffer is one host range: its host address is the one guest memory gives.
-        for r in c.readable.iter().chain(&c.writable) {
-            assert_eq!(
-                Some(r.host as *mut u8),
-                host_range(&mem, r.addr, r.len as usize)
-            );
-        }
+        assert_host_ranges(&mem, &c);
         assert_eq!(
             (c.readable_len(), c.writable_len()),
             (128, 11 + 3 * 4096 + 8192)
@@ -378,12 +388,7 @@ mod tests {
     /// memory) must not be merged into it, or its bytes would go past the first mapping.
     #[test]
     fn an_empty_buffer_at_a_regions_end_is_not_grown_into_the_next_region() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[
-            (GuestAddress(0), 0x1_0000),
-            (GuestAddress(0x1_0000), 0x1_0000),
-        ])
-        .unwrap();
-        const W: u16 = 2;
+        let mem = two_touching_regions();
         for (first, second) in [(W, W), (0, 0)] {
             table(
                 &mem,
@@ -395,14 +400,7 @@ mod tests {
                 ],
             );
             let c = parse(0, &mem, GuestAddress(0), 16, Vec::new());
-            // (An empty buffer's own address may be one past its region: no byte is there.)
-            for r in c.readable.iter().chain(&c.writable).filter(|r| r.len > 0) {
-                assert_eq!(
-                    Some(r.host as *mut u8),
-                    host_range(&mem, r.addr, r.len as usize),
-                    "{r:?}"
-                );
-            }
+            assert_host_ranges(&mem, &c);
             let lens = |rs: &[Region]| rs.iter().map(|r| r.len).sum::<u32>();
             assert_eq!(lens(&c.readable) + lens(&c.writable), 7 + 0x8000);
         }
