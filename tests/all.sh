@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's whole test suite: formatting, lints, every test (unit, integration,
+# The project's whole test suite: formatting, lints, rustdoc, every test (unit, integration,
 # snapshots, property, bounded fuzz), and the loom models. README.md and .ci/run use this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc (the embedding API's documentation builds without broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "cargo test --workspace"
 cargo test --workspace

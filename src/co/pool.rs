@@ -212,7 +212,7 @@ impl Executor for PoolHandle {
 
     /// On a thread that is not already running this pool's loop, the calling thread acts as
     /// a helper worker for the duration: what `f` spawns (and what those wake) stays on its
-    /// FIFO and is polled here, up to [`HELPER_POLLS`] polls; leftovers go to the pool.
+    /// FIFO and is polled here, up to `HELPER_POLLS` (16) polls; leftovers go to the pool.
     fn run_here<R>(&self, f: impl FnOnce() -> R) -> R {
         if Worker::current_is_some() {
             return f();

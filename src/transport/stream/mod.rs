@@ -6,7 +6,7 @@
 //! is served without a hand-off to another thread; pipelined requests run concurrently on
 //! the executor. Replies go out in completion order, written by the thread that finished
 //! them when the socket is free, or by the connection's writer thread when the socket is
-//! full ([`out`]), so a slow client never blocks an executor thread. The reader stops
+//! full (`out`), so a slow client never blocks an executor thread. The reader stops
 //! reading (backpressure) while the session has its limit of requests in flight or too
 //! many replies wait to be written. A closed connection cancels its requests and drops its fids, which closes their
 //! files and releases their locks.

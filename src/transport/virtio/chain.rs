@@ -1,6 +1,6 @@
 //! Walking one descriptor chain and checking it before anything trusts it.
 //!
-//! The walk ([`Walk`](super::walk::Walk)) has the rules of virtio-queue's
+//! The walk (`walk::Walk`) has the rules of virtio-queue's
 //! [`DescriptorChain`](virtio_queue::DescriptorChain) iterator, which is lenient in a way a
 //! device must not be: it simply *ends* when a descriptor cannot be read, when an indirect table sits inside an
 //! indirect table, when a `next` index is out of range, or when its time-to-live runs out (a
