@@ -278,8 +278,7 @@ fn run(c: &mut Rig, chains: &[Vec<(Buf, Next)>]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
-
+    // 256 cases by default; `PROPTEST_CASES=N` runs more.
     #[test]
     fn random_chains_each_get_one_used_entry_and_leave_the_device_usable(
         kicks in proptest::collection::vec(proptest::collection::vec(chain(), 1..4), 1..4),
