@@ -89,8 +89,9 @@ pub struct Req {
     /// World action counter when it was sent.
     pub sent_at: u64,
     /// The session's request slots were all taken when it arrived: it must be refused
-    /// (`Rlerror(EAGAIN)`) and have no effect.
-    pub refused: bool,
+    /// (`Rlerror(EAGAIN)`) and have no effect. `None`: it may or may not be (see
+    /// `World::refuses`), and its reply says which.
+    pub refused: Option<bool>,
 }
 
 pub type Check = Result<(), String>;

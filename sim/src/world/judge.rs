@@ -233,22 +233,20 @@ impl World {
                 g.inflight -= 1;
             }
         }
-        if req.refused {
-            if reply.msg
-                != (Rmessage::Lerror {
-                    ecode: Errno::EAGAIN,
-                })
-            {
+        let eagain = reply.msg
+            == (Rmessage::Lerror {
+                ecode: Errno::EAGAIN,
+            });
+        let refused = req.refused.unwrap_or(eagain);
+        self.reqs[r].refused = Some(refused);
+        if refused {
+            if !eagain {
                 let detail = format!("{} with every slot taken: {reply}", Show(&req.msg));
                 self.fail("request slots", detail);
             }
             return;
         }
-        if reply.msg
-            == (Rmessage::Lerror {
-                ecode: Errno::EAGAIN,
-            })
-        {
+        if eagain {
             let detail = format!("{} refused with a slot free", Show(&req.msg));
             return self.fail("request slots", detail);
         }
@@ -256,7 +254,8 @@ impl World {
             Tmessage::Flush { oldtag } => self.on_rflush(r, &req, *oldtag, &reply.msg),
             Tmessage::Version { msize, .. } => self.on_rversion(conn, r, *msize, &reply.msg),
             _ => {
-                if let Some(&f) = req.flushes.iter().find(|&&f| self.reqs[f].done) {
+                let answered = |f: usize| self.reqs[f].done && self.reqs[f].refused != Some(true);
+                if let Some(&f) = req.flushes.iter().find(|&&f| answered(f)) {
                     let detail =
                         format!("{} answered after its Rflush (tag {})", Show(&req.msg), f);
                     self.fail("Rflush order", detail);

@@ -18,15 +18,35 @@ impl World {
     /// Whether the session of `conn` must refuse `msg` for lack of a request slot: the
     /// server's rule (a Tflush of a request in flight and a Tversion get one slot of
     /// slack), from the requests the world knows to be registered there.
-    pub(super) fn refuses(&self, conn: usize, tag: u16, msg: &Tmessage) -> bool {
-        let taken = self.outstanding.range((conn, 0)..=(conn, u16::MAX)).count();
+    ///
+    /// `None` when either answer is right: requests a Tversion in flight cancelled leave the
+    /// registry when their coroutines next run, which no reply tells the world, so while
+    /// counting them or not gives different answers the reply says which it was.
+    pub(super) fn refuses(&self, conn: usize, tag: u16, msg: &Tmessage) -> Option<bool> {
         let limit = self.conns[conn].link.max_inflight(&self.config);
-        match msg {
-            Tmessage::Flush { oldtag } => {
-                oldtag.0 != tag && self.outstanding.contains_key(&(conn, oldtag.0)) && taken > limit
+        let registered = |r: usize, surely: bool| !surely || self.reqs[r].before_version.is_none();
+        // With `surely`, only the requests certainly still registered count.
+        let over = |surely: bool| {
+            let taken = self
+                .outstanding
+                .range((conn, 0)..=(conn, u16::MAX))
+                .filter(|(_, r)| registered(**r, surely))
+                .count();
+            match msg {
+                Tmessage::Flush { oldtag } => {
+                    let target = self.outstanding.get(&(conn, oldtag.0));
+                    oldtag.0 != tag
+                        && target.is_some_and(|&r| registered(r, surely))
+                        && taken > limit
+                }
+                Tmessage::Version { .. } => taken > limit,
+                _ => taken >= limit,
             }
-            Tmessage::Version { .. } => taken > limit,
-            _ => taken >= limit,
+        };
+        match (over(true), over(false)) {
+            (true, _) => Some(true),
+            (false, false) => Some(false),
+            (false, true) => None,
         }
     }
 
@@ -99,7 +119,9 @@ impl World {
         };
         if let Some(&old) = self.outstanding.get(&(conn, oldtag))
             && oldtag != tag
-            && !self.refuses(conn, tag, &flush)
+            // A flush that may be refused is counted as one that is not: if it is, its
+            // EAGAIN marks it refused, and refused flushes order nothing.
+            && self.refuses(conn, tag, &flush) != Some(true)
         {
             let idx = self.reqs.len();
             let o = &mut self.reqs[old];
@@ -132,7 +154,9 @@ impl World {
     /// Tversion: the barrier applies at once (fids gone, requests cancelled).
     pub(super) fn version_with(&mut self, g: usize, msg: Tmessage) -> usize {
         let conn = self.guests[g].conn;
-        if self.refuses(conn, Tag::NOTAG.0, &msg) {
+        // (Sure: no requests of an earlier Tversion linger once it is answered, and a
+        // client sends no Tversion while one is in flight.)
+        if self.refuses(conn, Tag::NOTAG.0, &msg) == Some(true) {
             // Refused before its barrier: nothing about the session changes.
             return self.submit(g, Tag::NOTAG.0, msg, Uses::default());
         }
