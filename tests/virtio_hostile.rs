@@ -87,11 +87,7 @@ fn assert_lerror_bytes(done: &Completion, bytes: &[u8], ecode: Errno) {
 fn still_usable(c: &mut Client<Virtio<MemFs>>) {
     assert!(c.getattr(Fid(0)).is_ok());
     c.link.collect();
-    assert_eq!(c.link.guest.in_flight(), 0);
-    assert_eq!(c.link.guest.unexpected_used(), 0);
-    let s = c.link.device().stats();
-    assert_eq!(s.popped, s.completed);
-    assert_eq!(c.link.device().status() & STATUS_NEEDS_RESET, 0);
+    c.link.settled().unwrap();
 }
 
 #[test]

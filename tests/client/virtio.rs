@@ -123,6 +123,26 @@ impl<F: Filesystem> Virtio<F> {
         }
     }
 
+    /// Every chain is accounted for: none in flight, no used entry for a chain nobody
+    /// posted, every chain the device popped completed, and no NEEDS_RESET. `Err` says
+    /// which is not so.
+    pub fn settled(&self) -> Result<(), String> {
+        let in_flight = self.guest.in_flight();
+        let unexpected = self.guest.unexpected_used();
+        let s = self.device().stats();
+        let status = self.device().status();
+        if in_flight != 0 || unexpected != 0 || s.popped != s.completed {
+            return Err(format!(
+                "{in_flight} chains in flight, {unexpected} unexpected used entries, {} popped, {} completed",
+                s.popped, s.completed
+            ));
+        }
+        if status & co9p::transport::virtio::STATUS_NEEDS_RESET != 0 {
+            return Err(format!("device status {status:#x}: NEEDS_RESET"));
+        }
+        Ok(())
+    }
+
     /// Runs the device until idle and collects what the used ring holds.
     pub fn collect(&mut self) -> usize {
         self.pool.run_until_idle();
