@@ -198,6 +198,12 @@ impl DriverQueue {
         }
     }
 
+    /// Writes `descs` as a whole table at `at` (an indirect table), in one write.
+    fn write_table(mem: &GuestMemoryMmap, at: GuestAddress, descs: &[RawDesc]) {
+        let bytes: Vec<u8> = descs.iter().flat_map(|d| d.bytes()).collect();
+        let _ = mem.write_slice(&bytes, at);
+    }
+
     pub fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
         let slot = u64::from(self.avail_idx % self.size);
         let _ = mem.write_obj(head.to_le(), GuestAddress(self.avail.0 + 4 + 2 * slot));
@@ -273,8 +279,7 @@ impl DriverQueue {
                 return None;
             };
             allocs.push((table, table_len));
-            let slots: Vec<u16> = (0..n as u16).collect();
-            Self::write_descs(&mem, table, &slots, &descs);
+            Self::write_table(&mem, table, &descs);
             let Some(slot) = self.free.pop() else {
                 free_all(ram, &allocs);
                 return None;
@@ -404,8 +409,7 @@ impl DriverQueue {
         let len = 16 * descs.len() as u64;
         let a = ram.alloc(len)?;
         let mem = ram.memory().clone();
-        let slots: Vec<u16> = (0..descs.len() as u16).collect();
-        Self::write_descs(&mem, a, &slots, descs);
+        Self::write_table(&mem, a, descs);
         Some((a.0, len as u32))
     }
 
