@@ -37,8 +37,9 @@ pub enum FidOpen {
 pub struct MFid {
     pub node: NodeId,
     pub open: FidOpen,
-    /// The directory and name the fid was reached by, as the server records it (what a
-    /// Tremove unlinks): none from an attach or a `..`.
+    /// The directory entry the fid was reached by, following the renames this client made
+    /// (what a Tremove unlinks, if it still names the fid's file): none from an attach or
+    /// a `..`.
     pub parent: Option<(NodeId, Vec<u8>)>,
 }
 

@@ -371,6 +371,16 @@ impl Model {
         Ok(())
     }
 
+    /// Tremove's rule: `dir/name` is removed only if it still names `node`; `ESTALE` if
+    /// it names another file, `ENOENT` if none.
+    pub fn unlink_node(&mut self, dir: NodeId, name: &[u8], node: NodeId, rmdir: bool) -> R<()> {
+        match self.dir_of(dir)?.get(name) {
+            Some(id) if id == node => self.unlink(dir, name, rmdir),
+            Some(_) => Err(Errno::ESTALE),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
     fn drop_link(&mut self, dir: NodeId, id: NodeId) {
         if self.nodes[id].is_dir() {
             self.nodes[id].nlink = 0;

@@ -553,7 +553,7 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Check {
             };
             let rmdir = m.node(e.node).is_dir();
             Res::Unit(if ran {
-                m.unlink(*dir, name, rmdir)
+                m.unlink_node(*dir, name, e.node, rmdir)
             } else {
                 Ok(())
             })

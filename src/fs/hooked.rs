@@ -254,6 +254,34 @@ impl<F: Filesystem, H: Hook> Filesystem for HookedFs<F, H> {
         self.wrap(OpKind::Unlink, self.inner.unlink(dir, name, rmdir))
             .await
     }
+    async fn unlink_node(
+        &self,
+        dir: &F::Node,
+        name: &Name,
+        node: &F::Node,
+        rmdir: bool,
+    ) -> FsResult<()> {
+        self.wrap(
+            OpKind::Unlink,
+            self.inner.unlink_node(dir, name, node, rmdir),
+        )
+        .await
+    }
+    async fn rename_node(
+        &self,
+        node: &F::Node,
+        old_dir: &F::Node,
+        old_name: &Name,
+        new_dir: &F::Node,
+        new_name: &Name,
+    ) -> FsResult<()> {
+        self.wrap(
+            OpKind::Rename,
+            self.inner
+                .rename_node(node, old_dir, old_name, new_dir, new_name),
+        )
+        .await
+    }
     async fn statfs(&self, node: &F::Node) -> FsResult<StatFs> {
         self.wrap(OpKind::Statfs, self.inner.statfs(node)).await
     }

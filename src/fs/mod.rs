@@ -222,6 +222,27 @@ pub trait Filesystem: Send + Sync + 'static {
         name: &Name,
         rmdir: bool,
     ) -> impl Future<Output = FsResult<()>> + Send;
+    /// Removes `name` from `dir` only if that name still refers to `node`: Tremove acts on
+    /// the fid's own file, never on whatever has taken its name since. `ESTALE` when the
+    /// name now refers to another file, `ENOENT` when it refers to none.
+    fn unlink_node(
+        &self,
+        dir: &Self::Node,
+        name: &Name,
+        node: &Self::Node,
+        rmdir: bool,
+    ) -> impl Future<Output = FsResult<()>> + Send;
+    /// Renames `old_dir/old_name` to `new_dir/new_name` only if the old name still refers
+    /// to `node` (Trename moves the fid's own file), with the errors of
+    /// [`Self::unlink_node`].
+    fn rename_node(
+        &self,
+        node: &Self::Node,
+        old_dir: &Self::Node,
+        old_name: &Name,
+        new_dir: &Self::Node,
+        new_name: &Name,
+    ) -> impl Future<Output = FsResult<()>> + Send;
     fn statfs(&self, node: &Self::Node) -> impl Future<Output = FsResult<StatFs>> + Send;
     fn getxattr(
         &self,

@@ -58,13 +58,44 @@ impl Drop for XattrSlot {
     }
 }
 
+/// The directory entry a fid's file was reached by: what Trename and Tremove act through.
+///
+/// A rename made through the session moves the record of every fid it concerns (QEMU's
+/// `v9fs_fix_path`), so a fid keeps naming its own file, never whatever takes its old name.
+/// The filesystem checks, when acting, that the name still refers to the fid's node: a
+/// rename by another session or on the host makes the record stale, and then the answer
+/// is an error, never another file.
+pub struct Parent<F: Filesystem> {
+    pub dir: F::Node,
+    /// The directory's qid: its `path` identifies the directory when renames fix records.
+    pub dir_qid: Qid,
+    pub name: Name,
+}
+
+impl<F: Filesystem> Clone for Parent<F> {
+    fn clone(&self) -> Self {
+        Parent {
+            dir: self.dir.clone(),
+            dir_qid: self.dir_qid,
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<F: Filesystem> Parent<F> {
+    /// Whether this record is the entry `name` in the directory of qid path `dir_path`.
+    fn is(&self, dir_path: u64, name: &Name) -> bool {
+        self.dir_qid.path == dir_path && self.name == *name
+    }
+}
+
 /// A fid's state.
 pub struct FidState<F: Filesystem> {
     pub node: F::Node,
     pub qid: Qid,
-    /// The directory and name this fid was reached by, for Trename and Tremove; `None` for
-    /// the export root.
-    pub parent: Option<(F::Node, Name)>,
+    /// The entry this fid was reached by, for Trename and Tremove; `None` for the export
+    /// root (and a fid reached by `..`, whose own entry is not known).
+    pub parent: Option<Parent<F>>,
     /// The uid from Tattach, for files this fid creates.
     pub uid: u32,
     pub open: Open<F>,
@@ -253,5 +284,21 @@ impl<F: Filesystem> FidTable<F> {
 
     pub fn len(&self) -> usize {
         lock(&self.map).len()
+    }
+
+    /// After `from_dir/from_name` was renamed to `to`: every fid reached by that entry now
+    /// records `to`. Fids inside a renamed directory need nothing: they record the
+    /// directory's node, which a rename does not change. A fid whose file was replaced by
+    /// the rename keeps its record, and a stale record (its name taken over by another
+    /// file) may be moved along: the filesystem refuses either if used (`ESTALE`).
+    pub fn renamed(&self, from_dir: u64, from_name: &Name, to: &Parent<F>) {
+        let entries: Vec<_> = lock(&self.map).values().cloned().collect();
+        for e in entries {
+            e.with(|s| {
+                if s.parent.as_ref().is_some_and(|p| p.is(from_dir, from_name)) {
+                    s.parent = Some(to.clone());
+                }
+            });
+        }
     }
 }

@@ -154,6 +154,11 @@ pub(crate) struct SessionCore<F: Filesystem, E: Executor, R: Responder> {
     pub xattr_writes: Arc<std::sync::atomic::AtomicUsize>,
     /// The export root's qid path, learnt at the first Tattach: `..` stops there.
     root_path: std::sync::OnceLock<u64>,
+    /// Orders renames against the requests that act through a fid's recorded entry
+    /// (QEMU's rename lock): Trename and Trenameat hold it exclusively from the rename to
+    /// the fix of the fids' records; Tremove and Trename read a record and act on it
+    /// under it, so they never act through a record a rename is about to move.
+    pub names: crate::co::CoRwLock<()>,
 }
 
 impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
@@ -167,6 +172,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             msize: AtomicU32::new(0),
             root_path: std::sync::OnceLock::new(),
             xattr_writes: Arc::default(),
+            names: crate::co::CoRwLock::new(()),
         };
         Session {
             core: Arc::new(core),

@@ -30,6 +30,19 @@ pub trait Link {
     }
 }
 
+/// A link chosen at run time (a test that runs one case over several backends).
+impl Link for Box<dyn Link> {
+    fn send(&mut self, frame: Vec<u8>) {
+        (**self).send(frame)
+    }
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        (**self).recv()
+    }
+    fn settle(&mut self) {
+        (**self).settle()
+    }
+}
+
 /// Replies of an in-process session, in the order they were sent.
 #[derive(Clone, Default)]
 pub struct Outbox(pub Arc<Mutex<VecDeque<Vec<u8>>>>);

@@ -273,8 +273,26 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             };
             qid_ok(m, *node, qid)?;
         }
+        (
+            T::Renameat {
+                olddirfid,
+                oldname,
+                newdirfid,
+                newname,
+            },
+            Rmessage::Renameat {},
+        ) => {
+            // Every fid of this client reached by the old entry now names the new one: a
+            // fid keeps naming its own file across renames made through its session.
+            let from = (g.fids[&olddirfid.0].node, oldname.0.clone());
+            let to = (g.fids[&newdirfid.0].node, newname.0.clone());
+            for f in g.fids.values_mut() {
+                if f.parent.as_ref() == Some(&from) {
+                    f.parent = Some(to.clone());
+                }
+            }
+        }
         (T::Link { .. }, Rmessage::Link {})
-        | (T::Renameat { .. }, Rmessage::Renameat {})
         | (T::Unlinkat { .. }, Rmessage::Unlinkat {})
         | (T::Setattr { .. }, Rmessage::Setattr {}) => {}
         (T::Readlink { .. }, Rmessage::Readlink { target }) => {

@@ -303,12 +303,15 @@ impl HostFs {
         .map_err(errno)
     }
 
+    /// Renames `old_dir/old_name`; with `expect`, only if that name is still the node's
+    /// inode (Trename through a fid).
     pub(super) fn do_rename(
         &self,
         old_dir: &HostNode,
         old_name: &Name,
         new_dir: &HostNode,
         new_name: &Name,
+        expect: Option<&HostNode>,
     ) -> FsResult<()> {
         self.writable()?;
         old_dir.require_dir()?;
@@ -317,8 +320,11 @@ impl HostFs {
         let nd = self.node_fd(new_dir)?;
         // Which inode moves, and which loses its name (see `reclaim.rs`).
         let src = statat(od.fd(), old_name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
-            .ok()
             .map(|st| (st.st_dev, st.st_ino));
+        if let Some(n) = expect {
+            same_inode(src, n)?;
+        }
+        let src = src.ok();
         let lost = self
             .losing_name(nd.fd(), new_name)
             .filter(|(n, _)| Some(n.id()) != src);
@@ -330,7 +336,20 @@ impl HostFs {
         Ok(())
     }
 
-    pub(super) fn do_unlink(&self, dir: &HostNode, name: &Name, rmdir: bool) -> FsResult<()> {
+    /// Unlinks `dir/name`; with `expect`, only if that name is still the node's inode
+    /// (Tremove through a fid).
+    ///
+    /// The check and the unlink are two syscalls: the server orders them against its own
+    /// renames (a session's name lock), but a host process that renames into this very
+    /// name between them is not stopped. No syscall unlinks a name only if it is a given
+    /// inode; QEMU makes no check at all.
+    pub(super) fn do_unlink(
+        &self,
+        dir: &HostNode,
+        name: &Name,
+        rmdir: bool,
+        expect: Option<&HostNode>,
+    ) -> FsResult<()> {
         self.writable()?;
         dir.require_dir()?;
         let flags = if rmdir {
@@ -339,10 +358,25 @@ impl HostFs {
             AtFlags::empty()
         };
         let d = self.node_fd(dir)?;
+        if let Some(n) = expect {
+            let found = statat(d.fd(), name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| (st.st_dev, st.st_ino));
+            same_inode(found, n)?;
+        }
         let lost = self.losing_name(d.fd(), name);
         unlinkat(d.fd(), name.as_bytes(), flags).map_err(errno)?;
         self.lost_name(lost, dir, name);
         Ok(())
+    }
+}
+
+/// `Ok` if a name's stat found `node`'s inode: `ESTALE` if it found another, the stat's
+/// error (`ENOENT`) if none.
+fn same_inode(found: rustix::io::Result<(u64, u64)>, node: &HostNode) -> FsResult<()> {
+    match found {
+        Ok(id) if id == node.id() => Ok(()),
+        Ok(_) => Err(Errno::ESTALE),
+        Err(e) => Err(errno(e)),
     }
 }
 

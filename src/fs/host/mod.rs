@@ -470,10 +470,29 @@ impl Filesystem for HostFs {
         new_dir: &HostNode,
         new_name: &Name,
     ) -> FsResult<()> {
-        self.do_rename(old_dir, old_name, new_dir, new_name)
+        self.do_rename(old_dir, old_name, new_dir, new_name, None)
     }
     async fn unlink(&self, dir: &HostNode, name: &Name, rmdir: bool) -> FsResult<()> {
-        self.do_unlink(dir, name, rmdir)
+        self.do_unlink(dir, name, rmdir, None)
+    }
+    async fn unlink_node(
+        &self,
+        dir: &HostNode,
+        name: &Name,
+        node: &HostNode,
+        rmdir: bool,
+    ) -> FsResult<()> {
+        self.do_unlink(dir, name, rmdir, Some(node))
+    }
+    async fn rename_node(
+        &self,
+        node: &HostNode,
+        old_dir: &HostNode,
+        old_name: &Name,
+        new_dir: &HostNode,
+        new_name: &Name,
+    ) -> FsResult<()> {
+        self.do_rename(old_dir, old_name, new_dir, new_name, Some(node))
     }
     async fn statfs(&self, node: &HostNode) -> FsResult<StatFs> {
         self.do_statfs(node)

@@ -289,6 +289,35 @@ impl Filesystem for MemFs {
         self.mutate(|st, now| st.unlink(dir, name, rmdir, now))
     }
 
+    async fn unlink_node(
+        &self,
+        dir: &MemNode,
+        name: &Name,
+        node: &MemNode,
+        rmdir: bool,
+    ) -> FsResult<()> {
+        let (dir, ino) = (self.ino(dir)?, self.ino(node)?);
+        self.mutate(|st, now| {
+            st.expect_entry(dir, name, ino)?;
+            st.unlink(dir, name, rmdir, now)
+        })
+    }
+
+    async fn rename_node(
+        &self,
+        node: &MemNode,
+        old_dir: &MemNode,
+        old_name: &Name,
+        new_dir: &MemNode,
+        new_name: &Name,
+    ) -> FsResult<()> {
+        let (ino, old_dir, new_dir) = (self.ino(node)?, self.ino(old_dir)?, self.ino(new_dir)?);
+        self.mutate(|st, now| {
+            st.expect_entry(old_dir, old_name, ino)?;
+            st.rename(old_dir, old_name, new_dir, new_name, now)
+        })
+    }
+
     /// Capacity in 4 KiB blocks, inodes from [`Limits::max_inodes`](super::Limits).
     async fn statfs(&self, node: &MemNode) -> FsResult<StatFs> {
         let ino = self.ino(node)?;

@@ -111,6 +111,15 @@ impl State {
         Ok(())
     }
 
+    /// `Ok` if `dir/name` is `ino`; `ESTALE` if it is another inode, `ENOENT` if absent.
+    pub fn expect_entry(&self, dir: u64, name: &Name, ino: u64) -> FsResult<()> {
+        match self.dir(dir)?.get(name.as_bytes()) {
+            Some(found) if found == ino => Ok(()),
+            Some(_) => Err(Errno::ESTALE),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
     /// Removes `dir/name`: `rmdir` removes only empty directories, and only directories.
     pub fn unlink(&mut self, dir: u64, name: &Name, rmdir: bool, now: Timespec) -> FsResult<()> {
         let name = name.as_bytes();

@@ -58,14 +58,19 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         self.after_earlier(&e, arrival).await;
         let _g = e.barrier.write().await;
         e.check()?;
-        let (parent, is_dir) = e.with(|s| (s.parent.clone(), s.qid.ty == QidType::DIR));
+        // The record is read under the names lock, so a rename in flight has either fixed
+        // it already or waits until this unlink is done.
+        let _names = self.names.read().await;
+        let (node, parent, is_dir) =
+            e.with(|s| (s.node.clone(), s.parent.clone(), s.qid.ty == QidType::DIR));
         let result = match (self.writable(), parent) {
             (Err(err), _) => Err(err),
             (Ok(()), None) => Err(Errno::EBUSY),
-            (Ok(()), Some((dir, name))) => {
+            (Ok(()), Some(p)) => {
                 // The unlink is the effect; the fid is dropped only once it is done, so a
-                // flush while it waits leaves the fid as it was.
-                let r = self.fs.unlink(&dir, &name, is_dir).await;
+                // flush while it waits leaves the fid as it was. The filesystem unlinks the
+                // entry only if it is still this fid's file.
+                let r = self.fs.unlink_node(&p.dir, &p.name, &node, is_dir).await;
                 self.end_fid(fid, &e);
                 return r.map(|()| crate::server::Out::Msg(Rmessage::Remove {}));
             }

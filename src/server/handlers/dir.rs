@@ -2,8 +2,9 @@
 //! and Treadlink.
 
 use crate::co::Executor;
-use crate::fs::{Creds, Filesystem};
+use crate::fs::{Creds, Filesystem, Name};
 use crate::protocol::{AT_REMOVEDIR, Errno, Fid, P9String, QidType, Rmessage};
+use crate::server::fids::Parent;
 use crate::server::{HandlerResult, Responder, SessionCore};
 
 use super::{existing_name, new_entry_name, ok};
@@ -94,7 +95,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         ok(Rmessage::Link {})
     }
 
-    /// Trename: moves the file `fid` names to `dfid/name`; the fid follows it.
+    /// Trename: moves the file `fid` names to `dfid/name` (only if its recorded entry
+    /// still names it); every fid reached by that entry follows it.
     pub(in crate::server) async fn rename(
         &self,
         fid: Fid,
@@ -106,12 +108,14 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         e.check()?;
         self.writable()?;
         let new_name = new_entry_name(&name)?;
-        let (old_dir, old_name) = e.with(|s| s.parent.clone()).ok_or(Errno::EBUSY)?;
-        let (new_dir, _) = self.dir_of(dfid)?;
+        let to = self.dir_entry(dfid, new_name)?;
+        let _names = self.names.write().await;
+        let (node, from) =
+            e.with(|s| Ok((s.node.clone(), s.parent.clone().ok_or(Errno::EBUSY)?)))?;
         self.fs
-            .rename(&old_dir, &old_name, &new_dir, &new_name)
+            .rename_node(&node, &from.dir, &from.name, &to.dir, &to.name)
             .await?;
-        e.with(|s| s.parent = Some((new_dir, new_name)));
+        self.fids.renamed(from.dir_qid.path, &from.name, &to);
         ok(Rmessage::Rename {})
     }
 
@@ -127,12 +131,31 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         self.writable()?;
         let old_name = existing_name(&oldname)?;
         let new_name = new_entry_name(&newname)?;
-        let (old_dir, _) = self.dir_of(olddirfid)?;
-        let (new_dir, _) = self.dir_of(newdirfid)?;
+        let from = self.dir_entry(olddirfid, old_name)?;
+        let to = self.dir_entry(newdirfid, new_name)?;
+        let _names = self.names.write().await;
         self.fs
-            .rename(&old_dir, &old_name, &new_dir, &new_name)
+            .rename(&from.dir, &from.name, &to.dir, &to.name)
             .await?;
+        self.fids.renamed(from.dir_qid.path, &from.name, &to);
         ok(Rmessage::Renameat {})
+    }
+
+    /// The entry `name` in the directory `dfid` names.
+    fn dir_entry(&self, dfid: Fid, name: Name) -> Result<Parent<F>, Errno> {
+        let e = self.fids.get(dfid)?;
+        e.check()?;
+        e.with(|s| {
+            if s.qid.ty == QidType::DIR {
+                Ok(Parent {
+                    dir: s.node.clone(),
+                    dir_qid: s.qid,
+                    name,
+                })
+            } else {
+                Err(Errno::ENOTDIR)
+            }
+        })
     }
 
     /// Tunlinkat: `AT_REMOVEDIR` removes an empty directory. `.` is `EINVAL` and `..` is

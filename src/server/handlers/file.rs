@@ -9,7 +9,7 @@ use crate::protocol::{
     Dirent, DirentWriter, Errno, Fid, OpenFlags, P9String, PAYLOAD_HEADER_LEN, PayloadReply,
     QidType, Rmessage,
 };
-use crate::server::fids::{FidEntry, Open};
+use crate::server::fids::{FidEntry, Open, Parent};
 use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 
 use super::{new_entry_name, ok};
@@ -69,8 +69,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         e.check()?;
         self.writable()?;
         let name = new_entry_name(&name)?;
-        let (dir, uid) = e.with(|s| match s.open {
-            Open::Closed if s.qid.ty == QidType::DIR => Ok((s.node.clone(), s.uid)),
+        let (dir, dir_qid, uid) = e.with(|s| match s.open {
+            Open::Closed if s.qid.ty == QidType::DIR => Ok((s.node.clone(), s.qid, s.uid)),
             Open::Closed => Err(Errno::ENOTDIR),
             _ => Err(Errno::EINVAL),
         })?;
@@ -81,7 +81,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         e.with(|s| {
             s.node = node;
             s.qid = qid;
-            s.parent = Some((dir, name));
+            s.parent = Some(Parent { dir, dir_qid, name });
             s.open = Open::File {
                 file: Arc::new(file),
                 flags,

@@ -5,7 +5,7 @@ use crate::fs::{Filesystem, Name};
 use std::sync::atomic::Ordering;
 
 use crate::protocol::{Errno, Fid, NONUNAME, P9String, Rmessage, VERSION_9P2000_L};
-use crate::server::fids::{FidState, Open};
+use crate::server::fids::{FidState, Open, Parent};
 use crate::server::{HandlerResult, Responder, SessionCore, clamp_msize};
 
 use super::ok;
@@ -63,7 +63,11 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             {
                 let name = Name::new(comp).map_err(|_| Errno::ENOENT)?;
                 let (next, next_qid) = self.fs.lookup(&node, &name).await?;
-                parent = Some((node, name));
+                parent = Some(Parent {
+                    dir: node,
+                    dir_qid: qid,
+                    name,
+                });
                 node = next;
                 qid = next_qid;
             }

@@ -3,7 +3,7 @@
 use crate::co::Executor;
 use crate::fs::{Filesystem, Name};
 use crate::protocol::{Errno, Fid, P9String, Rmessage};
-use crate::server::fids::FidState;
+use crate::server::fids::{FidState, Parent};
 use crate::server::{HandlerResult, Responder, SessionCore};
 
 use super::ok;
@@ -77,7 +77,11 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 Ok(FidState {
                     node,
                     qid,
-                    parent: Some((cur.node.clone(), name)),
+                    parent: Some(Parent {
+                        dir: cur.node.clone(),
+                        dir_qid: cur.qid,
+                        name,
+                    }),
                     uid: cur.uid,
                     open: crate::server::fids::Open::Closed,
                 })
