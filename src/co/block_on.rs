@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 struct ThreadWake {
     thread: Thread,
@@ -41,6 +42,31 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         }
         while !wake.woken.swap(false, Ordering::Acquire) {
             thread::park();
+        }
+    }
+}
+
+/// Like [`block_on`], but gives up after `timeout`: `None` if the future had not completed
+/// by then (it is dropped). For shutdown paths that must not hang on a stuck request.
+pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
+    let deadline = Instant::now() + timeout;
+    let mut fut = pin!(fut);
+    let wake = Arc::new(ThreadWake {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    });
+    let waker = Waker::from(wake.clone());
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        while !wake.woken.swap(false, Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            thread::park_timeout(left);
         }
     }
 }

@@ -40,7 +40,7 @@ mod timer;
 mod worker;
 
 #[cfg(not(loom))]
-pub use block_on::block_on;
+pub use block_on::{block_on, block_on_timeout};
 pub use join::{JoinError, JoinHandle, spawn_handle};
 pub use mutex::{CoMutex, CoMutexGuard, CoMutexLock};
 #[cfg(not(loom))]

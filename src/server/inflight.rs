@@ -295,6 +295,13 @@ impl Latch {
     pub fn wait(self: &Arc<Self>) -> LatchWait {
         LatchWait(self.clone())
     }
+
+    /// Blocks the calling thread until the latch opens, at most `timeout`; whether it
+    /// opened. (One waiter at a time: the latch keeps a single waker.)
+    #[cfg(not(loom))]
+    pub fn wait_timeout(self: &Arc<Self>, timeout: std::time::Duration) -> bool {
+        crate::co::block_on_timeout(self.wait(), timeout).is_some()
+    }
 }
 
 pub struct LatchWait(Arc<Latch>);

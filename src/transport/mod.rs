@@ -3,4 +3,6 @@
 //! virtual-guest harness).
 
 pub mod stream;
+#[cfg(not(loom))]
+pub mod vhost_user;
 pub mod virtio;

@@ -1,8 +1,9 @@
 #!/bin/sh
-# /init of the guest kit (busybox ash): load the 9p modules, mount each share given on the
-# kernel command line under /mnt/LABEL, run /workload.sh over all of them, power off.
-#   p9mounts=LABEL:MSIZE:tcp:PORT:ANAME,LABEL:MSIZE:virtio:TAG,...
-#            (tcp servers at 10.0.2.2, which is the host's 127.0.0.1)
+# /init of the guest kit (busybox ash): load the 9p and virtiofs modules, mount each share
+# given on the kernel command line under /mnt/LABEL, run /workload.sh over all of them, power off.
+#   p9mounts=LABEL:MSIZE:tcp:PORT:ANAME,LABEL:MSIZE:virtio:TAG[:ANAME],LABEL:MSIZE:virtiofs:TAG,...
+#            (tcp servers at 10.0.2.2, which is the host's 127.0.0.1; virtiofs: no msize or
+#            cache option, the daemon sets the caching)
 #   p9cache=none  p9mb=MiB  p9files=N  p9tree=0|1  p9tar=0|1
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -36,8 +37,10 @@ EOM
   OPTS="version=9p2000.L,msize=$msize,cache=$CACHE"
   if [ "$trans" = tcp ]; then
     mount -t 9p -o "trans=tcp,port=$a,$OPTS,aname=$b" 10.0.2.2 "/mnt/$label"
+  elif [ "$trans" = virtiofs ]; then
+    mount -t virtiofs "$a" "/mnt/$label"
   else
-    mount -t 9p -o "trans=virtio,$OPTS" "$a" "/mnt/$label"
+    mount -t 9p -o "trans=virtio,$OPTS${b:+,aname=$b}" "$a" "/mnt/$label"
   fi || { dmesg | tail -5; bye "mount $label failed"; }
   echo "GUEST mount $label: $(grep " /mnt/$label " /proc/mounts)"
   LABELS="$LABELS $label"

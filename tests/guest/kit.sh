@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the guest kit: a Debian kernel and busybox-static fetched with `apt-get download`
 # (extracted under $WORK, nothing installed into /boot), and a small initramfs whose /init
-# (init.sh) mounts a 9p share and runs workload.sh.
+# (init.sh) mounts 9p (and virtiofs) shares and runs workload.sh.
 #
 #   WORK=/tmp/co9p-guest tests/guest/kit.sh      ->  $WORK/vmlinuz  $WORK/initramfs.cpio.gz
 #
@@ -41,13 +41,13 @@ done
 # The kernel package ships no modules.dep (its postinst makes one); make it here.
 [ -f "root/lib/modules/$KVER/modules.dep" ] || depmod -b root "$KVER"
 
-# 2. The initramfs tree: busybox, the 9p modules in dependency order, /init.
+# 2. The initramfs tree: busybox, the 9p and virtiofs modules in dependency order, /init.
 IRD="$WORK/initramfs"
 rm -rf "$IRD"
 mkdir -p "$IRD"/{bin,dev,proc,sys,mnt,tmp,etc,lib/modules}
 cp bb/bin/busybox "$IRD/bin/busybox"
 ln -s busybox "$IRD/bin/sh"
-for m in virtio_pci virtio_net 9pnet_virtio 9pnet_fd 9p; do  # 9pnet_fd: trans=tcp
+for m in virtio_pci virtio_net 9pnet_virtio 9pnet_fd 9p virtiofs; do  # 9pnet_fd: trans=tcp
   modprobe -d root -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
   cp "$ko" "$IRD/lib/modules/"

@@ -23,10 +23,13 @@ struct Cli {
 enum Command {
     /// Serve a directory to 9P2000.L clients over tcp or a unix socket.
     Serve(ServeArgs),
+    /// Serve a directory as a virtio-9p device to a vhost-user frontend (a VMM such as
+    /// QEMU), for a guest to mount with `-t 9p -o trans=virtio TAG`.
+    VhostUser(crate::vhost::VhostUserArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backend {
+pub enum Backend {
     /// The export directory's real files, confined beneath it.
     Host,
     /// An in-memory filesystem (starts empty; contents vanish at exit).
@@ -72,6 +75,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("co9p: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::VhostUser(args) => match crate::vhost::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("co9p: {e}");

@@ -6,6 +6,8 @@
 
 #[cfg(not(loom))]
 mod cli;
+#[cfg(not(loom))]
+mod vhost;
 
 #[cfg(not(loom))]
 fn main() -> std::process::ExitCode {

@@ -44,8 +44,10 @@
 //! latch `reset` returns, as QEMU waits for its in-flight PDUs on reset.
 
 pub mod chain;
+mod handover;
 pub mod harness;
 pub mod mmio;
+mod request;
 mod responder;
 mod walk;
 
@@ -57,14 +59,13 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::co::Executor;
 use crate::fs::Filesystem;
-use crate::protocol::{Errno, Fid, HEADER_LEN, Tag};
 use crate::server::{Config, Latch, Session};
 
+pub use handover::Stopped;
 pub use responder::{
     INT_CONFIG, INT_USED, MIN_REPLY_ROOM, Notifier, STATUS_NEEDS_RESET, VirtioResponder,
 };
 
-use chain::{Chain, read_from};
 use responder::QueueCore;
 
 /// virtio device id of a 9P transport.
@@ -131,6 +132,8 @@ pub enum ActivateError {
     AlreadyActive,
     #[error("the queue is not ready or its rings are outside guest memory")]
     BadQueue,
+    #[error("the driver acknowledged features the device does not offer, or not VERSION_1")]
+    BadFeatures,
 }
 
 /// A snapshot of the request queue's configuration, as the driver set it.
@@ -210,11 +213,15 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     pub fn set_driver_features(&self, features: u64) {
         let st = self.core.lock();
         if st.status & STATUS_DRIVER != 0 && st.status & STATUS_FEATURES_OK == 0 {
-            *self
-                .driver_features
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = features;
+            self.set_acked_features(features);
         }
+    }
+
+    fn set_acked_features(&self, features: u64) {
+        *self
+            .driver_features
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = features;
     }
 
     /// The configuration space: `le16 tag_len`, then the tag.
@@ -402,6 +409,10 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             st.epoch += 1;
             st.active = false;
             st.broken = false;
+            st.paused = false;
+            // Chains of the old epoch complete nothing now: nobody waits for them.
+            st.in_flight = 0;
+            self.core.idle.notify_all();
             st.status = 0;
             st.queue.reset();
             st.mem = None;
@@ -442,7 +453,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             let mut notify = None;
             let (chains, mem, epoch) = {
                 let mut st = self.core.lock();
-                if !st.active || st.broken {
+                if !st.active || st.broken || st.paused {
                     return;
                 }
                 let Some(mem) = st.mem.clone() else { return };
@@ -473,6 +484,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
                 if broke {
                     notify = self.core.fail(&mut st);
                 }
+                st.in_flight += chains.len();
                 (chains, mem, epoch)
             };
             self.core
@@ -505,93 +517,4 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             }
         }
     }
-
-    /// Reads one checked chain's request and hands it to the session (or answers it).
-    fn dispatch(
-        &self,
-        session: &Session<F, E, VirtioResponder>,
-        mem: &Arc<GuestMemoryMmap>,
-        epoch: u64,
-        chain: Chain,
-    ) {
-        let readable_len = chain.readable_len();
-        let room = chain.writable_len();
-        let Chain {
-            head,
-            readable,
-            writable,
-            error,
-        } = chain;
-        let responder = VirtioResponder::new(self.core.clone(), mem.clone(), epoch, head, writable);
-        if room < MIN_REPLY_ROOM as u64 {
-            // No reply fits: complete with length 0, without running the request.
-            return drop(responder);
-        }
-        let mut hdr = [0u8; HEADER_LEN];
-        if read_from(mem, &readable, &mut hdr) < HEADER_LEN {
-            return drop(responder);
-        }
-        let size = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let tag = Tag(u16::from_le_bytes([hdr[5], hdr[6]]));
-        if error.is_some() || (size as usize) < HEADER_LEN {
-            return responder.send_error(tag, Errno::EPROTO);
-        }
-        if size > session.frame_limit() {
-            return responder.send_error(tag, Errno::EMSGSIZE);
-        }
-        if hdr[4] == TWRITE
-            && let Some((fid, offset, data)) = in_place_write(mem, &readable, size, readable_len)
-        {
-            let count = (u64::from(size) - TWRITE_HEADER_LEN as u64) as u32;
-            let mut responder = responder;
-            responder.set_write_data(data);
-            return session.submit_write(tag, fid, offset, count, responder);
-        }
-        // Bytes past the declared size are ignored; fewer than declared make the frame
-        // fail to decode, which the session answers.
-        let len = u64::from(size).min(readable_len) as usize;
-        let mut frame = vec![0u8; len];
-        if read_from(mem, &readable, &mut frame) < len {
-            return responder.send_error(tag, Errno::EPROTO);
-        }
-        // A refused frame drops the responder, which completes the chain.
-        let _ = session.submit(&frame, responder);
-    }
-}
-
-/// Message type of `Twrite`.
-const TWRITE: u8 = 118;
-/// `size[4] type[1] tag[2] fid[4] offset[8] count[4]`.
-const TWRITE_HEADER_LEN: usize = 23;
-/// Smaller writes are copied with the frame: a few slices cost more than the copy.
-const IN_PLACE_WRITE_MIN: u64 = 1024;
-
-/// A well-formed large `Twrite` of `size` bytes in `readable`: its fid, offset and the
-/// guest buffers of its data, left where they are. `None` sends the frame down the
-/// ordinary path (which also answers malformed ones).
-fn in_place_write(
-    mem: &GuestMemoryMmap,
-    readable: &[chain::Region],
-    size: u32,
-    readable_len: u64,
-) -> Option<(Fid, u64, Vec<chain::Region>)> {
-    let size = u64::from(size);
-    if size < TWRITE_HEADER_LEN as u64 + IN_PLACE_WRITE_MIN || readable_len < size {
-        return None;
-    }
-    let mut h = [0u8; TWRITE_HEADER_LEN];
-    if read_from(mem, readable, &mut h) < TWRITE_HEADER_LEN {
-        return None;
-    }
-    let fid = u32::from_le_bytes(h[7..11].try_into().ok()?);
-    let offset = u64::from_le_bytes(h[11..19].try_into().ok()?);
-    let count = u32::from_le_bytes(h[19..23].try_into().ok()?);
-    if TWRITE_HEADER_LEN as u64 + u64::from(count) != size {
-        return None;
-    }
-    Some((
-        Fid(fid),
-        offset,
-        chain::sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)).collect(),
-    ))
 }

@@ -7,7 +7,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
@@ -42,6 +42,10 @@ pub(crate) struct QueueState {
     /// The queue is unusable: nothing more is popped until reset.
     pub broken: bool,
     pub status: u8,
+    /// No more chains are popped (a ring being stopped); completions still land.
+    pub paused: bool,
+    /// Chains of this epoch popped and not yet completed.
+    pub in_flight: usize,
     /// Writable-buffer vectors of finished requests, for the next chains (see
     /// [`chain::parse`](super::chain::parse)).
     pub spare: Vec<Vec<Region>>,
@@ -68,6 +72,8 @@ pub(crate) struct QueueCore {
     /// Chains popped and chains completed (used entries added), over the device's life.
     pub popped: AtomicU64,
     pub completed: AtomicU64,
+    /// Signalled when `in_flight` drops to 0 (a stopping ring waits for it).
+    pub idle: Condvar,
 }
 
 impl QueueCore {
@@ -81,11 +87,14 @@ impl QueueCore {
                 active: false,
                 broken: false,
                 status: 0,
+                paused: false,
+                in_flight: 0,
                 spare: Vec::new(),
             }),
             interrupt_status: AtomicU32::new(0),
             popped: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            idle: Condvar::new(),
         }
     }
 
@@ -120,6 +129,10 @@ impl QueueCore {
             let mut st = self.lock();
             if st.epoch != epoch || !st.active {
                 return;
+            }
+            st.in_flight = st.in_flight.saturating_sub(1);
+            if st.in_flight == 0 {
+                self.idle.notify_all();
             }
             let Some(mem) = st.mem.clone() else { return };
             let written = write_to(&mem, &writable, 0, bytes);
