@@ -1,5 +1,6 @@
 //! QEMU's tests/qtest/virtio-9p-test.c, ported: the same cases with the same assertions,
-//! written once against the test client and run in process and over tcp. QEMU's synth
+//! written once against the test client and run in process, over tcp, and through co9p's
+//! vhost-user daemon (a vhost-user frontend in this process, shared guest RAM). QEMU's synth
 //! fixtures (the 16 nested walk directories, the 100-file readdir directory, the lopen,
 //! write and flush files) are made through the protocol first, so any backend can serve.
 
@@ -459,6 +460,15 @@ macro_rules! qtests {
                 #[test]
                 fn $name() {
                     let (mut c, stall, _server) = super::fixture::over_tcp(super::config());
+                    super::$name(&mut c, &stall);
+                }
+            )*
+        }
+        mod vhost_user {
+            $(
+                #[test]
+                fn $name() {
+                    let (mut c, stall) = super::fixture::over_vhost_user(super::config());
                     super::$name(&mut c, &stall);
                 }
             )*

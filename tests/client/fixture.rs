@@ -45,6 +45,12 @@ pub fn in_process(config: Config) -> (Client<InProcess<TestFs>>, Stall) {
     (Client::new(InProcess::new(fs, config)), stall)
 }
 
+/// A client of co9p's vhost-user daemon, in this process, through a vhost-user frontend.
+pub fn over_vhost_user(config: Config) -> (Client<super::vhost::VhostUser<TestFs>>, Stall) {
+    let (fs, stall) = test_fs();
+    (Client::new(super::vhost::VhostUser::new(fs, config)), stall)
+}
+
 /// A tcp server on 127.0.0.1 with its own pool, stopped when dropped.
 pub struct TcpServer {
     pub addr: String,

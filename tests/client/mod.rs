@@ -3,6 +3,8 @@
 //! ported QEMU cases are written once against [`Client`] and run over every link.
 #![allow(dead_code)]
 
+pub mod vhost;
+pub mod vhost_front;
 pub mod virtio;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -99,28 +99,7 @@ impl<F: Filesystem> Virtio<F> {
 
     /// The layout Linux would use for `frame`.
     pub fn layout_for(&self, frame: &[u8]) -> Layout {
-        let plain = Layout::Plain { room: self.msize };
-        if !self.zero_copy || frame.len() < HEADER_LEN {
-            return plain;
-        }
-        let count = |at: usize| {
-            frame
-                .get(at..at + 4)
-                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        match frame[4] {
-            // Tread, Treaddir: fid[4] offset[8] count[4].
-            116 | 40 if count(19) > ZC_THRESHOLD => Layout::ZeroCopyRead {
-                data: count(19).min(self.msize.saturating_sub(11)),
-            },
-            118 if frame.len() - TWRITE_HEADER_LEN > ZC_THRESHOLD as usize => {
-                Layout::ZeroCopyWrite {
-                    header: TWRITE_HEADER_LEN as u32,
-                    room: ZC_HDR_ROOM,
-                }
-            }
-            _ => plain,
-        }
+        linux_layout(frame, self.msize, self.zero_copy)
     }
 
     /// Every chain is accounted for: none in flight, no used entry for a chain nobody
@@ -177,5 +156,30 @@ impl<F: Filesystem> Link for Virtio<F> {
             self.collect();
         }
         self.replies.pop_front()
+    }
+}
+
+/// The chain layout Linux's 9pnet_virtio uses for `frame` at `msize`: zero-copy for large
+/// reads and writes (when `zero_copy`), else one readable and one writable buffer.
+pub fn linux_layout(frame: &[u8], msize: u32, zero_copy: bool) -> Layout {
+    let plain = Layout::Plain { room: msize };
+    if !zero_copy || frame.len() < HEADER_LEN {
+        return plain;
+    }
+    let count = |at: usize| {
+        frame
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match frame[4] {
+        // Tread, Treaddir: fid[4] offset[8] count[4].
+        116 | 40 if count(19) > ZC_THRESHOLD => Layout::ZeroCopyRead {
+            data: count(19).min(msize.saturating_sub(11)),
+        },
+        118 if frame.len() - TWRITE_HEADER_LEN > ZC_THRESHOLD as usize => Layout::ZeroCopyWrite {
+            header: TWRITE_HEADER_LEN as u32,
+            room: ZC_HDR_ROOM,
+        },
+        _ => plain,
     }
 }

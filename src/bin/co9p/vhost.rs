@@ -121,6 +121,7 @@ fn run_device<F: Filesystem>(
         persistent: args.persistent,
         stop_timeout: Duration::from_secs(args.stop_timeout),
         max_queue_size: args.queue_size,
+        stop: None,
     };
     let label = match args.backend {
         Backend::Host => format!("host backend, security model {}", args.security_model),

@@ -14,6 +14,9 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
 
 use crate::co::Executor;
 use crate::fs::Filesystem;
@@ -151,6 +154,12 @@ impl<F: Filesystem, E: Executor> VhostUserBackend for Vhost9p<F, E> {
         if !latch.wait_timeout(self.stop_timeout) {
             tracing::warn!("vhost-user: requests of the reset device are still running");
         }
+    }
+
+    /// The ring worker's way out: the library stops it through this when the connection
+    /// ends (without one, its thread would never return).
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
     }
 
     /// EVENT_IDX comes with the features the device is started with.

@@ -21,6 +21,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use vhost::vhost_user::Listener;
@@ -44,6 +45,9 @@ pub struct ServeOptions {
     pub stop_timeout: Duration,
     /// The largest ring the frontend may set up (the device's `queue_max_size`).
     pub max_queue_size: u16,
+    /// Set to make a persistent daemon return once its current frontend (if any) leaves;
+    /// a connection that is closed at once wakes one waiting for a frontend.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Why [`serve`] failed.
@@ -130,7 +134,11 @@ pub fn serve<F: Filesystem, E: Executor>(
             Err(e) if opts.persistent => tracing::warn!(socket = %path, "vhost-user: {e}"),
             Err(e) => return Err(e),
         }
-        if !opts.persistent {
+        let stopped = opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Acquire));
+        if !opts.persistent || stopped {
             return Ok(());
         }
     }

@@ -121,6 +121,13 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         }
     }
 
+    /// Whether [`Self::stop_queue`] has stopped the ring (popping nothing) and it has not
+    /// been started again.
+    pub fn is_stopped(&self) -> bool {
+        let st = self.core.lock();
+        st.active && st.paused
+    }
+
     /// Requests of the current ring popped and not yet completed.
     pub fn in_flight(&self) -> usize {
         self.core.lock().in_flight

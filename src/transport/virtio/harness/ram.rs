@@ -34,6 +34,22 @@ impl GuestRam {
         }
     }
 
+    /// RAM over memory made elsewhere (one region from address 0, e.g. a shared memfd a
+    /// vhost-user backend maps too); it is not cleared.
+    pub fn with_memory(mem: Arc<GuestMemoryMmap>) -> Self {
+        use vm_memory::GuestMemoryBackend;
+        let size = mem.last_addr().0 + 1;
+        let pages = (size / PAGE).max(2) as usize;
+        let mut used = vec![false; pages];
+        used[0] = true;
+        GuestRam {
+            mem,
+            used,
+            cursor: 1,
+            free: pages - 1,
+        }
+    }
+
     pub fn memory(&self) -> &Arc<GuestMemoryMmap> {
         &self.mem
     }
