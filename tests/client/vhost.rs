@@ -47,6 +47,17 @@ pub struct Daemon<F: Filesystem> {
 impl<F: Filesystem> Daemon<F> {
     /// Starts `serve` on a new socket with a device over `fs`; returns once it listens.
     pub fn start(fs: Arc<F>, dc: DeviceConfig, pool: &ThreadPool, persistent: bool) -> Self {
+        Self::start_with(fs, dc, pool, persistent, None)
+    }
+
+    /// [`Self::start`], with a stop flag for a persistent daemon.
+    pub fn start_with(
+        fs: Arc<F>,
+        dc: DeviceConfig,
+        pool: &ThreadPool,
+        persistent: bool,
+        stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Self {
         let socket = socket_path("dev");
         let queue = dc.queue_max_size;
         let device = Arc::new(Virtio9p::new(dc, fs, pool.handle()).expect("device config"));
@@ -55,7 +66,7 @@ impl<F: Filesystem> Daemon<F> {
             persistent,
             stop_timeout: Duration::from_secs(10),
             max_queue_size: queue,
-            stop: None,
+            stop,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let (dev, ex) = (device.clone(), pool.handle());
@@ -85,9 +96,9 @@ impl<F: Filesystem> Daemon<F> {
     }
 }
 
-pub struct VhostUser<F: Filesystem> {
+/// A harness guest on a vhost-user backend, as a [`Link`].
+pub struct Guest {
     pub guest: VirtualGuest<Arc<VhostFront>>,
-    pub daemon: Daemon<F>,
     /// Use the zero-copy layouts for large reads and writes (as Linux does).
     pub zero_copy: bool,
     pub indirect: bool,
@@ -95,34 +106,18 @@ pub struct VhostUser<F: Filesystem> {
     pub completions: Vec<Completion>,
     pub replies: VecDeque<Vec<u8>>,
     msize: u32,
-    // Last: the pool outlives the daemon's device and the guest.
-    pub pool: ThreadPool,
 }
 
-impl<F: Filesystem> VhostUser<F> {
-    /// A daemon with tag "co9p" on a pool of two threads, and a guest with 32 MiB of shared
-    /// RAM booted on it.
-    pub fn new(fs: Arc<F>, config: Config) -> Self {
-        let mut dc = DeviceConfig::new("co9p");
-        dc.server = config;
-        Self::with(fs, dc, false)
-    }
-
-    pub fn with(fs: Arc<F>, dc: DeviceConfig, persistent: bool) -> Self {
-        let pool = ThreadPool::new(2);
-        let queue = dc.queue_max_size;
-        let daemon = Daemon::start(fs, dc, &pool, persistent);
-        let mut guest = vhost_front::guest(&daemon.socket, 32 << 20, queue);
-        guest.boot(&BootOptions::default()).expect("boot");
-        VhostUser {
+impl Guest {
+    /// A link over a booted guest.
+    pub fn new(guest: VirtualGuest<Arc<VhostFront>>) -> Self {
+        Guest {
             guest,
-            daemon,
             zero_copy: true,
             indirect: false,
             completions: Vec::new(),
             replies: VecDeque::new(),
             msize: 8192,
-            pool,
         }
     }
 
@@ -146,36 +141,9 @@ impl<F: Filesystem> VhostUser<F> {
         }
         n
     }
-
-    /// Waits until `n` more used entries have arrived (bounded); whether they did.
-    pub fn wait_used(&mut self, n: usize) -> bool {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        let mut seen = 0;
-        loop {
-            seen += self.collect();
-            if seen >= n {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            self.front().wait_interrupt(Duration::from_millis(50));
-            let _ = self.guest.take_interrupt();
-        }
-    }
 }
 
-impl<F: Filesystem> Drop for VhostUser<F> {
-    /// The frontend goes away; the daemon resets the device and returns (bounded).
-    fn drop(&mut self) {
-        self.front().disconnect();
-        if self.daemon.thread.is_some() {
-            let _ = self.daemon.join();
-        }
-    }
-}
-
-impl<F: Filesystem> Link for VhostUser<F> {
+impl Link for Guest {
     fn send(&mut self, frame: Vec<u8>) {
         let layout = linux_layout(&frame, self.msize, self.zero_copy);
         self.guest
@@ -204,5 +172,90 @@ impl<F: Filesystem> Link for VhostUser<F> {
     fn settle(&mut self) {
         std::thread::sleep(Duration::from_millis(50));
         self.collect();
+    }
+}
+
+/// A daemon in this process and a guest booted on it.
+pub struct VhostUser<F: Filesystem> {
+    pub link: Guest,
+    pub daemon: Daemon<F>,
+    // Last: the pool outlives the daemon's device and the guest.
+    pub pool: ThreadPool,
+}
+
+impl<F: Filesystem> std::ops::Deref for VhostUser<F> {
+    type Target = Guest;
+    fn deref(&self) -> &Guest {
+        &self.link
+    }
+}
+
+impl<F: Filesystem> std::ops::DerefMut for VhostUser<F> {
+    fn deref_mut(&mut self) -> &mut Guest {
+        &mut self.link
+    }
+}
+
+impl<F: Filesystem> VhostUser<F> {
+    /// A daemon with tag "co9p" on a pool of two threads, and a guest with 32 MiB of shared
+    /// RAM booted on it.
+    pub fn new(fs: Arc<F>, config: Config) -> Self {
+        let mut dc = DeviceConfig::new("co9p");
+        dc.server = config;
+        Self::with(fs, dc, false)
+    }
+
+    pub fn with(fs: Arc<F>, dc: DeviceConfig, persistent: bool) -> Self {
+        let pool = ThreadPool::new(2);
+        let queue = dc.queue_max_size;
+        let daemon = Daemon::start(fs, dc, &pool, persistent);
+        let mut guest = vhost_front::guest(&daemon.socket, 32 << 20, queue);
+        guest.boot(&BootOptions::default()).expect("boot");
+        VhostUser {
+            link: Guest::new(guest),
+            daemon,
+            pool,
+        }
+    }
+
+    /// Every chain is accounted for: none in flight, no used entry for a chain nobody
+    /// posted, every chain the device popped completed, and no NEEDS_RESET.
+    pub fn settled(&self) -> Result<(), String> {
+        let in_flight = self.guest.in_flight();
+        let unexpected = self.guest.unexpected_used();
+        let s = self.daemon.device.stats();
+        let status = self.daemon.device.status();
+        if in_flight != 0 || unexpected != 0 || s.popped != s.completed {
+            return Err(format!(
+                "{in_flight} chains in flight, {unexpected} unexpected used entries, {} popped, {} completed",
+                s.popped, s.completed
+            ));
+        }
+        if status & co9p::transport::virtio::STATUS_NEEDS_RESET != 0 {
+            return Err(format!("device status {status:#x}: NEEDS_RESET"));
+        }
+        Ok(())
+    }
+}
+
+impl<F: Filesystem> Drop for VhostUser<F> {
+    /// The frontend goes away; the daemon resets the device and returns (bounded).
+    fn drop(&mut self) {
+        self.link.front().disconnect();
+        if self.daemon.thread.is_some() {
+            let _ = self.daemon.join();
+        }
+    }
+}
+
+impl<F: Filesystem> Link for VhostUser<F> {
+    fn send(&mut self, frame: Vec<u8>) {
+        self.link.send(frame)
+    }
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        self.link.recv()
+    }
+    fn settle(&mut self) {
+        self.link.settle()
     }
 }

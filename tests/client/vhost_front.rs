@@ -39,6 +39,48 @@ pub fn shared_memory(size: usize) -> Arc<GuestMemoryMmap> {
     Arc::new(mem)
 }
 
+/// A second mapping of `mem`'s memfd (same guest addresses, other host addresses), as a
+/// VMM has after it remaps guest RAM.
+pub fn remap(mem: &GuestMemoryMmap) -> Arc<GuestMemoryMmap> {
+    let ranges: Vec<_> = mem
+        .iter()
+        .map(|r| {
+            let f = r.file_offset().expect("file-backed region");
+            let file = f.file().try_clone().expect("dup");
+            (
+                r.start_addr(),
+                r.len() as usize,
+                Some(FileOffset::new(file, f.start())),
+            )
+        })
+        .collect();
+    Arc::new(GuestMemoryMmap::from_ranges_with_files(ranges).expect("remap"))
+}
+
+/// The memory table of `mem` with each region cut in two halves (two regions that touch).
+pub fn split_regions(mem: &GuestMemoryMmap) -> Vec<VhostUserMemoryRegionInfo> {
+    regions(mem)
+        .into_iter()
+        .flat_map(|r| {
+            let half = (r.memory_size / 2) & !0xfff;
+            let second = VhostUserMemoryRegionInfo {
+                guest_phys_addr: r.guest_phys_addr + half,
+                memory_size: r.memory_size - half,
+                userspace_addr: r.userspace_addr + half,
+                mmap_offset: r.mmap_offset + half,
+                ..r
+            };
+            [
+                VhostUserMemoryRegionInfo {
+                    memory_size: half,
+                    ..r
+                },
+                second,
+            ]
+        })
+        .collect()
+}
+
 /// The memory table of `mem` as vhost-user messages carry it.
 pub fn regions(mem: &GuestMemoryMmap) -> Vec<VhostUserMemoryRegionInfo> {
     mem.iter()
@@ -338,5 +380,19 @@ pub fn guest(socket: &Path, ram: usize, queue_max: u16) -> VirtualGuest<Arc<Vhos
 
 /// Open file descriptors of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    fd_targets().len()
+}
+
+/// What each open descriptor of this process refers to (for a leak's message).
+pub fn fd_targets() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    v.sort();
+    v
 }

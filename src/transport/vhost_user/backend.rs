@@ -7,6 +7,7 @@
 //! ([`Virtio9p::stop_queue`]: only once no request of the ring still touches guest memory).
 //! A new memory table replaces the device's memory; the call eventfd is its interrupt.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ struct State {
     /// The driver's features, without the vhost-user protocol bit.
     acked: u64,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    /// Exit eventfds handed to the library's ring workers (see `exit_event`).
+    exit_fds: Vec<RawFd>,
     /// The request ring, once a kick has started the device on it (kept to give its
     /// indices back when it stops). `None`: the next kick starts the device.
     running: Option<VringRwLock>,
@@ -91,6 +94,22 @@ impl<F: Filesystem, E: Executor> Vhost9p<F, E> {
         st.running = None;
         st.mem = None;
         st.acked = 0;
+    }
+
+    /// Closes the exit eventfds given to the ring workers. Call only once the daemon that
+    /// used this backend is dropped (its workers joined).
+    ///
+    /// vhost-user-backend 0.24 (pinned exactly in Cargo.toml for this reason) registers
+    /// the consumer half with `into_raw_fd` and never closes it: without this, every
+    /// frontend connection would leak one descriptor.
+    pub fn close_exit_events(&self) {
+        for fd in std::mem::take(&mut self.state().exit_fds) {
+            // SAFETY: `fd` is the consumer eventfd made in `exit_event`, whose ownership the
+            // library took with `into_raw_fd` and dropped without closing; its one user, the
+            // ring worker's epoll, is gone (the daemon was dropped and its workers joined),
+            // and nothing else knows the number, so this is the only close.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
     }
 
     /// Starts the device on `vring` if it is not running yet; false if it cannot run.
@@ -159,7 +178,12 @@ impl<F: Filesystem, E: Executor> VhostUserBackend for Vhost9p<F, E> {
     /// The ring worker's way out: the library stops it through this when the connection
     /// ends (without one, its thread would never return).
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        let (consumer, notifier) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        // The library turns the consumer into a bare descriptor it never closes: remember
+        // it, to close once the worker is gone (see `close_exit_events`).
+        self.state().exit_fds.push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     /// EVENT_IDX comes with the features the device is started with.

@@ -159,6 +159,7 @@ fn serve_one<F: Filesystem, E: Executor>(
     let result = daemon.wait();
     // Also stops the ring worker, which may still hold the device's kick path.
     drop(daemon);
+    backend.close_exit_events();
     match result {
         Ok(()) => Ok(()),
         Err(vhost_user_backend::Error::HandleRequest(
