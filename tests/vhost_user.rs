@@ -363,3 +363,48 @@ fn malformed_messages_close_the_connection_and_the_daemon_serves_the_next_fronte
     }
     assert_eq!(fd_targets(), before, "descriptors left behind");
 }
+
+#[test]
+fn a_device_reset_mid_workload_leaves_the_daemon_serving_the_new_driver() {
+    let _serial = serial();
+    let mut c = Client::new(VhostUser::new(Arc::new(MemFs::new()), Config::default()));
+    c.attach_root();
+    c.mkdir(Fid(0), "old", 0o755).unwrap();
+    open_new(&mut c, Fid(1), "f");
+    // Requests in flight when the guest reboots (status 0: the frontend takes the ring back
+    // and resets the device).
+    for i in 0..12u64 {
+        c.send(Tmessage::Write {
+            fid: Fid(1),
+            offset: i * 4096,
+            data: Data(vec![1; 4096]),
+        });
+        c.send(Tmessage::Getattr {
+            fid: Fid(0),
+            request_mask: GetattrMask::ALL,
+        });
+    }
+    c.link.guest.reset();
+    c.link.replies.clear();
+    let device = c.link.daemon.device.clone();
+    assert_eq!(
+        device.in_flight(),
+        0,
+        "nothing of the old ring is in flight"
+    );
+    // The new driver: a fresh ring, a fresh session.
+    c.link
+        .guest
+        .boot(&BootOptions::default())
+        .expect("boot again");
+    let mut c = Client::new(c.link);
+    c.attach_root();
+    assert_eq!(
+        device.session().fid_count(),
+        1,
+        "the old driver's fids are gone"
+    );
+    assert!(c.stat("old").is_ok(), "the files stay");
+    c.mkdir(Fid(0), "new", 0o755).unwrap();
+    assert!(c.link.settled().is_ok(), "{:?}", c.link.settled());
+}
