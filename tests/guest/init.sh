@@ -5,6 +5,11 @@
 #            (tcp servers at 10.0.2.2, which is the host's 127.0.0.1; virtiofs: no msize or
 #            cache option, the daemon sets the caching)
 #   p9cache=none  p9mb=MiB  p9files=N  p9tree=0|1  p9tar=0|1
+#   p9reboot=1|sysrq  (absent: no reboot) the first boot writes /mnt/LABEL/.reboot-marker
+#            into every share, starts writes, reads and creates/removes on each, and after
+#            REBOOT_AFTER seconds reboots in the middle of them: `reboot -f` (1) or
+#            `echo b > /proc/sysrq-trigger` (sysrq: no device shutdown, no sync); the boot
+#            that finds a marker checks it, removes what the first boot left and goes on.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -12,12 +17,13 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 
-MOUNTS= CACHE=none MB=64 FILES=1000 TREE=1 TAR=1
+echo "GUEST init"
+MOUNTS= CACHE=none MB=64 FILES=1000 TREE=1 TAR=1 REBOOT= REBOOT_AFTER=2
 for w in $(cat /proc/cmdline); do
   case "$w" in
     p9mounts=*) MOUNTS=${w#*=} ;; p9cache=*) CACHE=${w#*=} ;;
     p9mb=*) MB=${w#*=} ;;         p9files=*) FILES=${w#*=} ;; p9tree=*) TREE=${w#*=} ;;
-    p9tar=*) TAR=${w#*=} ;;
+    p9tar=*) TAR=${w#*=} ;;       p9reboot=*) REBOOT=${w#*=} ;;
   esac
 done
 
@@ -45,6 +51,49 @@ EOM
   echo "GUEST mount $label: $(grep " /mnt/$label " /proc/mounts)"
   LABELS="$LABELS $label"
 done
+
+if [ -n "$REBOOT" ] && [ "$REBOOT" != 0 ]; then
+  first=1
+  for label in $LABELS; do [ -e "/mnt/$label/.reboot-marker" ] && first=; done
+  if [ -n "$first" ]; then
+    for label in $LABELS; do
+      M=/mnt/$label
+      echo "before reboot" > $M/.reboot-marker && sync || echo "CHECK FAIL $label: write the reboot marker"
+      # 16 MiB rewritten over and over, read back over and over, files created and removed
+      ( while :; do dd if=/dev/zero of=$M/.reboot-fill bs=1M count=16 conv=notrunc 2>/dev/null; done ) &
+      ( while :; do cat $M/.reboot-fill > /dev/null 2>&1; done ) &
+      ( i=0; while :; do echo $i > $M/.reboot-f$((i % 8)); rm -f $M/.reboot-f$(((i + 4) % 8)); i=$((i + 1)); done ) &
+    done
+    sleep "$REBOOT_AFTER"
+    for label in $LABELS; do
+      echo "GUEST $label before the reboot: fill $(stat -c %s /mnt/$label/.reboot-fill 2>&1), $(ls -A /mnt/$label | wc -l) entries"
+    done
+    if [ "$REBOOT" = sysrq ]; then
+      echo "GUEST reboot (sysrq b) mid-I/O"
+      echo b > /proc/sysrq-trigger
+    else
+      echo "GUEST reboot -f mid-I/O"
+      reboot -f
+    fi
+    sleep 30
+    bye "the reboot did not happen"
+  fi
+  echo "GUEST rebooted"
+  for label in $LABELS; do
+    M=/mnt/$label
+    if [ "$(cat $M/.reboot-marker 2>&1)" = "before reboot" ]; then
+      echo "CHECK ok $label: marker kept across the reboot"
+    else
+      echo "CHECK FAIL $label: marker kept across the reboot"
+    fi
+    rm -f $M/.reboot-marker $M/.reboot-fill $M/.reboot-f[0-7]
+    if [ -z "$(ls -A $M)" ]; then
+      echo "CHECK ok $label: the first boot's files removed"
+    else
+      echo "CHECK FAIL $label: the first boot's files removed (left: $(ls -A $M | tr '\n' ' '))"
+    fi
+  done
+fi
 
 . /workload.sh
 for label in $LABELS; do
