@@ -127,6 +127,10 @@ impl<F: Filesystem, H: Hook> Filesystem for HookedFs<F, H> {
     async fn open(&self, node: &F::Node, flags: OpenFlags) -> FsResult<F::File> {
         self.wrap(OpKind::Open, self.inner.open(node, flags)).await
     }
+    async fn open_by(&self, node: &F::Node, flags: OpenFlags, creds: Creds) -> FsResult<F::File> {
+        self.wrap(OpKind::Open, self.inner.open_by(node, flags, creds))
+            .await
+    }
     async fn create(
         &self,
         dir: &F::Node,

@@ -96,11 +96,22 @@ pub trait Filesystem: Send + Sync + 'static {
         node: &Self::Node,
         attr: &SetAttr,
     ) -> impl Future<Output = FsResult<()>> + Send;
-    /// Opens `node`. Only regular files and directories can be opened.
+    /// Opens `node` as the superuser would. Only regular files and directories can be
+    /// opened.
     fn open(
         &self,
         node: &Self::Node,
         flags: OpenFlags,
+    ) -> impl Future<Output = FsResult<Self::File>> + Send;
+    /// Opens `node` for `creds.uid`: the file's writes then drop its set-id bits as
+    /// Linux's do for a writer without `CAP_FSETID` (any uid but 0): `S_ISUID`, and
+    /// `S_ISGID` when group-execute is set (a guest with `cache=none` leaves this to the
+    /// server). Files from [`Self::create`] write for their creator the same way.
+    fn open_by(
+        &self,
+        node: &Self::Node,
+        flags: OpenFlags,
+        creds: Creds,
     ) -> impl Future<Output = FsResult<Self::File>> + Send;
     /// Creates and opens a regular file `name` in `dir`.
     fn create(

@@ -169,7 +169,7 @@ impl HostFs {
             let pfd = self.path_fd_of(fd.as_fd())?;
             let qid = self.qid_probed(pfd.as_fd(), &p)?;
             let node = self.intern_as(pfd, p.id, Some((dir, name)))?;
-            let file = HostFile::new(node.clone(), fd, file_slot)?;
+            let file = HostFile::new(node.clone(), fd, file_slot, creds.uid)?;
             Ok((node, file, qid))
         })
     }

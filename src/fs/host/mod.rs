@@ -297,7 +297,7 @@ impl HostFs {
         Ok((node.clone(), self.qid_of(&node)?))
     }
 
-    fn do_open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
+    fn do_open(&self, node: &HostNode, flags: OpenFlags, writer: u32) -> FsResult<HostFile> {
         if flags.writable() || flags.contains(OpenFlags::TRUNC) {
             self.writable()?;
         }
@@ -316,7 +316,42 @@ impl HostFs {
             oflags |= OFlags::DIRECTORY;
         }
         let fd = self.reopen(node, oflags)?;
-        HostFile::new(node.clone(), fd, slot)
+        HostFile::new(node.clone(), fd, slot, writer)
+    }
+
+    /// After a write through `file` by a user without `CAP_FSETID`: drops the set-id bits
+    /// Linux's `file_remove_privs` would, in the mode the guest sees (the host file's, or
+    /// the stored one under mapped-xattr). The write happened: a failure here is logged,
+    /// not reported as the write's.
+    fn kill_setid(&self, file: &HostFile) {
+        if file.writer == 0 {
+            return;
+        }
+        let result = file.data_fd().and_then(|fd| {
+            let st = fstat(fd).map_err(errno)?;
+            let mode = self.guest_mode(fd, st.st_mode)?;
+            let kill = crate::fs::mem::setid_to_kill(mode);
+            if kill == 0 {
+                return Ok(());
+            }
+            match self.model {
+                SecurityModel::MappedXattr => {
+                    let m = security::Mapped {
+                        mode: Some(mode & !kill),
+                        ..security::Mapped::default()
+                    };
+                    security::write_mapped_path(
+                        ProcPath::new(std::os::fd::AsRawFd::as_raw_fd(&fd)).abs(),
+                        &m,
+                    )
+                }
+                _ => rustix::fs::fchmod(fd, Mode::from_raw_mode((mode & 0o7777) & !kill))
+                    .map_err(errno),
+            }
+        });
+        if let Err(e) = result {
+            tracing::debug!("cannot drop set-id bits after a write: {e}");
+        }
     }
 
     fn do_readlink(&self, node: &HostNode) -> FsResult<Vec<u8>> {
@@ -382,7 +417,10 @@ impl Filesystem for HostFs {
         self.do_setattr(node, attr)
     }
     async fn open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
-        self.do_open(node, flags)
+        self.do_open(node, flags, 0)
+    }
+    async fn open_by(&self, node: &HostNode, flags: OpenFlags, creds: Creds) -> FsResult<HostFile> {
+        self.do_open(node, flags, creds.uid)
     }
     async fn create(
         &self,
@@ -402,7 +440,11 @@ impl Filesystem for HostFs {
         self.writable()?;
         let fd = file.data_fd()?;
         // With O_APPEND, Linux's pwrite appends whatever the offset.
-        retry(|| rustix::io::pwrite(fd, data, offset))
+        let n = retry(|| rustix::io::pwrite(fd, data, offset))?;
+        if n > 0 {
+            self.kill_setid(file);
+        }
+        Ok(n)
     }
     async fn read_vectored(
         &self,
@@ -421,7 +463,11 @@ impl Filesystem for HostFs {
     ) -> FsResult<usize> {
         self.writable()?;
         let fd = file.data_fd()?;
-        retry(|| rustix::io::pwritev(fd, bufs, offset))
+        let n = retry(|| rustix::io::pwritev(fd, bufs, offset))?;
+        if n > 0 {
+            self.kill_setid(file);
+        }
+        Ok(n)
     }
     async fn readdir(&self, dir: &HostFile, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {
         self.do_readdir(dir, cookie, max)

@@ -445,6 +445,9 @@ impl fmt::Debug for HostNode {
 pub struct HostFile {
     pub(super) node: HostNode,
     pub(super) io: FileIo,
+    /// Who writes through it: any uid but 0 drops set-id bits (see
+    /// [`Filesystem::open_by`](crate::fs::Filesystem::open_by)).
+    pub(super) writer: u32,
     _slot: FdSlot,
 }
 
@@ -468,7 +471,12 @@ pub(super) struct DirStream {
 pub(super) const DIR_BUF: usize = 32 * 1024;
 
 impl HostFile {
-    pub(super) fn new(node: HostNode, fd: OwnedFd, slot: FdSlot) -> FsResult<HostFile> {
+    pub(super) fn new(
+        node: HostNode,
+        fd: OwnedFd,
+        slot: FdSlot,
+        writer: u32,
+    ) -> FsResult<HostFile> {
         let io = match node.kind() {
             Kind::Dir => FileIo::Dir(Mutex::new(DirStream {
                 fd,
@@ -481,6 +489,7 @@ impl HostFile {
         Ok(HostFile {
             node,
             io,
+            writer,
             _slot: slot,
         })
     }

@@ -38,12 +38,13 @@ impl MemFs {
         Ok(st.get(ino)?.qid())
     }
 
-    fn file(&self, node: MemNode, flags: OpenFlags, id: u64) -> MemFile {
+    fn file(&self, node: MemNode, flags: OpenFlags, id: u64, writer: u32) -> MemFile {
         MemFile {
             node,
             flags,
             id,
             locked: AtomicBool::new(false),
+            writer,
         }
     }
 
@@ -108,6 +109,10 @@ impl Filesystem for MemFs {
     /// CVE-2023-2861); directories only for reading (`EISDIR`). `O_TRUNC` empties a
     /// regular file opened for writing.
     async fn open(&self, node: &MemNode, flags: OpenFlags) -> FsResult<MemFile> {
+        self.open_by(node, flags, Creds::default()).await
+    }
+
+    async fn open_by(&self, node: &MemNode, flags: OpenFlags, creds: Creds) -> FsResult<MemFile> {
         check_access(flags)?;
         let ino = self.ino(node)?;
         let id = {
@@ -130,7 +135,7 @@ impl Filesystem for MemFs {
             st.grab(ino)?;
             st.file_id()
         };
-        Ok(self.file(self.node(ino), flags, id))
+        Ok(self.file(self.node(ino), flags, id, creds.uid))
     }
 
     async fn create(
@@ -154,7 +159,7 @@ impl Filesystem for MemFs {
             Ok((ino, qid, st.file_id()))
         })?;
         let node = self.node(ino);
-        let file = self.file(node.clone(), flags, id);
+        let file = self.file(node.clone(), flags, id, creds.uid);
         Ok((node, file, qid))
     }
 
@@ -186,7 +191,13 @@ impl Filesystem for MemFs {
         bufs: &[IoSlice<'_>],
     ) -> FsResult<usize> {
         let ino = self.ino(&file.node)?;
-        self.mutate(|st, now| st.write(ino, file.flags, offset, bufs, now))
+        self.mutate(|st, now| {
+            let n = st.write(ino, file.flags, offset, bufs, now)?;
+            if n > 0 && file.writer != 0 {
+                st.kill_setid(ino)?;
+            }
+            Ok(n)
+        })
     }
 
     async fn readdir(&self, dir: &MemFile, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {

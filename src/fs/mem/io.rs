@@ -30,6 +30,14 @@ impl State {
         Ok(data.read_vectored(offset, bufs))
     }
 
+    /// A write by a user without `CAP_FSETID` drops `S_ISUID`, and `S_ISGID` when
+    /// group-execute is set (Linux's `file_remove_privs`).
+    pub fn kill_setid(&mut self, ino: u64) -> FsResult<()> {
+        let inode = self.get_mut(ino)?;
+        inode.mode &= !setid_to_kill(inode.mode);
+        Ok(())
+    }
+
     /// Writes `bufs` in turn at `offset` (at the end with `O_APPEND`), all or nothing as
     /// far as capacity goes (`ENOSPC`); a write crossing the file size limit is cut short
     /// there, and one starting at or past it fails with `EFBIG`.
@@ -154,4 +162,16 @@ impl State {
         self.uncharge(freed * PAGE);
         Ok(())
     }
+}
+
+/// The set-id bits a write by an unprivileged user drops from `mode`.
+pub(crate) fn setid_to_kill(mode: u32) -> u32 {
+    const S_ISUID: u32 = 0o4000;
+    const S_ISGID: u32 = 0o2000;
+    const S_IXGRP: u32 = 0o010;
+    let mut kill = mode & S_ISUID;
+    if mode & S_ISGID != 0 && mode & S_IXGRP != 0 {
+        kill |= S_ISGID;
+    }
+    kill
 }

@@ -36,6 +36,8 @@ mod dump;
 mod fs_impl;
 mod inode;
 mod io;
+
+pub(crate) use io::setid_to_kill;
 mod locks;
 mod ns;
 mod state;
@@ -228,6 +230,8 @@ pub struct MemFile {
     id: u64,
     /// Whether this file ever took a lock (so closing knows whether to look).
     locked: AtomicBool,
+    /// Who writes through it: any uid but 0 drops set-id bits (see `Filesystem::open_by`).
+    writer: u32,
 }
 
 impl MemFile {

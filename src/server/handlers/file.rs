@@ -40,11 +40,13 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         if mutating(flags) {
             self.writable()?;
         }
-        let (node, qid) = e.with(|s| match s.open {
-            Open::Closed => Ok((s.node.clone(), s.qid)),
+        let (node, qid, uid) = e.with(|s| match s.open {
+            Open::Closed => Ok((s.node.clone(), s.qid, s.uid)),
             _ => Err(Errno::EINVAL),
         })?;
-        let file = self.fs.open(&node, flags).await?;
+        // The writer is the fid's user: its writes drop set-id bits unless it is root.
+        let creds = Creds { uid, gid: 0 };
+        let file = self.fs.open_by(&node, flags, creds).await?;
         e.with(|s| {
             s.open = Open::File {
                 file: Arc::new(file),
