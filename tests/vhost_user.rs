@@ -408,3 +408,53 @@ fn a_device_reset_mid_workload_leaves_the_daemon_serving_the_new_driver() {
     c.mkdir(Fid(0), "new", 0o755).unwrap();
     assert!(c.link.settled().is_ok(), "{:?}", c.link.settled());
 }
+
+#[test]
+fn a_second_daemon_on_a_served_socket_is_refused_and_the_first_keeps_it() {
+    let _serial = serial();
+    let pool = ThreadPool::new(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut first = Daemon::start_with(
+        Arc::new(MemFs::new()),
+        device_config(),
+        &pool,
+        true,
+        Some(stop.clone()),
+    );
+    let device = Arc::new(
+        co9p::transport::virtio::Virtio9p::new(
+            device_config(),
+            Arc::new(MemFs::new()),
+            pool.handle(),
+        )
+        .unwrap(),
+    );
+    let opts = co9p::transport::vhost_user::ServeOptions {
+        socket_path: first.socket.clone(),
+        persistent: false,
+        stop_timeout: Duration::from_secs(1),
+        max_queue_size: 128,
+        stop: None,
+    };
+    let second = co9p::transport::vhost_user::serve(device, pool.handle(), &opts, || {
+        panic!("the second daemon must not listen")
+    });
+    assert!(
+        matches!(
+            second,
+            Err(co9p::transport::vhost_user::ServeError::InUse(..))
+        ),
+        "{second:?}"
+    );
+    // The first still serves its socket.
+    let mut guest = vhost_front::guest(&first.socket, 8 << 20, 128);
+    guest.boot(&BootOptions::default()).expect("boot");
+    let mut c = Client::new(client::vhost::Guest::new(guest));
+    c.attach_root();
+    c.link.front().disconnect();
+    drop(c);
+    stop.store(true, Ordering::SeqCst);
+    drop(UnixStream::connect(&first.socket).unwrap());
+    assert!(first.join().is_ok());
+    pool.shutdown();
+}
