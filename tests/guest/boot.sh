@@ -29,7 +29,7 @@
 #   MSIZE   requested msize [262144]         CACHE  9p cache mode [none]
 #   MB FILES TREE TAR   workload size [64 1000 1 1]
 #   TIMEOUT seconds [1800]   MEM [768M]   CO9P_ARGS extra `co9p serve` args
-#   CO9P_VHOST_ARGS extra `co9p vhost-user` args
+#   CO9P_VHOST_ARGS extra `co9p vhost-user` args   QEMU_ARGS extra QEMU args (e.g. -trace vhost_dev_st*)
 #   REBOOT  1: the guest reboots once mid-workload: its first boot mounts every share,
 #           writes a marker into each, starts writes, reads and creates on them and runs
 #           `reboot -f` (sysrq: `echo b > /proc/sysrq-trigger`, no shutdown at all); the
@@ -134,12 +134,13 @@ case $REBOOT in
 esac
 
 echo "boot: $SERVERS, msize=$MSIZE cache=$CACHE mb=$MB files=$FILES tree=$TREE tar=$TAR$RB, $("$QEMU" --version | head -1), tcg, 1 vCPU"
+: > "$LOG"
 set +e
 # shellcheck disable=SC2086
 timeout -k 10 "$TIMEOUT" "$QEMU" -accel tcg -cpu max -smp 1 -m "$MEM" \
   -nodefaults -no-user-config -display none -serial stdio $NOREBOOT \
   -kernel "$WORK/vmlinuz" -initrd "$WORK/initramfs.cpio.gz" -append "$APPEND" \
-  "${DEV[@]}" < /dev/null > "$LOG" 2>&1 &
+  "${DEV[@]}" ${QEMU_ARGS:-} < /dev/null > "$LOG" 2>&1 &
 qemu=$!
 loop=
 if [ -z "$NOREBOOT" ]; then
