@@ -72,6 +72,17 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A script's stderr as one line: the reason it gives for a skip.
+fn one_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
+}
+
 /// Fetches forky's QEMU and builds the kit; `Err` is a reason to skip. Anything else that
 /// goes wrong fails the test.
 fn prepare() -> Result<Guest, String> {
@@ -80,7 +91,7 @@ fn prepare() -> Result<Guest, String> {
     }
     let forky = run_bounded(FORKY_TIMEOUT, "forky.sh", &[]);
     if forky.status.code() == Some(77) {
-        return Err(String::from_utf8_lossy(&forky.stderr).trim().to_string());
+        return Err(one_line(&forky.stderr));
     }
     assert!(
         forky.status.success(),
@@ -104,7 +115,7 @@ fn prepare() -> Result<Guest, String> {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-kit");
     let kit = run_bounded(KIT_TIMEOUT, "kit.sh", &[("WORK", work.as_os_str())]);
     if kit.status.code() == Some(77) {
-        return Err(String::from_utf8_lossy(&kit.stderr).trim().to_string());
+        return Err(one_line(&kit.stderr));
     }
     assert!(kit.status.success(), "kit.sh failed:\n{}", text(&kit));
     Ok(Guest { qemu, work })
