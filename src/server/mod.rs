@@ -7,17 +7,20 @@
 //! `handlers/`, one file per family of messages (see `handlers/mod.rs` for the map).
 //!
 //! Limits (all in [`Config`]): msize between [`MIN_MSIZE`] and `max_msize` (default
-//! 512 KiB), `max_fids` fids per session (default 16 384), `max_inflight` requests in flight
+//! 512 KiB, never above [`MAX_MSIZE`], whatever the configuration says), `max_fids` fids per session (default 16 384), `max_inflight` requests in flight
 //! (default 1024; transports stop reading before it is reached), 16 names per walk, xattr
 //! values up to [`XATTR_SIZE_MAX`] with at most `max_xattr_writes` (1024) pending at once.
 //! An unknown fid is `ENOENT`, as QEMU answers.
+//!
+//! With [`Config::trace`], every PDU is logged as one decoded line through `tracing` (target
+//! `co9p::pdu`, level info), prefixed with the session's id ([`Session::set_id`]).
 
 mod fids;
 mod handlers;
 mod inflight;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::co::Executor;
 use crate::fs::Filesystem;
@@ -34,10 +37,15 @@ use inflight::{Cancellable, FlushOutcome, Inflight, RegisterError};
 /// Largest xattr value a client may read or write through the server (Linux's limit).
 pub const XATTR_SIZE_MAX: usize = 64 * 1024;
 
+/// The hard cap on msize, whatever [`Config::max_msize`] says: no request frame and no
+/// reply buffer (an `Rread` payload is allocated for the count the client asks, clamped
+/// to msize) is ever larger, so no client can make the server allocate more per request.
+pub const MAX_MSIZE: u32 = 4 << 20;
+
 /// A session's configuration and limits.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Largest msize agreed to in Tversion.
+    /// Largest msize agreed to in Tversion (above [`MAX_MSIZE`] it counts as that).
     pub max_msize: u32,
     /// Most fids one session may hold.
     pub max_fids: usize,
@@ -50,8 +58,15 @@ pub struct Config {
     pub readonly: bool,
     /// An aname that also means the export root (the exported path), besides "" and "/".
     pub export_name: Vec<u8>,
-    /// Print one decoded line per PDU to stderr.
+    /// Log one decoded line per PDU (`tracing`, target `co9p::pdu`, level info).
     pub trace: bool,
+}
+
+impl Config {
+    /// The largest msize a session agrees to: `max_msize`, capped at [`MAX_MSIZE`].
+    pub fn msize_limit(&self) -> u32 {
+        self.max_msize.min(MAX_MSIZE)
+    }
 }
 
 impl Default for Config {
@@ -148,6 +163,8 @@ pub(crate) struct SessionCore<F: Filesystem, E: Executor, R: Responder> {
     pub config: Arc<Config>,
     /// Negotiated msize; 0 until a Tversion succeeds.
     msize: AtomicU32,
+    /// The id the transport gave the session (its connection), for logs and traces.
+    id: AtomicU64,
     pub fids: FidTable<F>,
     inflight: Inflight<R>,
     /// Pending xattr values (see [`Config::max_xattr_writes`]).
@@ -170,6 +187,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             ex,
             config,
             msize: AtomicU32::new(0),
+            id: AtomicU64::new(0),
             root_path: std::sync::OnceLock::new(),
             xattr_writes: Arc::default(),
             names: crate::co::CoRwLock::new(()),
@@ -184,6 +202,12 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
         self.core.msize.load(Ordering::Acquire)
     }
 
+    /// Names the session in logs and `--trace` lines (`conn=ID`); a stream transport gives
+    /// each connection its own.
+    pub fn set_id(&self, id: u64) {
+        self.core.id.store(id, Ordering::Relaxed);
+    }
+
     /// The executor the session's coroutines run on.
     pub fn executor(&self) -> &E {
         &self.core.ex
@@ -192,7 +216,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
     /// The largest frame this session accepts now.
     pub fn frame_limit(&self) -> u32 {
         match self.msize() {
-            0 => self.core.config.max_msize,
+            0 => self.core.config.msize_limit(),
             m => m,
         }
     }
@@ -219,7 +243,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             Ok(req) => req,
             Err(e) => {
                 if core.config.trace {
-                    eprintln!("<- (malformed: {e})");
+                    core.trace(format_args!("<- (malformed: {e})"));
                 }
                 return match e.tag {
                     Some(tag) => {
@@ -231,7 +255,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             }
         };
         if core.config.trace {
-            eprintln!("<- {req}");
+            core.trace(format_args!("<- {req}"));
         }
         let Request { tag, msg } = req;
         match msg {
@@ -266,10 +290,10 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
     /// [`Responder::write_data`]: the data goes from there to the filesystem with no copy.
     pub fn submit_write(&self, tag: Tag, fid: Fid, offset: u64, count: u32, responder: R) {
         if self.core.config.trace {
-            eprintln!(
+            self.core.trace(format_args!(
                 "<- Twrite tag={} fid={} offset={offset} count={count} (in place)",
                 tag.0, fid.0
-            );
+            ));
         }
         self.start(tag, Job::WriteInPlace { fid, offset, count }, responder);
     }
@@ -373,17 +397,28 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         self.msize.load(Ordering::Acquire)
     }
 
+    /// The session's id ([`Session::set_id`]).
+    pub fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// The one way a PDU trace line goes out (callers check [`Config::trace`] first, so
+    /// nothing is formatted without it).
+    fn trace(&self, line: std::fmt::Arguments<'_>) {
+        tracing::info!(target: "co9p::pdu", "conn={} {line}", self.id());
+    }
+
     /// Sends a handler's result, keeping every reply within msize.
     fn send(&self, responder: R, tag: Tag, out: HandlerResult) {
         let limit = match self.msize() {
-            0 => self.config.max_msize,
+            0 => self.config.msize_limit(),
             m => m,
         } as usize;
         match out {
             Ok(Out::Payload(kind, count)) => {
                 debug_assert!(PAYLOAD_HEADER_LEN + count as usize <= limit);
                 if self.config.trace {
-                    eprintln!(
+                    self.trace(format_args!(
                         "-> R{} tag={} count={count}",
                         if kind == PayloadReply::Read {
                             "read"
@@ -391,7 +426,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                             "readdir"
                         },
                         tag.0
-                    );
+                    ));
                 }
                 responder.send_payload(kind, tag, count);
             }
@@ -403,14 +438,14 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                     };
                 }
                 if self.config.trace {
-                    eprintln!("-> {reply}");
+                    self.trace(format_args!("-> {reply}"));
                 }
                 responder.send(&reply);
             }
             Err(ecode) => {
                 let reply = Pdu::new(tag, Rmessage::Lerror { ecode });
                 if self.config.trace {
-                    eprintln!("-> {reply}");
+                    self.trace(format_args!("-> {reply}"));
                 }
                 responder.send(&reply);
             }
@@ -442,10 +477,11 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     }
 }
 
-/// Checks a negotiated msize is sane for a configured maximum.
+/// Checks a negotiated msize is sane for a configured maximum (itself capped at
+/// [`MAX_MSIZE`]).
 pub fn clamp_msize(client: u32, max: u32) -> Result<u32, Errno> {
     if client < MIN_MSIZE {
         return Err(Errno::EMSGSIZE);
     }
-    Ok(client.min(max))
+    Ok(client.min(max).min(MAX_MSIZE))
 }

@@ -61,10 +61,25 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             T::Attach {
                 fid,
                 afid,
-                uname: _,
+                uname,
                 aname,
                 n_uname,
-            } => self.attach(fid, afid, aname, n_uname).await,
+            } => {
+                let shown = aname.0.escape_ascii().to_string();
+                let result = self.attach(fid, afid, aname, n_uname).await;
+                tracing::info!(
+                    conn = self.id(),
+                    uname = %uname.0.escape_ascii(),
+                    n_uname,
+                    aname = %shown,
+                    result = %match &result {
+                        Ok(_) => "ok".to_string(),
+                        Err(e) => e.to_string(),
+                    },
+                    "attach"
+                );
+                result
+            }
             T::Walk {
                 fid,
                 newfid,

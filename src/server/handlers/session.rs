@@ -16,7 +16,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// leaves the session unusable until a good Tversion. The caller has already cancelled
     /// every request and dropped every fid (the barrier).
     pub(in crate::server) fn negotiate(&self, msize: u32, version: &P9String) -> HandlerResult {
-        let msize = match clamp_msize(msize, self.config.max_msize) {
+        let msize = match clamp_msize(msize, self.config.msize_limit()) {
             Ok(m) => m,
             Err(e) => {
                 self.msize.store(0, Ordering::Release);
