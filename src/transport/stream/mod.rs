@@ -7,15 +7,24 @@
 //! the executor. Replies go out in completion order, written by the thread that finished
 //! them when the socket is free, or by the connection's writer thread when the socket is
 //! full (`out`), so a slow client never blocks an executor thread. The reader stops
-//! reading (backpressure) while the session has its limit of requests in flight or too
-//! many replies wait to be written. A closed connection cancels its requests and drops its fids, which closes their
+//! reading (backpressure) while the session has its limit of requests in flight, while the
+//! requests in flight may need more than [`INFLIGHT_BYTES`] (each counts its frame and, for
+//! a `Tread`/`Treaddir`, its count up to msize), or while too many replies wait to be
+//! written. A closed connection cancels its requests and drops its fids, which closes their
 //! files and releases their locks.
+//!
+//! Each accepted connection gets an id (`conn=N` in the logs and `--trace` lines); its
+//! acceptance and its end are logged at info with the peer (a tcp address, or a unix
+//! peer's pid and uid).
+//!
+//! A unix socket path is taken only if nothing answers there: [`Listener::bind_with`]
+//! connects first, refuses a live socket, and replaces only a stale one (or nothing).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +38,13 @@ use crate::server::{Config, Responder, Session};
 mod out;
 use out::OutQueue;
 
-/// Where to listen: `tcp:HOST:PORT` or `unix:PATH`.
+/// The bytes the requests of one connection may hold in flight before its reader waits:
+/// each counts its frame, and a `Tread`/`Treaddir` also the reply it may build (its count,
+/// up to msize). With the replies left unwritten (16 MiB) and one frame being read, this
+/// bounds the memory a client can make a connection hold, whatever it asks.
+pub const INFLIGHT_BYTES: usize = 64 << 20;
+
+/// Where to listen: `tcp:HOST:PORT` or `unix:PATH`. Shown (`Display`) as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
     Tcp(String),
@@ -40,13 +55,39 @@ impl std::str::FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(rest) = s.strip_prefix("tcp:") {
-            Ok(ListenAddr::Tcp(rest.to_string()))
+            match rest.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Ok(ListenAddr::Tcp(rest.to_string()))
+                }
+                _ => Err("expected tcp:HOST:PORT (a host and a port number)".into()),
+            }
         } else if let Some(rest) = s.strip_prefix("unix:") {
+            if rest.is_empty() {
+                return Err("expected unix:PATH (the path is empty)".into());
+            }
             Ok(ListenAddr::Unix(PathBuf::from(rest)))
         } else {
-            Err(format!("expected tcp:HOST:PORT or unix:PATH, got {s:?}"))
+            Err("expected tcp:HOST:PORT or unix:PATH".into())
         }
     }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "tcp:{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// How a unix socket is made: its mode and group (for a VMM running as another user).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnixSocketOptions {
+    /// Permission bits set on the socket after it is bound (else the umask's).
+    pub mode: Option<u32>,
+    /// Group given to the socket after it is bound.
+    pub group: Option<u32>,
 }
 
 /// A bound listener.
@@ -56,18 +97,53 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// Binds `addr` (a unix socket with default options; see [`bind_with`](Self::bind_with)).
     pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+        Self::bind_with(addr, &UnixSocketOptions::default())
+    }
+
+    /// Binds `addr`. A unix socket path must be free or hold a stale socket (one nobody
+    /// answers on, left by a server that died), which is replaced; a live socket is refused
+    /// (`AddrInUse`), and so is a path that is not a socket (`AlreadyExists`).
+    pub fn bind_with(addr: &ListenAddr, unix: &UnixSocketOptions) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a)?)),
             ListenAddr::Unix(p) => {
-                // A stale socket file from a previous run would make bind fail.
-                if std::fs::symlink_metadata(p).is_ok_and(|m| {
-                    use std::os::unix::fs::FileTypeExt;
-                    m.file_type().is_socket()
-                }) {
-                    let _ = std::fs::remove_file(p);
+                use std::os::unix::fs::FileTypeExt;
+                match std::fs::symlink_metadata(p) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                    Ok(m) if !m.file_type().is_socket() => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            "the path exists and is not a socket",
+                        ));
+                    }
+                    Ok(_) => match UnixStream::connect(p) {
+                        Ok(_) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                "a server is already listening on that socket",
+                            ));
+                        }
+                        // Nobody listens: a dead server's socket.
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            std::fs::remove_file(p)?;
+                        }
+                        Err(e) => return Err(e),
+                    },
                 }
-                Ok(Listener::Unix(UnixListener::bind(p)?, p.clone()))
+                let l = UnixListener::bind(p)?;
+                // Dropped (and the path removed) if setting its mode or group fails.
+                let l = Listener::Unix(l, p.clone());
+                if let Some(mode) = unix.mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+                }
+                if let Some(gid) = unix.group {
+                    std::os::unix::fs::lchown(p, None, Some(gid))?;
+                }
+                Ok(l)
             }
         }
     }
@@ -108,14 +184,23 @@ impl Listener {
         }
     }
 
-    fn accept(&self) -> io::Result<Conn> {
+    /// Accepts a connection; with it, its peer for the logs: `tcp:ADDR`, or the pid and
+    /// uid of a unix peer.
+    fn accept(&self) -> io::Result<(Conn, String)> {
         match self {
             Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, peer) = l.accept()?;
                 s.set_nodelay(true)?;
-                Ok(Conn::Tcp(s))
+                Ok((Conn::Tcp(s), format!("tcp:{peer}")))
             }
-            Listener::Unix(l, _) => Ok(Conn::Unix(l.accept()?.0)),
+            Listener::Unix(l, _) => {
+                let s = l.accept()?.0;
+                let peer = match rustix::net::sockopt::socket_peercred(&s) {
+                    Ok(c) => format!("unix pid={} uid={}", c.pid.as_raw_nonzero(), c.uid.as_raw()),
+                    Err(_) => "unix".to_string(),
+                };
+                Ok((Conn::Unix(s), peer))
+            }
         }
     }
 }
@@ -197,6 +282,31 @@ pub struct StreamResponder {
     buf: Vec<u8>,
     /// The request is served by the reader itself (see [`OutQueue::begin_inline`]).
     inline: bool,
+    /// What the request counts against [`INFLIGHT_BYTES`], given back when it ends.
+    charge: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for StreamResponder {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.charge, Ordering::AcqRel);
+    }
+}
+
+/// Message types whose reply is as large as the count they ask (up to msize).
+const TREADDIR: u8 = 40;
+const TREAD: u8 = 116;
+
+/// The bytes a request may hold while in flight: its frame, and for a `Tread`/`Treaddir`
+/// the reply it asks for (`size[4] type[1] tag[2] fid[4] offset[8] count[4]`).
+fn charge_of(frame: &[u8], msize: u32) -> usize {
+    let reply = match frame.get(4) {
+        Some(&TREAD) | Some(&TREADDIR) if frame.len() >= 23 => {
+            u32::from_le_bytes([frame[19], frame[20], frame[21], frame[22]]).min(msize)
+        }
+        _ => 0,
+    };
+    frame.len() + reply as usize
 }
 
 impl Responder for StreamResponder {
@@ -271,10 +381,11 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
                 continue;
             }
             match listener.accept() {
-                Ok(conn) => {
+                Ok((conn, peer)) => {
                     conn.set_nonblocking(false)?;
                     next_id += 1;
                     let id = next_id;
+                    tracing::info!(conn = id, peer = %peer, "connection accepted");
                     if let Ok(c) = conn.try_clone() {
                         self.conns
                             .lock()
@@ -283,13 +394,20 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
                     }
                     let session =
                         Session::new(self.fs.clone(), self.ex.clone(), self.config.clone());
+                    session.set_id(id);
                     let stats = self.stats.clone();
                     let conns = self.conns.clone();
                     stats.connections.fetch_add(1, Ordering::Relaxed);
                     stats.active.fetch_add(1, Ordering::Relaxed);
                     threads.push(std::thread::spawn(move || {
-                        if let Err(e) = run_connection(conn, session) {
-                            tracing::debug!("connection {id} ended: {e}");
+                        match run_connection(conn, session) {
+                            Ok(()) => tracing::info!(conn = id, peer = %peer, "connection closed"),
+                            Err(e) => tracing::info!(
+                                conn = id,
+                                peer = %peer,
+                                error = %e,
+                                "connection closed on an error"
+                            ),
                         }
                         conns
                             .lock()
@@ -331,10 +449,11 @@ pub fn run_connection<F: Filesystem, E: Executor>(
     // Cancel what is left; replies of requests that finish anyway are still written out
     // if the socket lives, then the writer ends.
     let latch = session.close();
-    let mut waited = 0;
-    while !latch.is_open() && waited < 2000 {
-        std::thread::sleep(Duration::from_millis(1));
-        waited += 1;
+    if !wait_latch(&latch, Duration::from_secs(2)) {
+        tracing::warn!(
+            requests = session.inflight(),
+            "requests of a closed connection still running after 2 s; not waiting for them"
+        );
     }
     out.close();
     if result.is_err() {
@@ -346,6 +465,21 @@ pub fn run_connection<F: Filesystem, E: Executor>(
     result
 }
 
+/// Waits for the requests of a closed connection to end, at most `timeout`.
+#[cfg(not(loom))]
+fn wait_latch(latch: &Arc<crate::server::Latch>, timeout: Duration) -> bool {
+    latch.wait_timeout(timeout)
+}
+
+#[cfg(loom)]
+fn wait_latch(latch: &Arc<crate::server::Latch>, timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while !latch.is_open() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    latch.is_open()
+}
+
 fn read_loop<F: Filesystem, E: Executor>(
     conn: Conn,
     session: &Session<F, E, StreamResponder>,
@@ -353,6 +487,7 @@ fn read_loop<F: Filesystem, E: Executor>(
 ) -> io::Result<()> {
     // Buffered: a frame's size and body, and pipelined frames, come in one read.
     let mut conn = io::BufReader::with_capacity(64 * 1024, conn);
+    let held = Arc::new(AtomicUsize::new(0));
     loop {
         let mut size = [0u8; 4];
         match conn.read_exact(&mut size) {
@@ -371,11 +506,18 @@ fn read_loop<F: Filesystem, E: Executor>(
         let mut frame = vec![0u8; len as usize];
         frame[..4].copy_from_slice(&size);
         conn.read_exact(&mut frame[4..])?;
-        // Backpressure: do not take more work than the session may hold, nor while the
-        // client leaves its replies unread.
-        while session.is_full() || out.is_backlogged() {
+        // Backpressure: do not take more work than the session may hold, nor more bytes
+        // in flight than the budget (one request alone always goes), nor while the client
+        // leaves its replies unread.
+        let charge = charge_of(&frame, session.frame_limit());
+        while session.is_full()
+            || out.is_backlogged()
+            || held.load(Ordering::Acquire).saturating_add(charge) > INFLIGHT_BYTES
+                && held.load(Ordering::Acquire) > 0
+        {
             std::thread::sleep(Duration::from_micros(200));
         }
+        held.fetch_add(charge, Ordering::AcqRel);
         // Nothing more to read yet: serve this one here while the client waits, and write
         // its reply from here too if nobody else is writing.
         let inline = conn.buffer().is_empty();
@@ -383,6 +525,8 @@ fn read_loop<F: Filesystem, E: Executor>(
             out: out.clone(),
             buf: out.buffer(),
             inline,
+            charge,
+            held: held.clone(),
         };
         let submitted = if inline {
             out.begin_inline();
