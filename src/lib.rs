@@ -22,5 +22,6 @@ pub mod co;
 pub mod embedding;
 pub mod fs;
 pub mod protocol;
+pub mod sandbox;
 pub mod server;
 pub mod transport;
