@@ -12,6 +12,7 @@ use co9p_sim::world::{RunConfig, Scheduler};
 #[derive(Parser)]
 #[command(
     name = "co9p-sim",
+    version,
     about = "Deterministic simulator for the co9p 9P2000.L device"
 )]
 struct Cli {

@@ -25,7 +25,11 @@ use clap::{Parser, ValueEnum};
 use co9p::protocol::*;
 
 #[derive(Parser, Clone)]
-#[command(name = "co9p-bench", about = "9P2000.L load generator (tcp or unix)")]
+#[command(
+    name = "co9p-bench",
+    version,
+    about = "9P2000.L load generator (tcp or unix)"
+)]
 struct Args {
     /// The server: tcp:HOST:PORT or unix:PATH.
     #[arg(long)]

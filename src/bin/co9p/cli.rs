@@ -1,5 +1,7 @@
-//! The CLI: arguments (clap) and `co9p serve`.
+//! The CLI: arguments (clap), the checks made before anything is printed or bound, logging,
+//! the sandbox, and `co9p serve`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,11 +11,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 use co9p::co::ThreadPool;
 use co9p::fs::host::{HostOptions, SecurityModel};
 use co9p::fs::{Filesystem, HostFs, MemFs};
-use co9p::server::Config;
-use co9p::transport::stream::{ListenAddr, Listener, StreamServer};
+use co9p::sandbox::{Confinement, Enforcement, Profile, SandboxError, SeccompMode};
+use co9p::server::{Config, MAX_MSIZE};
+use co9p::transport::stream::{ListenAddr, Listener, StreamServer, UnixSocketOptions};
+
+/// Most executor threads `--threads` accepts.
+pub const MAX_THREADS: u16 = 256;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  stopped cleanly: serve on SIGINT or SIGTERM; vhost-user when its frontend leaves
+     (without --persistent; SIGINT or SIGTERM end vhost-user by the signal)
+  1  could not start or failed while serving (export missing, address in use, socket
+     already served, a sandbox asked for but unavailable, ...)
+  2  bad command line (unknown or conflicting options, a value out of range)";
 
 #[derive(Parser)]
-#[command(name = "co9p", version, about = "A 9P2000.L file server")]
+#[command(name = "co9p", version, about = "A 9P2000.L file server", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,9 +36,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a directory to 9P2000.L clients over tcp or a unix socket.
+    #[command(after_help = EXIT_CODES)]
     Serve(ServeArgs),
     /// Serve a directory as a virtio-9p device to a vhost-user frontend (a VMM such as
     /// QEMU), for a guest to mount with `-t 9p -o trans=virtio TAG`.
+    #[command(after_help = EXIT_CODES)]
     VhostUser(crate::vhost::VhostUserArgs),
 }
 
@@ -32,136 +48,429 @@ enum Command {
 pub enum Backend {
     /// The export directory's real files, confined beneath it.
     Host,
-    /// An in-memory filesystem (starts empty; contents vanish at exit).
+    /// An in-memory filesystem (starts empty; contents vanish at exit; no --export).
     Mem,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SandboxArg {
+    /// Landlock: files only beneath the export, no tcp bind/connect, no signals out.
+    Landlock,
+    /// No Landlock ruleset.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SeccompArg {
+    /// A syscall outside the allow-list kills the process (SIGSYS).
+    Kill,
+    /// A syscall outside the allow-list is logged by the kernel (audit) and allowed.
+    Log,
+    /// No seccomp filter.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// What both commands share: what is served, and how the process runs.
+#[derive(clap::Args)]
+pub struct Common {
+    /// The directory to export (host backend; refused with --backend mem).
+    #[arg(long, visible_alias = "shared-dir", value_name = "DIR")]
+    pub export: Option<PathBuf>,
+    /// Which filesystem backs the export.
+    #[arg(long, value_enum, default_value_t = Backend::Host)]
+    pub backend: Backend,
+    /// How guest ownership and modes map to host files (host backend), as QEMU's
+    /// `security_model`: passthrough, mapped-xattr or none.
+    #[arg(long, default_value = "none")]
+    pub security_model: SecurityModel,
+    /// Largest msize to agree to, in bytes (4096 to 4194304).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024,
+          value_parser = clap::value_parser!(u32).range(i64::from(co9p::protocol::MIN_MSIZE)..=i64::from(MAX_MSIZE)))]
+    pub msize: u32,
+    /// Refuse every change (EROFS); the sandbox then grants read access only.
+    #[arg(long)]
+    pub readonly: bool,
+    /// Log one decoded line per PDU (with the connection id and a timestamp).
+    #[arg(long)]
+    pub trace: bool,
+    /// Executor threads (1 to 256).
+    #[arg(long, visible_alias = "thread-pool-size", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
+    pub threads: u16,
+    /// Log level (else RUST_LOG, else info). Logs go to stderr.
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// Kernel confinement to the export [default: landlock where the kernel has it, with
+    /// a logged fall-back; asked for explicitly, its absence is an error].
+    #[arg(long, value_enum)]
+    pub sandbox: Option<SandboxArg>,
+    /// A seccomp allow-list of the syscalls the server makes [default: kill where the
+    /// kernel has seccomp, with a logged fall-back].
+    #[arg(long, value_enum)]
+    pub seccomp: Option<SeccompArg>,
+}
+
+/// Options of a unix socket the server makes.
+#[derive(clap::Args)]
+pub struct SocketArgs {
+    /// Permission bits of the unix socket, in octal (e.g. 660), so that a client running
+    /// as another user can connect.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+    /// Group of the unix socket (a name or a number).
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    pub socket_group: Option<u32>,
+}
+
+impl SocketArgs {
+    pub fn options(&self) -> UnixSocketOptions {
+        UnixSocketOptions {
+            mode: self.socket_mode,
+            group: self.socket_group,
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.socket_mode.is_some() || self.socket_group.is_some()
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| "expected an octal mode up to 7777, e.g. 660".to_string())
+}
+
+fn parse_group(s: &str) -> Result<u32, String> {
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(s).map_err(|_| "a group name has no NUL".to_string())?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, `buf` for its stated length.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc == 0 && !out.is_null() {
+        Ok(grp.gr_gid)
+    } else {
+        Err("no such group".to_string())
+    }
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// The directory to export (also accepted as the attach name).
-    #[arg(long)]
-    export: PathBuf,
     /// Where to listen: tcp:HOST:PORT or unix:PATH.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     listen: ListenAddr,
-    /// Which filesystem backs the export.
-    #[arg(long, value_enum, default_value_t = Backend::Host)]
-    backend: Backend,
-    /// How guest ownership and modes map to host files (host backend), as QEMU's
-    /// `security_model`: passthrough, mapped-xattr or none.
-    #[arg(long, default_value = "none")]
-    security_model: SecurityModel,
-    /// Largest msize to agree to, in bytes.
-    #[arg(long, default_value_t = 512 * 1024)]
-    msize: u32,
-    /// Refuse every change (EROFS).
-    #[arg(long)]
-    readonly: bool,
-    /// Print one decoded line per PDU to stderr.
-    #[arg(long)]
-    trace: bool,
-    /// Executor threads.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    #[command(flatten)]
+    socket: SocketArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Why the command stops with a failure: its message (one line) and exit status.
+pub enum Failure {
+    /// The command line is wrong: exit status 2.
+    Usage(String),
+    /// The system refused, or serving failed: exit status 1.
+    Runtime(String),
+}
+
+impl Failure {
+    fn report(self) -> u8 {
+        let (msg, code) = match self {
+            Failure::Usage(m) => (m, 2),
+            Failure::Runtime(m) => (m, 1),
+        };
+        eprintln!("co9p: {msg}");
+        code
+    }
+
+    fn exit(self) -> ExitCode {
+        ExitCode::from(self.report())
+    }
+
+    /// Reports and ends the process at once (where no caller can be returned to).
+    pub fn exit_now(self) -> ! {
+        std::process::exit(i32::from(self.report()))
+    }
+}
+
+/// An I/O error in one plain line, without Rust's `(os error N)` suffix.
+pub fn plain(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => match serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("co9p: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::VhostUser(args) => match crate::vhost::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("co9p: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::VhostUser(args) => crate::vhost::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.exit(),
     }
 }
 
-fn serve(args: ServeArgs) -> Result<(), String> {
-    if args.msize < co9p::protocol::MIN_MSIZE {
-        return Err(format!(
-            "--msize must be at least {}",
-            co9p::protocol::MIN_MSIZE
-        ));
+impl Common {
+    /// The checks of the command line itself (exit status 2), made first.
+    pub fn check(&self) -> Result<(), Failure> {
+        match (self.backend, &self.export) {
+            (Backend::Host, None) => Err(Failure::Usage(
+                "--export DIR is required with the host backend".into(),
+            )),
+            (Backend::Mem, Some(_)) => Err(Failure::Usage(
+                "--export is for the host backend (the mem backend serves no directory)".into(),
+            )),
+            _ => Ok(()),
+        }
     }
-    let config = Config {
-        max_msize: args.msize,
-        readonly: args.readonly,
-        trace: args.trace,
-        // Clients such as diod's send the exported path as the aname.
-        export_name: std::fs::canonicalize(&args.export)
-            .unwrap_or_else(|_| args.export.clone())
-            .as_os_str()
-            .as_encoded_bytes()
-            .to_vec(),
-        ..Config::default()
-    };
+
+    /// Starts logging to stderr: `--log-level`, else `RUST_LOG`, else info; `--trace`
+    /// adds the PDU lines (target `co9p::pdu`). Colours only on a terminal.
+    pub fn init_logging(&self) -> Result<(), Failure> {
+        use tracing_subscriber::EnvFilter;
+        let mut filter = match self.log_level {
+            Some(level) => EnvFilter::new(format!("{level:?}").to_lowercase()),
+            None => match std::env::var("RUST_LOG") {
+                Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
+                    .map_err(|e| Failure::Usage(format!("RUST_LOG={v}: {e}")))?,
+                _ => EnvFilter::new("info"),
+            },
+        };
+        if self.trace {
+            filter = filter.add_directive("co9p::pdu=info".parse().expect("a valid directive"));
+        }
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+        Ok(())
+    }
+
+    /// The session configuration.
+    pub fn config(&self) -> Config {
+        Config {
+            max_msize: self.msize,
+            readonly: self.readonly,
+            trace: self.trace,
+            // Clients such as diod's send the exported path as the aname.
+            export_name: self
+                .export
+                .as_ref()
+                .and_then(|e| std::fs::canonicalize(e).ok())
+                .map(|e| e.into_os_string().into_encoded_bytes())
+                .unwrap_or_default(),
+            ..Config::default()
+        }
+    }
+
+    /// The export opened (host backend); checked before anything is bound.
+    pub fn host_fs(&self) -> Result<HostFs, Failure> {
+        let export = self
+            .export
+            .as_ref()
+            .expect("checked: the host backend has --export");
+        let cannot =
+            |why: String| Failure::Runtime(format!("cannot export {}: {why}", export.display()));
+        match std::fs::metadata(export) {
+            Err(e) => return Err(cannot(plain(&e))),
+            Ok(m) if !m.is_dir() => return Err(cannot("not a directory".into())),
+            Ok(_) => {}
+        }
+        let opts = HostOptions {
+            security_model: self.security_model,
+            readonly: self.readonly,
+            ..HostOptions::default()
+        };
+        HostFs::new(export, opts).map_err(|e| cannot(plain(&e)))
+    }
+
+    /// How the export is described in the start-up line.
+    pub fn label(&self) -> String {
+        let mut label = match self.backend {
+            Backend::Host => format!("host backend, security model {}", self.security_model),
+            Backend::Mem => "mem backend".to_string(),
+        };
+        if self.readonly {
+            label.push_str(", read-only");
+        }
+        label
+    }
+
+    pub fn what(&self) -> String {
+        match &self.export {
+            Some(e) => e.display().to_string(),
+            None => "an in-memory filesystem".into(),
+        }
+    }
+
+    /// Confines the process (see `co9p::sandbox`): Landlock to `confinement`, seccomp to
+    /// `profile`'s allow-list. Called before any server thread starts. Returns what is in
+    /// force, for the start-up line.
+    pub fn sandbox(
+        &self,
+        mut confinement: Confinement,
+        profile: Profile,
+    ) -> Result<String, Failure> {
+        let mut on = Vec::new();
+        confinement.readonly = self.readonly;
+        let explicit = self.sandbox.is_some();
+        match self.sandbox.unwrap_or(SandboxArg::Landlock) {
+            SandboxArg::None => tracing::info!("sandbox: no landlock ruleset (--sandbox none)"),
+            SandboxArg::Landlock => match co9p::sandbox::landlock(&confinement) {
+                Ok(Enforcement::Full) => {
+                    tracing::info!(export = %self.what(), "sandbox: landlock confines the process to the export");
+                    on.push("landlock");
+                }
+                Ok(Enforcement::Partial) => {
+                    tracing::warn!(
+                        "sandbox: landlock partly enforced (the kernel's Landlock is older than this ruleset)"
+                    );
+                    on.push("landlock (partial)");
+                }
+                Ok(Enforcement::None) if explicit => {
+                    return Err(Failure::Runtime(
+                        "--sandbox landlock: the kernel has no Landlock (enabled); use --sandbox none to serve without it".into(),
+                    ));
+                }
+                Ok(Enforcement::None) => {
+                    tracing::warn!(
+                        "sandbox: the kernel has no Landlock (enabled); serving without it"
+                    );
+                }
+                Err(e) if explicit => return Err(Failure::Runtime(e.to_string())),
+                Err(e) => tracing::warn!("sandbox: {e}; serving without landlock"),
+            },
+        }
+        let explicit = self.seccomp.is_some();
+        let mode = match self.seccomp.unwrap_or(SeccompArg::Kill) {
+            SeccompArg::None => None,
+            SeccompArg::Kill => Some(SeccompMode::Kill),
+            SeccompArg::Log => Some(SeccompMode::Log),
+        };
+        match mode {
+            None => tracing::info!("sandbox: no seccomp filter (--seccomp none)"),
+            Some(mode) => match co9p::sandbox::seccomp(profile, mode) {
+                Ok(()) => {
+                    tracing::info!(?mode, "sandbox: seccomp allow-list in force");
+                    on.push(if mode == SeccompMode::Kill {
+                        "seccomp"
+                    } else {
+                        "seccomp log"
+                    });
+                }
+                Err(e @ SandboxError::Unsupported(_)) if !explicit => {
+                    tracing::warn!("sandbox: {e}; serving without a seccomp filter")
+                }
+                Err(e) if !explicit => {
+                    tracing::warn!("sandbox: {e}; serving without a seccomp filter")
+                }
+                Err(e) => return Err(Failure::Runtime(e.to_string())),
+            },
+        }
+        Ok(if on.is_empty() {
+            "no sandbox".into()
+        } else {
+            format!("sandbox {}", on.join(", "))
+        })
+    }
+}
+
+/// Registers SIGINT/SIGTERM to set the returned flag.
+pub fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
+            .map_err(|e| Failure::Runtime(format!("signal handler: {}", plain(&e))))?;
     }
-    let listener = Listener::bind(&args.listen)
-        .map_err(|e| format!("cannot listen on {:?}: {e}", args.listen))?;
-    let label = match args.backend {
-        Backend::Host => format!("host backend, security model {}", args.security_model),
-        Backend::Mem => "mem backend".to_string(),
-    };
-    println!(
-        "co9p: serving {} ({label}) on {}",
-        args.export.display(),
-        listener.local_addr()
-    );
-    match args.backend {
+    Ok(stop)
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let c = &args.common;
+    c.check()?;
+    if args.socket.given() && !matches!(args.listen, ListenAddr::Unix(_)) {
+        return Err(Failure::Usage(
+            "--socket-mode and --socket-group are for a unix: socket".into(),
+        ));
+    }
+    c.init_logging()?;
+    let config = c.config();
+    let stop = stop_flag()?;
+    match c.backend {
         Backend::Host => {
-            let opts = HostOptions {
-                security_model: args.security_model,
-                readonly: args.readonly,
-                ..HostOptions::default()
-            };
-            let fs = HostFs::new(&args.export, opts)
-                .map_err(|e| format!("cannot export {}: {e}", args.export.display()))?;
-            run(Arc::new(fs), &args, config, &listener, &stop)?;
+            let fs = c.host_fs()?;
+            let export = c.export.clone();
+            run(Arc::new(fs), &args, config, export, &stop)
         }
         Backend::Mem => run(
             Arc::new(MemFs::with_clock(co9p::fs::mem::system_clock())),
             &args,
             config,
-            &listener,
+            None,
             &stop,
-        )?,
+        ),
     }
-    drop(listener);
-    eprintln!("co9p: stopped");
-    Ok(())
 }
 
-/// Serves until SIGINT/SIGTERM, on a pool of `--threads` threads.
+/// Binds, confines the process, and serves until SIGINT/SIGTERM on `--threads` threads.
 fn run<F: Filesystem>(
     fs: Arc<F>,
     args: &ServeArgs,
     config: Config,
-    listener: &Listener,
+    export: Option<PathBuf>,
     stop: &AtomicBool,
-) -> Result<(), String> {
-    let pool = ThreadPool::new(args.threads.max(1));
+) -> Result<(), Failure> {
+    let c = &args.common;
+    let listener = Listener::bind_with(&args.listen, &args.socket.options()).map_err(|e| {
+        Failure::Runtime(format!("cannot listen on {}: {}", args.listen, plain(&e)))
+    })?;
+    let confinement = Confinement {
+        export,
+        ..Confinement::default()
+    };
+    let sandbox = c.sandbox(confinement, Profile::Serve)?;
+    let pool = ThreadPool::new(usize::from(c.threads));
     let server = StreamServer::new(fs, pool.handle(), config);
-    tracing::info!(export = %args.export.display(), addr = %listener.local_addr(), "listening");
-    let result = server.serve(listener, stop).map_err(|e| e.to_string());
+    println!(
+        "co9p: serving {} ({}, {sandbox}) on {}",
+        c.what(),
+        c.label(),
+        listener.local_addr()
+    );
+    tracing::info!(export = %c.what(), addr = %listener.local_addr(), "listening");
+    let result = server
+        .serve(&listener, stop)
+        .map_err(|e| Failure::Runtime(format!("serving {}: {}", args.listen, plain(&e))));
     pool.shutdown();
+    drop(listener);
+    tracing::info!("stopped");
     result
 }
