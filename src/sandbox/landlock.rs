@@ -26,6 +26,12 @@ pub struct Confinement {
     pub socket_dirs: Vec<PathBuf>,
     /// Files that may be opened for reading and writing (the vhost-user socket's lock).
     pub writable_files: Vec<PathBuf>,
+    /// Hierarchies that may be read (none for the server, which opens what it needs
+    /// before; `/proc/self` for a process that makes a HostFs once confined).
+    pub readable: Vec<PathBuf>,
+    /// Hierarchies whose directories may be listed, no file in them read (none for the
+    /// server).
+    pub listable: Vec<PathBuf>,
 }
 
 /// What the kernel enforces.
@@ -68,6 +74,16 @@ pub fn landlock(c: &Confinement) -> Result<Enforcement, SandboxError> {
     for dir in &c.socket_dirs {
         ruleset = ruleset
             .add_rule(PathBeneath::new(open(dir)?, AccessFs::MakeSock))
+            .map_err(|e| err(&e))?;
+    }
+    for dir in &c.readable {
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(open(dir)?, ro))
+            .map_err(|e| err(&e))?;
+    }
+    for dir in &c.listable {
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(open(dir)?, AccessFs::ReadDir))
             .map_err(|e| err(&e))?;
     }
     for file in &c.writable_files {

@@ -71,6 +71,8 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_geteuid,
     libc::SYS_getgid,
     libc::SYS_getegid,
+    // a panic's backtrace shortens paths against the working directory
+    libc::SYS_getcwd,
     // descriptors and I/O
     libc::SYS_read,
     libc::SYS_write,
@@ -178,12 +180,7 @@ const VHOST_USER: &[libc::c_long] = &[
 
 /// `ioctl` only for these requests: non-blocking and close-on-exec flags, and the
 /// terminal check of the log writer.
-const IOCTLS: &[u64] = &[
-    libc::FIONBIO,
-    libc::FIOCLEX,
-    libc::FIONCLEX,
-    libc::TCGETS,
-];
+const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIOCLEX, libc::FIONCLEX, libc::TCGETS];
 
 /// The syscalls allowed (without conditions) for `profile`; `ioctl` is allowed for a few
 /// requests only.
