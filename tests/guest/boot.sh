@@ -22,6 +22,7 @@
 #            (with virtiofs or vhost9p all guest RAM is a shared memfd, as vhost-user needs)
 #   WORK    kit dir [/tmp/co9p-guest]        CO9P   co9p binary [co9p on PATH]
 #   OUT     this run's dir: console.log, server-LABEL.log, export-LABEL/, sockets [$WORK]
+#           (sockets go to a private dir under /tmp instead if OUT's path is too long for one)
 #   QEMU    qemu-system-x86_64 to run [on PATH], e.g. $(tests/guest/forky.sh | tail -1)/qemu-system-x86_64
 #   VIRTIOFSD  virtiofsd [on PATH or /usr/libexec]   VIRTIOFSD_ARGS [--cache never]
 #   VHOST_SOCKET  vhost9p's backend socket   TAG its 9p mount tag [co9p]   VHOST_ANAME [none]
@@ -47,13 +48,18 @@ QEMU=${QEMU:-qemu-system-x86_64}
 OUT=${OUT:-$WORK}
 mkdir -p "$OUT"
 LOG=$OUT/console.log
+SOCKS=$OUT TMPSOCKS=
+if [ ${#OUT} -gt 70 ]; then  # a unix socket's path has at most 107 bytes
+  TMPSOCKS=$(mktemp -d /tmp/co9p-boot.XXXXXX) SOCKS=$TMPSOCKS
+fi
 [ -f "$WORK/vmlinuz" ] && [ -f "$WORK/initramfs.cpio.gz" ] || { echo "boot: no kit in $WORK (run kit.sh)"; exit 2; }
 free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo $p; return; }; done; }
 
 PIDS=()      # servers stopped when this script exits
 SELF_EXIT=() # LABEL:PID of daemons that must exit by themselves once QEMU is gone
 # (`|| true`: under set -e a failing kill/wait here would replace the script's exit status)
-trap 'for p in "${PIDS[@]}" "${SELF_EXIT[@]#*:}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
+trap 'for p in "${PIDS[@]}" "${SELF_EXIT[@]#*:}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+      [ -z "$TMPSOCKS" ] || rm -rf "$TMPSOCKS"' EXIT
 MOUNTS= DEV=() NET= SHARED=
 for s in $SERVERS; do
   export_dir=$OUT/export-$s
@@ -78,7 +84,7 @@ for s in $SERVERS; do
       done
       [ -n "$v" ] || { echo "boot: no virtiofsd (set VIRTIOFSD, e.g. from forky.sh)"; exit 2; }
       VIRTIOFSD=$v
-      sock=$OUT/virtiofs-$s.sock
+      sock=$SOCKS/virtiofs-$s.sock
       rm -f "$sock"
       # shellcheck disable=SC2086
       "$VIRTIOFSD" --socket-path "$sock" --shared-dir "$export_dir" ${VIRTIOFSD_ARGS:---cache never} > "$OUT/server-$s.log" 2>&1 &
@@ -91,7 +97,7 @@ for s in $SERVERS; do
       continue ;;
     co9p-vhost)
       # co9p's own vhost-user daemon on this export: the vhost9p device below, started here.
-      VHOST_SOCKET=$OUT/$s.sock
+      VHOST_SOCKET=$SOCKS/$s.sock
       rm -f "$VHOST_SOCKET"
       # shellcheck disable=SC2086
       "$CO9P" vhost-user --socket-path "$VHOST_SOCKET" --export "$export_dir" --tag "$s" \
