@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use co9p::co::ThreadPool;
 use co9p::fs::host::{HostOptions, SecurityModel};
 use co9p::fs::{Filesystem, HostFs, MemFs};
-use co9p::sandbox::{Confinement, Enforcement, Profile, SandboxError, SeccompMode};
+use co9p::sandbox::{Confinement, Enforcement, Profile, SeccompMode};
 use co9p::server::{Config, MAX_MSIZE};
 use co9p::transport::stream::{ListenAddr, Listener, StreamServer, UnixSocketOptions};
 
@@ -365,7 +365,11 @@ impl Common {
                         "sandbox: the kernel has no Landlock (enabled); serving without it"
                     );
                 }
-                Err(e) if explicit => return Err(Failure::Runtime(e.to_string())),
+                Err(e) if explicit => {
+                    return Err(Failure::Runtime(format!(
+                        "--sandbox landlock: {e} (use --sandbox none to serve without it)"
+                    )));
+                }
                 Err(e) => tracing::warn!("sandbox: {e}; serving without landlock"),
             },
         }
@@ -379,20 +383,21 @@ impl Common {
             None => tracing::info!("sandbox: no seccomp filter (--seccomp none)"),
             Some(mode) => match co9p::sandbox::seccomp(profile, mode) {
                 Ok(()) => {
-                    tracing::info!(?mode, "sandbox: seccomp allow-list in force");
-                    on.push(if mode == SeccompMode::Kill {
-                        "seccomp"
-                    } else {
-                        "seccomp log"
-                    });
-                }
-                Err(e @ SandboxError::Unsupported(_)) if !explicit => {
-                    tracing::warn!("sandbox: {e}; serving without a seccomp filter")
+                    let (shown, label) = match mode {
+                        SeccompMode::Kill => ("kill", "seccomp"),
+                        SeccompMode::Log => ("log", "seccomp log"),
+                    };
+                    tracing::info!(mode = shown, "sandbox: seccomp allow-list in force");
+                    on.push(label);
                 }
                 Err(e) if !explicit => {
                     tracing::warn!("sandbox: {e}; serving without a seccomp filter")
                 }
-                Err(e) => return Err(Failure::Runtime(e.to_string())),
+                Err(e) => {
+                    return Err(Failure::Runtime(format!(
+                        "--seccomp: {e} (use --seccomp none to serve without it)"
+                    )));
+                }
             },
         }
         Ok(if on.is_empty() {
