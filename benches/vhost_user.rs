@@ -29,10 +29,13 @@ const MIB: usize = 1 << 20;
 const MSIZE: u32 = (MIB + 4096) as u32;
 const QUEUE: u16 = 512;
 
-/// A booted guest and how to wait for `n` used entries.
+/// How a rig waits for `n` used entries.
+type Wait<D> = Box<dyn FnMut(&mut VirtualGuest<D>, usize) -> Vec<Completion>>;
+
+/// A booted guest and how to wait for its used entries.
 struct Rig<D: MmioDevice> {
     guest: VirtualGuest<D>,
-    wait: Box<dyn FnMut(&mut VirtualGuest<D>, usize) -> Vec<Completion>>,
+    wait: Wait<D>,
 }
 
 impl<D: MmioDevice> Rig<D> {
