@@ -21,6 +21,9 @@
 pub mod co;
 pub mod embedding;
 pub mod fs;
+#[cfg(feature = "planted-bugs")]
+#[doc(hidden)]
+pub mod planted;
 pub mod protocol;
 pub mod sandbox;
 pub mod server;

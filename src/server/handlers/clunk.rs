@@ -15,6 +15,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Txattrcreate sets its xattr now (an empty value removes the xattr, as QEMU does).
     pub(in crate::server) async fn clunk(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
         let e = self.fids.get(fid)?;
+        #[cfg(feature = "planted-bugs")]
+        let arrival = arrival.filter(|_| !crate::planted::clunk_skips_barrier());
         self.after_earlier(&e, arrival).await;
         let _g = e.barrier.write().await;
         e.check()?;
