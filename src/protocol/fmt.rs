@@ -120,16 +120,31 @@ impl TraceFmt for DirentList {
     }
 }
 
+/// One field's trace form, by name: fields named `mode` print in octal (`0o644`), as
+/// permissions are read; everything else in its type's form.
+pub(crate) fn trace_field<T: TraceFmt + 'static>(
+    name: &str,
+    v: &T,
+    f: &mut Formatter<'_>,
+) -> Result {
+    if name == "mode"
+        && let Some(m) = (v as &dyn std::any::Any).downcast_ref::<u32>()
+    {
+        return write!(f, "{m:#o}");
+    }
+    v.trace(f)
+}
+
 /// Prints `{name=value ...}` for a struct's fields.
 macro_rules! trace_struct {
     ($t:ident { $first:ident $(, $f:ident)* }) => {
         impl TraceFmt for $t {
             fn trace(&self, f: &mut Formatter<'_>) -> Result {
                 write!(f, concat!("{{", stringify!($first), "="))?;
-                self.$first.trace(f)?;
+                trace_field(stringify!($first), &self.$first, f)?;
                 $(
                     write!(f, concat!(" ", stringify!($f), "="))?;
-                    self.$f.trace(f)?;
+                    trace_field(stringify!($f), &self.$f, f)?;
                 )*
                 f.write_str("}")
             }

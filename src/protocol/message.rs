@@ -9,7 +9,6 @@ use std::fmt;
 use rand::Rng;
 
 use super::errno::Errno;
-use super::fmt::TraceFmt;
 use super::sample::Sample;
 use super::types::*;
 use super::wire::{Data, DecodeErrorKind, DirentList, EncodeError, Reader, Wire, Writer};
@@ -80,7 +79,7 @@ macro_rules! messages {
                     $( Self::$var { $($field),* } => {
                         $(
                             f.write_str(concat!(" ", stringify!($field), "="))?;
-                            $field.trace(f)?;
+                            super::fmt::trace_field(stringify!($field), $field, f)?;
                         )*
                     } ),*
                 }
