@@ -65,13 +65,15 @@ impl HostFs {
         if self.model == SecurityModel::MappedXattr {
             return write_mapped_fd(fd, &Mapped::new(c.uid, c.gid, mode, rdev));
         }
-        if made != Some((c.uid, c.gid)) {
+        let chowned = made != Some((c.uid, c.gid));
+        if chowned {
             let r = fchown(fd, Some(Uid::from_raw(c.uid)), Some(Gid::from_raw(c.gid)));
             if let (Err(e), SecurityModel::Passthrough) = (r, self.model) {
                 return Err(errno(e));
             }
         }
-        if mode & 0o7777 & self.umask != 0 {
+        // A chown drops a regular file's set-id bits (even root's): give them back.
+        if mode & 0o7777 & self.umask != 0 || (chowned && mode & 0o6000 != 0) {
             fchmod(fd, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
         }
         Ok(())
@@ -93,7 +95,11 @@ impl HostFs {
         if let (Err(e), SecurityModel::Passthrough) = (r, self.model) {
             return Err(errno(e));
         }
-        if kind != Kind::Symlink && mode & 0o7777 & self.umask != 0 {
+        // The umask took bits, the chown dropped set-id bits, or a directory inherited
+        // its parent's set-group-ID bit: set the mode given, exactly (as QEMU does; a
+        // Linux client asks for that bit itself when it wants it).
+        let exact = kind == Kind::Dir || mode & 0o7777 & self.umask != 0 || mode & 0o6000 != 0;
+        if kind != Kind::Symlink && exact {
             let perm = Mode::from_raw_mode(mode & 0o7777);
             chmodat(&self.proc_fd, p.rel(), perm, AtFlags::empty()).map_err(errno)?;
         }
