@@ -83,6 +83,15 @@ pub trait Executor: Clone + Send + Sync + 'static {
     fn run_here<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
+
+    /// The moment between a request's handler finishing and its reply going out. In
+    /// production nothing happens here (the default is ready at once, and costs nothing);
+    /// the simulator makes it a scheduling point, so that what another thread may do in
+    /// that window — a Tflush taking the session's registry first, a Tclunk the request
+    /// held up replying first — is explored too.
+    fn before_reply(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::ready(())
+    }
 }
 
 /// Yields once: wakes itself and returns `Pending`, then completes on the next poll.

@@ -327,7 +327,10 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
                         Cancellable::new(&ctl, core2.dispatch(job, number, &mut responder)).await;
                     drop(arrival);
                     match out {
-                        Some(out) => core2.finish(tag, Some((responder, out))),
+                        Some(out) => {
+                            core2.ex.before_reply().await;
+                            core2.finish(tag, Some((responder, out)))
+                        }
                         // Cancelled before it had an effect: no reply at all.
                         None => {
                             drop(responder);
