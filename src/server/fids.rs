@@ -255,6 +255,28 @@ impl<F: Filesystem> FidTable<F> {
         Ok(())
     }
 
+    /// Adds `fid` as a fresh copy of `source`'s state (then changed by `f`), made under
+    /// the table's lock: a rename moving records ([`Self::renamed`], which holds that lock
+    /// too) either moves the copy's or was already in the source's when it was copied.
+    pub fn insert_copy(
+        &self,
+        fid: Fid,
+        source: &FidEntry<F>,
+        f: impl FnOnce(&mut FidState<F>),
+    ) -> Result<(), Errno> {
+        let mut map = lock(&self.map);
+        if fid == Fid::NOFID || map.contains_key(&fid) {
+            return Err(Errno::EINVAL);
+        }
+        if map.len() >= self.limit {
+            return Err(Errno::EMFILE);
+        }
+        let mut state = source.with(|s| s.walked());
+        f(&mut state);
+        map.insert(fid, FidEntry::new(state));
+        Ok(())
+    }
+
     /// Puts `state` at `fid`, replacing what is there (Twalk with newfid == fid).
     pub fn replace(&self, fid: Fid, state: FidState<F>) {
         lock(&self.map).insert(fid, FidEntry::new(state));
@@ -292,8 +314,8 @@ impl<F: Filesystem> FidTable<F> {
     /// the rename keeps its record, and a stale record (its name taken over by another
     /// file) may be moved along: the filesystem refuses either if used (`ESTALE`).
     pub fn renamed(&self, from_dir: u64, from_name: &Name, to: &Parent<F>) {
-        let entries: Vec<_> = lock(&self.map).values().cloned().collect();
-        for e in entries {
+        let map = lock(&self.map);
+        for e in map.values() {
             e.with(|s| {
                 if s.parent.as_ref().is_some_and(|p| p.is(from_dir, from_name)) {
                     s.parent = Some(to.clone());

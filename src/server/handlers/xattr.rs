@@ -30,19 +30,21 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         if self.fids.get(newfid).is_ok() {
             return Err(Errno::EINVAL);
         }
-        let state = e.with(|s| s.walked());
+        let node = e.with(|s| s.node.clone());
         let value = if name.as_bytes().is_empty() {
-            self.fs.listxattr(&state.node).await?
+            self.fs.listxattr(&node).await?
         } else {
-            self.fs.getxattr(&state.node, name.as_bytes()).await?
+            self.fs.getxattr(&node, name.as_bytes()).await?
         };
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
         let size = value.len() as u64;
-        let mut state = state;
-        state.open = Open::XattrRead(Arc::new(value));
-        self.fids.insert(newfid, state)?;
+        // The new fid copies the fid's state now, not before the read: a rename through
+        // the session meanwhile moved the fid's record, and the copy must have it (found
+        // by the simulator: a Tremove through the new fid answered ESTALE).
+        let value = Open::XattrRead(Arc::new(value));
+        self.fids.insert_copy(newfid, &e, |s| s.open = value)?;
         ok(Rmessage::Xattrwalk { size })
     }
 
