@@ -60,6 +60,17 @@ pub fn replay_command(cfg: &RunConfig) -> String {
         } else {
             " --serial-clunk"
         }
+    ) + &format!(
+        " --fs {}{}",
+        match cfg.fs {
+            crate::world::FsChoice::Mem => "mem",
+            crate::world::FsChoice::Host => "host",
+            crate::world::FsChoice::Swarm => "swarm",
+        },
+        cfg.force
+            .iter()
+            .map(|k| format!(" --knob {k}"))
+            .collect::<String>()
     )
 }
 

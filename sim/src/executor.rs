@@ -55,6 +55,10 @@ struct Sched {
     last_spawned: Option<u64>,
     /// Decoded events, when asked for (trace files, determinism diffs).
     log: Option<Vec<String>>,
+    /// Chance that a reply's delivery is a scheduling point ([`Executor::before_reply`]).
+    reply_yield: f64,
+    /// Coroutines that reached the reply point: their handler finished.
+    handled: std::collections::BTreeSet<u64>,
 }
 
 impl Sched {
@@ -131,6 +135,8 @@ impl SimExecutor {
             current: None,
             last_spawned: None,
             log: None,
+            reply_yield: 0.0,
+            handled: Default::default(),
         };
         SimExecutor {
             sched: Arc::new(Mutex::new(sched)),
@@ -256,6 +262,19 @@ impl SimExecutor {
         lock(&self.sched).note(kind, payload, line);
     }
 
+    /// Makes a reply's delivery a scheduling point with chance `p` (drawn from the
+    /// scheduler's stream): a flush may then take the session's registry between a
+    /// request's effect and its reply, as another thread may in production.
+    pub fn set_reply_yield(&self, p: f64) {
+        lock(&self.sched).reply_yield = p;
+    }
+
+    /// Whether coroutine `id` reached the reply point (its handler finished and has a
+    /// reply to send).
+    pub fn handler_done(&self, id: u64) -> bool {
+        lock(&self.sched).handled.contains(&id)
+    }
+
     /// Starts keeping the decoded event log.
     pub fn keep_log(&self) {
         lock(&self.sched).log = Some(Vec::new());
@@ -359,6 +378,32 @@ impl Executor for SimExecutor {
 
     fn now(&self) -> Duration {
         lock(&self.sched).now
+    }
+
+    fn before_reply(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut s = lock(&self.sched);
+        if let Some(t) = s.current {
+            s.handled.insert(t);
+        }
+        let p = s.reply_yield;
+        let y = p >= 1.0 || (p > 0.0 && s.rng.random_bool(p));
+        if y {
+            s.note(b'Y', &[], || "reply point".into());
+        }
+        MaybeYield(y.then(co9p::co::yield_now))
+    }
+}
+
+/// A yield, or nothing.
+struct MaybeYield(Option<co9p::co::YieldNow>);
+
+impl Future for MaybeYield {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(y) => Pin::new(y).poll(cx),
+            None => Poll::Ready(()),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use co9p::protocol::{Fid, OpenFlags, P9String, Tmessage, VERSION_9P2000_L};
 
 use crate::model::NodeId;
 
-mod workload;
+pub mod workload;
 
 /// What a fid refers to, in the model.
 #[derive(Debug, Clone)]
@@ -33,14 +33,22 @@ pub enum FidOpen {
     },
 }
 
+/// A directory entry: the directory (by identity) and the name in it.
+pub type DirEntry = (NodeId, Vec<u8>);
+
 #[derive(Debug, Clone)]
 pub struct MFid {
     pub node: NodeId,
     pub open: FidOpen,
-    /// The directory entry the fid was reached by, following the renames this client made
-    /// (what a Tremove unlinks, if it still names the fid's file): none from an attach or
-    /// a `..`.
-    pub parent: Option<(NodeId, Vec<u8>)>,
+    /// The directory entry the fid was reached by, moved along by every rename its
+    /// session reported done, at the moment that rename took effect (what Tremove and
+    /// Trename act through, if it still names the fid's file). `None` for the export root,
+    /// and for a fid reached by `..`: co9p does not learn a directory's own entry from
+    /// `..` and answers Tremove/Trename through such a fid `EBUSY` (QEMU would act on it).
+    pub entry: Option<DirEntry>,
+    /// The uid the fid's session attached as: it owns what the fid creates, and its
+    /// writes drop set-id bits unless it is 0.
+    pub uid: u32,
 }
 
 impl MFid {
@@ -75,45 +83,57 @@ pub struct Uses {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OpKind {
     Walk,
+    Attach,
     Create,
     Open,
     Read,
     Write,
     Readdir,
     Fsync,
+    Statfs,
     Mkdir,
+    Mknod,
     Symlink,
     Readlink,
     Link,
+    /// Trenameat.
     Rename,
+    /// Trename (through a fid).
+    Move,
     Unlink,
     Getattr,
     Setattr,
     XattrGet,
     XattrSet,
     Lock,
+    Getlock,
     Clunk,
 }
 
-pub const ALL_OPS: [OpKind; 19] = [
+pub const ALL_OPS: [OpKind; 24] = [
     OpKind::Walk,
+    OpKind::Attach,
     OpKind::Create,
     OpKind::Open,
     OpKind::Read,
     OpKind::Write,
     OpKind::Readdir,
     OpKind::Fsync,
+    OpKind::Statfs,
     OpKind::Mkdir,
+    OpKind::Mknod,
     OpKind::Symlink,
     OpKind::Readlink,
     OpKind::Link,
     OpKind::Rename,
+    OpKind::Move,
     OpKind::Unlink,
     OpKind::Getattr,
     OpKind::Setattr,
     OpKind::XattrGet,
     OpKind::XattrSet,
     OpKind::Lock,
+    OpKind::Getlock,
     OpKind::Clunk,
 ];
 
@@ -145,6 +165,22 @@ pub struct Guest {
     pub inflight: usize,
     /// Send Tclunk while other requests on the fid are in flight.
     pub pipelined_clunk: bool,
+    /// The uid this client attaches as (`n_uname`), and the gid its requests name.
+    pub uid: u32,
+    pub gid: u32,
+    /// Fids this client clunked while requests sent after the clunk may still use them
+    /// (hostile clients): the fid as it was, to judge those requests by.
+    pub tombstones: BTreeMap<u32, MFid>,
+    /// Requests the workload wants next (sequences: shrink, grow, read the gap).
+    pub plan: std::collections::VecDeque<workload::Step>,
+    /// Nodes renamed lately: the workload aims at the fids that name them.
+    pub renamed: Vec<NodeId>,
+    /// Directory listings in progress, per fid (judged by POSIX's rules).
+    pub passes: crate::oracle::Passes,
+    /// Workload knobs: few fids and names; shrink-grow-read sequences; directory moves.
+    pub contention: bool,
+    pub gaps: bool,
+    pub dirs: bool,
 }
 
 impl Guest {
@@ -163,6 +199,15 @@ impl Guest {
             cursor: BTreeMap::new(),
             inflight: 0,
             pipelined_clunk: false,
+            uid: 0,
+            gid: 0,
+            tombstones: BTreeMap::new(),
+            plan: Default::default(),
+            renamed: Vec::new(),
+            passes: Default::default(),
+            contention: false,
+            gaps: false,
+            dirs: false,
         }
     }
 
@@ -184,6 +229,9 @@ impl Guest {
         self.fids.clear();
         self.claims.clear();
         self.cursor.clear();
+        self.tombstones.clear();
+        self.plan.clear();
+        self.passes.clear();
         self.msize = 0;
         self.inflight = 0;
     }
@@ -248,7 +296,7 @@ impl Guest {
                     afid: Fid::NOFID,
                     uname: "sim".into(),
                     aname: "".into(),
-                    n_uname: 0,
+                    n_uname: self.uid,
                 },
                 excl(0),
             ));

@@ -41,9 +41,10 @@ pub enum Event {
     Fs(FsEvent),
     /// A coroutine parked in the hook until its request is flushed.
     Stall(Option<u64>),
-    /// A reply frame on connection `conn`.
+    /// The reply frame of request `req` (the world's index) on connection `conn`.
     Reply {
         conn: usize,
+        req: usize,
         frame: Vec<u8>,
     },
     /// Virtio device `n` raised its interrupt (its replies are in the used ring).
@@ -70,18 +71,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The in-process link: replies are encoded into the journal, tagged with the connection.
+/// The in-process link: replies are encoded into the journal, tagged with the connection
+/// and the request they answer (each request has its own responder, as each virtio chain
+/// does), so a reply is attributed to its request, not guessed from its tag.
 pub struct SimResponder {
     pub journal: Journal,
     pub conn: usize,
+    pub req: usize,
     buf: Vec<u8>,
 }
 
 impl SimResponder {
-    pub fn new(journal: Journal, conn: usize) -> Self {
+    pub fn new(journal: Journal, conn: usize, req: usize) -> Self {
         SimResponder {
             journal,
             conn,
+            req,
             buf: Vec::new(),
         }
     }
@@ -103,6 +108,7 @@ impl Responder for SimResponder {
         let frame = std::mem::take(&mut self.buf);
         self.journal.push(Event::Reply {
             conn: self.conn,
+            req: self.req,
             frame,
         });
     }
@@ -110,6 +116,7 @@ impl Responder for SimResponder {
         let frame = reply.to_bytes().unwrap_or_default();
         self.journal.push(Event::Reply {
             conn: self.conn,
+            req: self.req,
             frame,
         });
     }

@@ -23,10 +23,9 @@ use co9p::transport::virtio::mmio::MmioFront;
 use co9p::transport::virtio::{DeviceConfig, Virtio9p, VirtioResponder};
 
 use crate::executor::SimExecutor;
-use crate::faulty::FaultyFs;
 use crate::journal::{Event, Journal, SimResponder};
 
-type Fs = FaultyFs<co9p::fs::MemFs>;
+type Fs = crate::world::Fs;
 
 /// Which transport the clients of a run use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

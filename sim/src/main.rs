@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use co9p_sim::campaign::{replay_command, run_seed, shrink, write_trace};
 use co9p_sim::link::Transport;
-use co9p_sim::world::{RunConfig, Scheduler};
+use co9p_sim::world::{FsChoice, KNOBS, RunConfig, Scheduler};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +68,15 @@ struct RunArgs {
     /// Keep going after a failing seed (campaigns).
     #[arg(long)]
     keep_going: bool,
+    /// Which backend serves the tree: MemFs, HostFs on a scratch directory (tmpfs where
+    /// available, each seed in one of the security models this machine supports), or a
+    /// quarter of the seeds on HostFs (swarm).
+    #[arg(long, value_enum, default_value_t = FsChoice::Swarm)]
+    fs: FsChoice,
+    /// Force a swarm knob on in every seed (repeatable): hostile, contention, gaps, dirs,
+    /// nonroot, reply-yield, reclaim.
+    #[arg(long = "knob", value_parser = clap::builder::PossibleValuesParser::new(KNOBS))]
+    knobs: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,11 @@ fn main() -> ExitCode {
         (None, Some(n)) => (a.from, n),
         (None, None) => (a.from, 1),
     };
+    if a.fs != FsChoice::Mem
+        && let Some(note) = &co9p_sim::backend::host_support().note
+    {
+        eprintln!("co9p-sim: {note}");
+    }
     let bar = indicatif::ProgressBar::new(count);
     if count == 1 || !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -99,6 +113,8 @@ fn main() -> ExitCode {
             log: false,
             pipelined_clunk: !a.serial_clunk,
             transport: a.transport,
+            fs: a.fs,
+            force: a.knobs.clone(),
         };
         let (report, nondet) = run_seed(&cfg, a.check_determinism);
         bar.suspend(|| println!("{}", report.line()));

@@ -1,28 +1,81 @@
 //! The sequential reference model of the exported tree: what every filesystem call the
 //! server makes should answer, and what the tree should look like afterwards.
 //!
-//! It is stepped in the order the filesystem applied effects (the fault hook's journal), so
-//! concurrent requests are judged against the one serial order that really happened. It
-//! mirrors MemFs's documented POSIX rules (errno order included) and its readdir cookies
-//! (per-directory sequence numbers: `.` 1, `..` 2, children from 3, never reused), and
-//! renders itself in [`co9p::fs::MemFs::dump`]'s format for the final comparison.
+//! It is a specification, not a copy of a backend: files are tracked by identity (a
+//! [`NodeId`] per file ever made, never reused), and each operation states the POSIX rule
+//! it follows — errno precedence included, where the rule fixes it. It is stepped in the
+//! order the filesystem applied effects (the fault hook's journal), so concurrent requests
+//! are judged against the one serial order that really happened.
+//!
+//! The rules, and where a backend is allowed its own documented choice ([`Backend`]):
+//!
+//! - **Ownership.** A new file belongs to the uid its fid was attached as and to the gid
+//!   its request names, except, on MemFs, in a set-group-ID directory, where it takes the
+//!   directory's group and a new subdirectory inherits the bit (Linux, BSD). HostFs leaves
+//!   that rule to the client (as QEMU; Linux's client sends the directory's group and the
+//!   bit itself), so under concurrent chmods the two backends may differ.
+//! - **Set-id bits on write.** A write of at least one byte through a file opened by any
+//!   uid but 0 (a user without `CAP_FSETID`) drops `S_ISUID`, and `S_ISGID` when
+//!   group-execute is set (Linux's `file_remove_privs`). Nothing else drops them here: a
+//!   Linux client sends the mode change of a chown or truncate itself.
+//! - **No permission checks by uid.** co9p, as QEMU's security models, lets any attached
+//!   uid chmod, chown, unlink in sticky directories and open any file: POSIX's checks are
+//!   the client kernel's (see `sim/README` of the issue report). The model says so
+//!   explicitly rather than pretending they exist.
+//! - **Renames** follow POSIX (`rename(2)`): a file may replace a file, a directory an
+//!   empty directory, the same file on both sides is a no-op, a directory cannot move
+//!   into its own subtree.
+//! - **Readdir cookies**: MemFs documents stable per-directory sequence numbers (`.` 1,
+//!   `..` 2, children from 3, never reused) and the model predicts them exactly; other
+//!   backends are judged by POSIX's rules only (see the oracle's directory passes).
+//!
+//! [`Model::render`] writes the tree in [`co9p::fs::MemFs::dump`]'s format for the final
+//! comparison (the backend's tree is dumped through the `Filesystem` API in that format).
 
 use std::collections::BTreeMap;
 
-use co9p::protocol::{Errno, LockType, OpenFlags};
+use co9p::fs::host::SecurityModel;
+use co9p::protocol::{Errno, LockType, OpenFlags, SetAttr, SetattrMask};
 
 pub type NodeId = usize;
 pub const ROOT: NodeId = 0;
 
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFIFO: u32 = 0o010000;
+pub const S_ISUID: u32 = 0o4000;
+pub const S_ISGID: u32 = 0o2000;
+const S_IXGRP: u32 = 0o010;
+
+/// Which backend serves the tree: the few places where POSIX leaves a choice, or where a
+/// backend documents its own rule, depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// MemFs: stable readdir cookies; chmod of a symlink changes its mode.
+    Mem,
+    /// HostFs in a security model: Linux's rules (chmod of a symlink is `EOPNOTSUPP`
+    /// unless mapped-xattr keeps the mode; `O_TRUNC` truncates even a read-only open).
+    Host(SecurityModel),
+}
+
+impl Backend {
+    pub fn mapped(self) -> bool {
+        self == Backend::Host(SecurityModel::MappedXattr)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Content {
     File(Vec<u8>),
     Dir(Dir),
     Symlink(Vec<u8>),
+    /// A fifo, socket or device node (its type is in the mode): attributes only.
+    Special,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,13 +105,13 @@ impl Dir {
             self.by_seq.remove(&seq);
         }
     }
-    fn get(&self, name: &[u8]) -> Option<NodeId> {
+    pub fn get(&self, name: &[u8]) -> Option<NodeId> {
         self.by_name.get(name).map(|e| e.0)
     }
 }
 
 /// A byte-range lock: `end` inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub owner: u64,
     pub ty: LockType,
@@ -69,11 +122,15 @@ pub struct Held {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub content: Content,
+    /// Type and permission bits, as `st_mode`.
     pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
     pub nlink: u64,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     pub locks: Vec<Held>,
-    /// The inode number the server showed for it (learnt from the first qid seen).
+    /// The qid path the server showed for it (learnt from the first qid seen).
     pub ino: Option<u64>,
 }
 
@@ -81,32 +138,45 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         matches!(self.content, Content::Dir(_))
     }
+    pub fn is_file(&self) -> bool {
+        matches!(self.content, Content::File(_))
+    }
+    pub fn is_symlink(&self) -> bool {
+        matches!(self.content, Content::Symlink(_))
+    }
     pub fn dir(&self) -> Option<&Dir> {
         match &self.content {
             Content::Dir(d) => Some(d),
             _ => None,
         }
     }
-    pub fn size(&self) -> u64 {
+    /// The size `stat` reports, where POSIX fixes it (a directory's is the backend's).
+    pub fn size(&self) -> Option<u64> {
         match &self.content {
-            Content::File(d) => d.len() as u64,
-            Content::Symlink(t) => t.len() as u64,
-            Content::Dir(_) => 4096,
+            Content::File(d) => Some(d.len() as u64),
+            Content::Symlink(t) => Some(t.len() as u64),
+            Content::Dir(_) => None,
+            Content::Special => Some(0),
         }
     }
     /// The dirent type byte (DT_*).
     pub fn dtype(&self) -> u8 {
-        match self.content {
-            Content::File(_) => 8,
-            Content::Dir(_) => 4,
-            Content::Symlink(_) => 10,
+        match self.mode & S_IFMT {
+            S_IFIFO => 1,
+            S_IFCHR => 2,
+            S_IFDIR => 4,
+            S_IFBLK => 6,
+            S_IFREG => 8,
+            S_IFLNK => 10,
+            S_IFSOCK => 12,
+            _ => 0,
         }
     }
     pub fn qid_type(&self) -> u8 {
         match self.content {
-            Content::File(_) => 0,
             Content::Dir(_) => 0x80,
             Content::Symlink(_) => 0x02,
+            _ => 0,
         }
     }
 }
@@ -119,41 +189,57 @@ pub struct Entry {
     pub node: NodeId,
 }
 
+/// What a `statfs` must look like (the numbers themselves are the backend's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatfsRule {
+    pub namelen: u32,
+}
+
 /// The tree. Nodes are never freed (an unlinked file may still be open); `nlink` and
 /// reachability say what is alive.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub nodes: Vec<Node>,
+    pub backend: Backend,
     next_owner: u64,
     /// Lock owners whose file is being closed at a moment the checks cannot pin down
     /// (a Tversion or a connection close with requests in flight).
     pub zombies: std::collections::BTreeSet<u64>,
+    /// Every directory entry added, removed or replaced, in order (for directory passes:
+    /// what changed between a readdir's call and its judgement).
+    pub touches: Vec<(NodeId, Vec<u8>)>,
 }
 
 pub type R<T> = Result<T, Errno>;
 
 mod render;
-pub use render::fnv;
+pub use render::{fnv, kind_name, page_hash};
 
-impl Default for Model {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Who makes a file: the fid's attach uid and the request's gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Maker {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Model {
-    pub fn new() -> Model {
+    pub fn new(backend: Backend) -> Model {
         Model {
             nodes: vec![Node {
                 content: Content::Dir(Dir::new(ROOT)),
                 mode: S_IFDIR | 0o755,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
                 nlink: 2,
                 xattrs: BTreeMap::new(),
                 locks: Vec::new(),
-                ino: Some(1),
+                ino: None,
             }],
+            backend,
             next_owner: 1,
             zombies: Default::default(),
+            touches: Vec::new(),
         }
     }
 
@@ -186,14 +272,16 @@ impl Model {
         }
     }
 
-    /// A directory's parent, as `..` finds it (the root's is the root); a removed
-    /// directory has none.
+    /// A directory's parent, as `..` finds it (the root's is the root). A removed
+    /// directory has none by POSIX's word (its `..` entry goes with it: MemFs); Linux
+    /// still walks `..` from it to its last parent (a deleted working directory can
+    /// `cd ..`), and HostFs does what Linux does.
     pub fn parent(&self, dir: NodeId) -> R<NodeId> {
         let d = match &self.nodes[dir].content {
             Content::Dir(d) => d,
             _ => return Err(Errno::ENOTDIR),
         };
-        if self.nodes[dir].nlink == 0 {
+        if self.nodes[dir].nlink == 0 && self.backend == Backend::Mem {
             return Err(Errno::ENOENT);
         }
         Ok(d.parent)
@@ -203,7 +291,8 @@ impl Model {
         self.dir_of(dir)?.get(name).ok_or(Errno::ENOENT)
     }
 
-    /// Learns or checks the inode number of `id`; `false` on a contradiction.
+    /// Learns or checks the qid path of `id`; `false` on a contradiction (two files with
+    /// one path, or one file with two).
     pub fn learn_ino(&mut self, id: NodeId, ino: u64) -> bool {
         match self.nodes[id].ino {
             None => {
@@ -217,15 +306,37 @@ impl Model {
         }
     }
 
-    fn make(&mut self, dir: NodeId, name: &[u8], content: Content, mode: u32) -> R<NodeId> {
+    /// Makes `name` in `dir`, owned by `by`. In a set-group-ID directory MemFs gives the
+    /// new file the directory's group, and a new directory the bit (Linux's rule, applied
+    /// by the server); HostFs gives exactly the group and mode the request names (as
+    /// QEMU: the Linux client applies that rule itself when it makes the request).
+    fn make(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        content: Content,
+        mode: u32,
+        by: Maker,
+    ) -> R<NodeId> {
         if self.live_dir(dir)?.get(name).is_some() {
             return Err(Errno::EEXIST);
         }
         let is_dir = matches!(content, Content::Dir(_));
+        let parent = &self.nodes[dir];
+        let setgid = parent.mode & S_ISGID != 0 && self.backend == Backend::Mem;
+        let gid = if setgid { parent.gid } else { by.gid };
+        let mode = if is_dir && setgid {
+            mode | S_ISGID
+        } else {
+            mode
+        };
         let id = self.nodes.len();
         self.nodes.push(Node {
             content,
             mode,
+            uid: by.uid,
+            gid,
+            rdev: 0,
             nlink: if is_dir { 2 } else { 1 },
             xattrs: BTreeMap::new(),
             locks: Vec::new(),
@@ -238,52 +349,81 @@ impl Model {
         Ok(id)
     }
 
-    pub fn create(&mut self, dir: NodeId, name: &[u8], flags: OpenFlags, mode: u32) -> R<NodeId> {
+    pub fn create(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        flags: OpenFlags,
+        mode: u32,
+        by: Maker,
+    ) -> R<NodeId> {
         check_access(flags)?;
-        self.make(
-            dir,
-            name,
-            Content::File(Vec::new()),
-            S_IFREG | (mode & 0o7777),
-        )
+        let c = Content::File(Vec::new());
+        self.make(dir, name, c, S_IFREG | (mode & 0o7777), by)
     }
 
-    pub fn mkdir(&mut self, dir: NodeId, name: &[u8], mode: u32) -> R<NodeId> {
-        self.make(
-            dir,
-            name,
-            Content::Dir(Dir::new(dir)),
-            S_IFDIR | (mode & 0o7777),
-        )
+    pub fn mkdir(&mut self, dir: NodeId, name: &[u8], mode: u32, by: Maker) -> R<NodeId> {
+        let c = Content::Dir(Dir::new(dir));
+        self.make(dir, name, c, S_IFDIR | (mode & 0o7777), by)
     }
 
-    pub fn symlink(&mut self, dir: NodeId, name: &[u8], target: &[u8]) -> R<NodeId> {
+    pub fn symlink(&mut self, dir: NodeId, name: &[u8], target: &[u8], by: Maker) -> R<NodeId> {
         if target.is_empty() {
             return Err(Errno::ENOENT);
         }
-        self.make(
-            dir,
-            name,
-            Content::Symlink(target.to_vec()),
-            S_IFLNK | 0o777,
-        )
+        let c = Content::Symlink(target.to_vec());
+        self.make(dir, name, c, S_IFLNK | 0o777, by)
+    }
+
+    /// `mknod(2)`: type 0 or `S_IFREG` makes a regular file, fifos, sockets and devices
+    /// are nodes; `S_IFDIR` is `EPERM` (MemFs; Linux says so too) — HostFs answers `EINVAL`
+    /// without asking the kernel, a difference the model states rather than hides.
+    pub fn mknod(
+        &mut self,
+        dir: NodeId,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        by: Maker,
+    ) -> R<NodeId> {
+        let perm = mode & 0o7777;
+        let (ty, content) = match mode & S_IFMT {
+            0 | S_IFREG => (S_IFREG, Content::File(Vec::new())),
+            t @ (S_IFIFO | S_IFSOCK | S_IFCHR | S_IFBLK) => (t, Content::Special),
+            S_IFDIR if self.backend == Backend::Mem => return Err(Errno::EPERM),
+            _ => return Err(Errno::EINVAL),
+        };
+        let id = self.make(dir, name, content, ty | perm, by)?;
+        // mapped-xattr keeps the rdev it is given whatever the type (as QEMU).
+        if matches!(ty, S_IFCHR | S_IFBLK) || self.backend.mapped() {
+            self.nodes[id].rdev = rdev;
+        }
+        Ok(id)
     }
 
     pub fn open(&mut self, id: NodeId, flags: OpenFlags) -> R<()> {
         check_access(flags)?;
+        let backend = self.backend;
         let n = &mut self.nodes[id];
+        let trunc = flags.contains(OpenFlags::TRUNC);
         match &mut n.content {
             Content::Dir(_) if flags.writable() => return Err(Errno::EISDIR),
+            // Linux asks for write access to truncate, and a directory has none.
+            Content::Dir(_) if trunc && backend != Backend::Mem => return Err(Errno::EISDIR),
             Content::Dir(_) => {}
             Content::File(_) if flags.contains(OpenFlags::DIRECTORY) => {
                 return Err(Errno::ENOTDIR);
             }
             Content::File(d) => {
-                if flags.writable() && flags.contains(OpenFlags::TRUNC) {
+                // POSIX leaves O_TRUNC without write access unspecified: Linux truncates
+                // (HostFs passes the flag on), MemFs does not.
+                let trunc = flags.contains(OpenFlags::TRUNC)
+                    && (flags.writable() || matches!(backend, Backend::Host(_)));
+                if trunc {
                     d.clear();
                 }
             }
-            Content::Symlink(_) => return Err(Errno::ENXIO),
+            Content::Symlink(_) | Content::Special => return Err(Errno::ENXIO),
         }
         Ok(())
     }
@@ -292,7 +432,7 @@ impl Model {
         let data = match &self.nodes[id].content {
             Content::File(d) => d,
             Content::Dir(_) => return Err(Errno::EISDIR),
-            Content::Symlink(_) => return Err(Errno::EBADF),
+            _ => return Err(Errno::EBADF),
         };
         if !flags.readable() {
             return Err(Errno::EBADF);
@@ -302,11 +442,21 @@ impl Model {
         Ok(data[start..end].to_vec())
     }
 
-    pub fn write(&mut self, id: NodeId, flags: OpenFlags, offset: u64, data: &[u8]) -> R<usize> {
-        let d = match &mut self.nodes[id].content {
+    /// Writes through a file opened by `uid`: a write of at least one byte by any uid
+    /// but 0 drops the set-id bits (see the module doc).
+    pub fn write(
+        &mut self,
+        id: NodeId,
+        flags: OpenFlags,
+        offset: u64,
+        data: &[u8],
+        uid: u32,
+    ) -> R<usize> {
+        let n = &mut self.nodes[id];
+        let d = match &mut n.content {
             Content::File(d) => d,
             Content::Dir(_) => return Err(Errno::EISDIR),
-            Content::Symlink(_) => return Err(Errno::EBADF),
+            _ => return Err(Errno::EBADF),
         };
         if !flags.writable() {
             return Err(Errno::EBADF);
@@ -323,35 +473,110 @@ impl Model {
             d.resize(off + data.len(), 0);
         }
         d[off..off + data.len()].copy_from_slice(data);
+        if uid != 0 {
+            n.mode &= !setid_to_kill(n.mode);
+        }
         Ok(data.len())
     }
 
-    pub fn truncate(&mut self, id: NodeId, size: u64) -> R<()> {
-        match &mut self.nodes[id].content {
-            Content::File(d) => {
-                d.resize(size as usize, 0);
-                Ok(())
+    /// `Tsetattr`. MemFs checks everything before it changes anything; HostFs applies
+    /// owner, mode, size and times in turn, each of which may fail after the earlier ones
+    /// took effect (as QEMU's `v9fs_setattr` does) — the model applies them in the same
+    /// order.
+    pub fn setattr(&mut self, id: NodeId, a: &SetAttr) -> R<()> {
+        let v = a.valid;
+        let size_err = |n: &Node| -> R<()> {
+            match n.content {
+                Content::File(_) => Ok(()),
+                Content::Dir(_) => Err(Errno::EISDIR),
+                _ => Err(Errno::EINVAL),
             }
-            Content::Dir(_) => Err(Errno::EISDIR),
-            Content::Symlink(_) => Err(Errno::EINVAL),
+        };
+        let bad_time = (v.contains(SetattrMask::ATIME_SET) && a.atime.nsec >= 1_000_000_000)
+            || (v.contains(SetattrMask::MTIME_SET) && a.mtime.nsec >= 1_000_000_000);
+        match self.backend {
+            Backend::Mem => {
+                if v.contains(SetattrMask::SIZE) {
+                    size_err(&self.nodes[id])?;
+                }
+                if bad_time {
+                    return Err(Errno::EINVAL);
+                }
+                self.apply_owner(id, a);
+                self.apply_mode(id, a);
+                self.apply_size(id, a);
+            }
+            Backend::Host(sm) => {
+                self.apply_owner(id, a);
+                if v.contains(SetattrMask::MODE) {
+                    if sm != SecurityModel::MappedXattr && self.nodes[id].is_symlink() {
+                        return Err(Errno::EOPNOTSUPP);
+                    }
+                    self.apply_mode(id, a);
+                }
+                if v.contains(SetattrMask::SIZE) {
+                    size_err(&self.nodes[id])?;
+                    self.apply_size(id, a);
+                }
+                if bad_time && v.intersects(SetattrMask::ATIME | SetattrMask::MTIME) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A chown. POSIX leaves it to the implementation whether a privileged chown of a
+    /// regular file drops its set-id bits: MemFs keeps them; Linux (so HostFs, but for
+    /// mapped-xattr, which only stores the owner) drops them from anything but a
+    /// directory — `S_ISUID`, and `S_ISGID` with group-execute — even for root. (A Linux
+    /// client sends that mode change itself, in the same request.)
+    fn apply_owner(&mut self, id: NodeId, a: &SetAttr) {
+        let kills = matches!(self.backend, Backend::Host(m) if m != SecurityModel::MappedXattr);
+        let n = &mut self.nodes[id];
+        let chown = a.valid.intersects(SetattrMask::UID | SetattrMask::GID);
+        if a.valid.contains(SetattrMask::UID) {
+            n.uid = a.uid;
+        }
+        if a.valid.contains(SetattrMask::GID) {
+            n.gid = a.gid;
+        }
+        if chown && kills && !n.is_dir() {
+            n.mode &= !setid_to_kill(n.mode);
         }
     }
 
-    pub fn chmod(&mut self, id: NodeId, mode: u32) {
-        let n = &mut self.nodes[id];
-        n.mode = (n.mode & 0o170000) | (mode & 0o7777);
+    fn apply_mode(&mut self, id: NodeId, a: &SetAttr) {
+        if a.valid.contains(SetattrMask::MODE) {
+            let n = &mut self.nodes[id];
+            n.mode = (n.mode & S_IFMT) | (a.mode & 0o7777);
+        }
     }
 
+    fn apply_size(&mut self, id: NodeId, a: &SetAttr) {
+        if a.valid.contains(SetattrMask::SIZE)
+            && let Content::File(d) = &mut self.nodes[id].content
+        {
+            d.resize(a.size as usize, 0);
+        }
+    }
+
+    /// `link(2)`. Which error comes first when several apply is the backend's: MemFs
+    /// says a removed target is gone before it looks at the new name, Linux the reverse.
     pub fn link(&mut self, target: NodeId, dir: NodeId, name: &[u8]) -> R<()> {
         let t = &self.nodes[target];
         if t.is_dir() {
             return Err(Errno::EPERM);
         }
-        if t.nlink == 0 {
+        let gone = t.nlink == 0;
+        if gone && self.backend == Backend::Mem {
             return Err(Errno::ENOENT);
         }
         if self.live_dir(dir)?.get(name).is_some() {
             return Err(Errno::EEXIST);
+        }
+        if gone {
+            return Err(Errno::ENOENT);
         }
         self.dir_mut(dir).insert(name, target);
         self.nodes[target].nlink += 1;
@@ -371,14 +596,33 @@ impl Model {
         Ok(())
     }
 
-    /// Tremove's rule: `dir/name` is removed only if it still names `node`; `ESTALE` if
-    /// it names another file, `ENOENT` if none.
-    pub fn unlink_node(&mut self, dir: NodeId, name: &[u8], node: NodeId, rmdir: bool) -> R<()> {
+    /// `Ok` if `dir/name` still names `node`; `ESTALE` if it names another file,
+    /// `ENOENT` if none: a fid acts on its own file, never on whatever took its name.
+    pub fn expect_entry(&self, dir: NodeId, name: &[u8], node: NodeId) -> R<()> {
         match self.dir_of(dir)?.get(name) {
-            Some(id) if id == node => self.unlink(dir, name, rmdir),
+            Some(id) if id == node => Ok(()),
             Some(_) => Err(Errno::ESTALE),
             None => Err(Errno::ENOENT),
         }
+    }
+
+    /// Tremove's rule: `dir/name` is removed only if it still names `node`.
+    pub fn unlink_node(&mut self, dir: NodeId, name: &[u8], node: NodeId, rmdir: bool) -> R<()> {
+        self.expect_entry(dir, name, node)?;
+        self.unlink(dir, name, rmdir)
+    }
+
+    /// Trename's rule: `od/on` moves only if it still names `node`.
+    pub fn rename_node(
+        &mut self,
+        node: NodeId,
+        od: NodeId,
+        on: &[u8],
+        nd: NodeId,
+        nn: &[u8],
+    ) -> R<()> {
+        self.expect_entry(od, on, node)?;
+        self.rename(od, on, nd, nn)
     }
 
     fn drop_link(&mut self, dir: NodeId, id: NodeId) {
@@ -402,6 +646,23 @@ impl Model {
             while cur != ROOT {
                 if cur == src {
                     return Err(Errno::EINVAL);
+                }
+                cur = self.dir_of(cur)?.parent;
+            }
+        }
+        // Linux answers a target that is an ancestor of the source (or its directory)
+        // ENOTEMPTY before it compares types; MemFs compares types first.
+        if let Some(t) = target
+            && self.backend != Backend::Mem
+            && self.nodes[t].is_dir()
+        {
+            let mut cur = od;
+            loop {
+                if cur == t {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                if cur == ROOT {
+                    break;
                 }
                 cur = self.dir_of(cur)?.parent;
             }
@@ -435,12 +696,17 @@ impl Model {
         }
     }
 
-    /// Entries after `cookie`, at most `max`, as MemFs lists them.
+    /// Entries after `cookie`, at most `max`, with MemFs's documented cookies. (For other
+    /// backends the oracle uses [`Self::listing`] and POSIX's rules instead.)
     pub fn readdir(&self, id: NodeId, cookie: u64, max: usize) -> R<Vec<Entry>> {
         let n = &self.nodes[id];
         let d = n.dir().ok_or(Errno::ENOTDIR)?;
         if n.nlink == 0 {
-            return Ok(Vec::new());
+            // A removed directory lists nothing (MemFs); Linux's getdents says ENOENT.
+            return match self.backend {
+                Backend::Mem => Ok(Vec::new()),
+                Backend::Host(_) => Err(Errno::ENOENT),
+            };
         }
         let mut out = Vec::new();
         for (seq, name, node) in [(1u64, &b"."[..], id), (2, &b".."[..], d.parent)] {
@@ -463,9 +729,39 @@ impl Model {
         Ok(out)
     }
 
+    /// Every name in directory `id` now, `.` and `..` included, with its node (empty for
+    /// a removed directory, which lists nothing).
+    pub fn listing(&self, id: NodeId) -> R<BTreeMap<Vec<u8>, NodeId>> {
+        let n = &self.nodes[id];
+        let d = n.dir().ok_or(Errno::ENOTDIR)?;
+        let mut out = BTreeMap::new();
+        if n.nlink == 0 {
+            return Ok(out);
+        }
+        out.insert(b".".to_vec(), id);
+        out.insert(b"..".to_vec(), d.parent);
+        for (name, &(node, _)) in &d.by_name {
+            out.insert(name.clone(), node);
+        }
+        Ok(out)
+    }
+
+    /// Whether user xattrs may live on this node: Linux refuses `user.*` on symlinks and
+    /// special files (mapped-xattr stores both as regular files, so there they may).
+    fn xattr_capable(&self, id: NodeId) -> R<()> {
+        match (self.backend, &self.nodes[id].content) {
+            (Backend::Mem, _) => Ok(()),
+            (b, Content::Symlink(_) | Content::Special) if !b.mapped() => Err(Errno::EPERM),
+            _ => Ok(()),
+        }
+    }
+
     pub fn getxattr(&self, id: NodeId, name: &[u8]) -> R<Vec<u8>> {
         if name.is_empty() {
             return Err(Errno::ERANGE);
+        }
+        if self.xattr_capable(id).is_err() {
+            return Err(Errno::ENODATA);
         }
         self.nodes[id]
             .xattrs
@@ -484,6 +780,7 @@ impl Model {
     }
 
     pub fn setxattr(&mut self, id: NodeId, name: &[u8], value: &[u8], flags: u32) -> R<()> {
+        self.xattr_capable(id)?;
         let n = &mut self.nodes[id];
         let exists = n.xattrs.contains_key(name);
         if exists && flags & 1 != 0 {
@@ -497,6 +794,7 @@ impl Model {
     }
 
     pub fn removexattr(&mut self, id: NodeId, name: &[u8]) -> R<()> {
+        self.xattr_capable(id)?;
         self.nodes[id]
             .xattrs
             .remove(name)
@@ -504,9 +802,24 @@ impl Model {
             .ok_or(Errno::ENODATA)
     }
 
-    /// F_SETLK by `owner`: `Ok(true)` granted, `Ok(false)` conflict. Locks held by
-    /// `zombies` (files being closed at an uncertain moment) make the answer uncertain:
-    /// `Err(())` means either answer is right.
+    /// The locks that conflict with a lock of `ty` over `start..=end` by `owner`.
+    fn conflicts(&self, id: NodeId, owner: u64, ty: LockType, start: u64, end: u64) -> Vec<Held> {
+        self.nodes[id]
+            .locks
+            .iter()
+            .filter(|h| {
+                h.owner != owner
+                    && h.start <= end
+                    && start <= h.end
+                    && (ty == LockType::Write || h.ty == LockType::Write)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// F_SETLK by `owner`: `Ok(Some(true))` granted, `Ok(Some(false))` conflict. Locks
+    /// held by `zombies` (files being closed at an uncertain moment) make the answer
+    /// uncertain: `Ok(None)` means either answer is right.
     #[allow(clippy::too_many_arguments)]
     pub fn lock(
         &mut self,
@@ -523,23 +836,21 @@ impl Model {
             LockType::Write if !flags.writable() => return Err(Errno::EBADF),
             _ => {}
         }
-        let n = &mut self.nodes[id];
-        let conflicting = |h: &&Held| {
-            h.owner != owner
-                && h.start <= end
-                && start <= h.end
-                && (ty == LockType::Write || h.ty == LockType::Write)
-        };
         if ty != LockType::Unlock {
-            let hard = n.locks.iter().filter(conflicting).any(|h| !zombie(h.owner));
-            let soft = n.locks.iter().filter(conflicting).any(|h| zombie(h.owner));
-            if hard {
+            let c = self.conflicts(id, owner, ty, start, end);
+            if c.iter().any(|h| !zombie(h.owner)) {
                 return Ok(Some(false));
             }
-            if soft {
+            if !c.is_empty() {
                 return Ok(None);
             }
         }
+        self.set_lock(id, owner, ty, start, end);
+        Ok(Some(true))
+    }
+
+    fn set_lock(&mut self, id: NodeId, owner: u64, ty: LockType, start: u64, end: u64) {
+        let n = &mut self.nodes[id];
         let mut kept = Vec::new();
         for h in n.locks.drain(..) {
             if h.owner != owner || h.end < start || end < h.start {
@@ -549,7 +860,7 @@ impl Model {
             if h.start < start {
                 kept.push(Held {
                     end: start - 1,
-                    ..h
+                    ..h.clone()
                 });
             }
             if h.end > end {
@@ -568,12 +879,29 @@ impl Model {
             });
         }
         n.locks = kept;
-        Ok(Some(true))
+    }
+
+    /// F_GETLK by `owner`: the locks any of which may be reported (none: `Unlock` must
+    /// come back), and whether that list holds only zombies' locks (then either answer).
+    pub fn getlock(
+        &self,
+        id: NodeId,
+        owner: u64,
+        ty: LockType,
+        start: u64,
+        end: u64,
+    ) -> R<(Vec<Held>, bool)> {
+        if ty == LockType::Unlock {
+            return Err(Errno::EINVAL);
+        }
+        let c = self.conflicts(id, owner, ty, start, end);
+        let only_zombies = !c.is_empty() && c.iter().all(|h| self.zombies.contains(&h.owner));
+        Ok((c, only_zombies))
     }
 
     /// An uncertain lock request that was answered `granted`: apply it.
     pub fn force_lock(&mut self, id: NodeId, owner: u64, ty: LockType, start: u64, end: u64) {
-        let _ = self.lock(id, owner, OpenFlags::RDWR, ty, start, end, &|_| false);
+        self.set_lock(id, owner, ty, start, end);
     }
 
     /// Drops every lock of `owner` (its file was closed).
@@ -584,7 +912,7 @@ impl Model {
         }
     }
 
-    /// Nodes reachable from the root (what MemFs keeps once nothing is open).
+    /// Nodes reachable from the root (what a backend keeps once nothing is open).
     pub fn live_nodes(&self) -> usize {
         let mut seen = std::collections::BTreeSet::new();
         let mut stack = vec![ROOT];
@@ -598,6 +926,15 @@ impl Model {
         }
         seen.len()
     }
+}
+
+/// The set-id bits a write by an unprivileged user drops from `mode`.
+pub fn setid_to_kill(mode: u32) -> u32 {
+    let mut kill = mode & S_ISUID;
+    if mode & S_ISGID != 0 && mode & S_IXGRP != 0 {
+        kill |= S_ISGID;
+    }
+    kill
 }
 
 fn check_access(flags: OpenFlags) -> R<()> {

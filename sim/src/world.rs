@@ -1,5 +1,6 @@
 //! One simulated run: a seed, the device (the production `Session` code on the
-//! simulator's executor over a faulty MemFs), several guest clients, and the checks.
+//! simulator's executor over a faulty MemFs or HostFs), several guest clients, and the
+//! checks.
 //!
 //! The run goes through phases: the workload (requests, flushes, Tversions and client
 //! resets interleaved with scheduling steps, faults on), the heal phase (faults off,
@@ -11,26 +12,29 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use co9p::fs::{Creds, MemFs, Name};
+use co9p::fs::host::SecurityModel;
+use co9p::fs::{Creds, Name};
 use co9p::protocol::{Tag, Tmessage};
 use co9p::server::{Config, Latch, Session};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::backend::{SimFs, host_support};
 use crate::executor::{Policy, RunEnd, SimExecutor};
 use crate::faulty::{FaultConfig, FaultHook, FaultyFs};
 use crate::guest::{ALL_OPS, Guest, OpKind, Uses};
 use crate::journal::Journal;
 use crate::link::{Link, Transport, VirtioDev};
 use crate::locks::LockSwarm;
-use crate::model::Model;
+use crate::model::{Backend, Model};
 use crate::oracle::{Req, Show};
 
 mod finish;
+mod hostile;
 mod judge;
 mod send;
 
-type Fs = FaultyFs<MemFs>;
+pub type Fs = FaultyFs<SimFs>;
 
 /// Which scheduler a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +42,29 @@ pub enum Scheduler {
     Random,
     Pct,
 }
+
+/// Which backend a run serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsChoice {
+    /// MemFs, in memory.
+    Mem,
+    /// HostFs on a scratch directory (tmpfs where there is one), each seed in one of the
+    /// security models this machine supports.
+    Host,
+    /// A quarter of the seeds on HostFs (where this machine supports it), the rest MemFs.
+    Swarm,
+}
+
+/// Knobs a run can force on (the swarm draws each per seed otherwise).
+pub const KNOBS: [&str; 7] = [
+    "hostile",
+    "contention",
+    "gaps",
+    "dirs",
+    "nonroot",
+    "reply-yield",
+    "reclaim",
+];
 
 /// What one run is.
 #[derive(Debug, Clone)]
@@ -54,6 +81,10 @@ pub struct RunConfig {
     pub pipelined_clunk: bool,
     /// How clients reach the device (direct calls, virtqueues, or a per-seed mix).
     pub transport: Transport,
+    /// Which backend serves the tree.
+    pub fs: FsChoice,
+    /// Knobs forced on in every seed (names from [`KNOBS`]).
+    pub force: Vec<String>,
 }
 
 impl RunConfig {
@@ -66,7 +97,13 @@ impl RunConfig {
             log: false,
             pipelined_clunk: true,
             transport: Transport::Swarm,
+            fs: FsChoice::Mem,
+            force: Vec::new(),
         }
+    }
+
+    fn forced(&self, knob: &str) -> bool {
+        self.force.iter().any(|k| k == knob)
     }
 }
 
@@ -123,6 +160,12 @@ const WORKLOAD: u64 = 3;
 const FAULTS: u64 = 4;
 const LOCKS: u64 = 5;
 const LINK: u64 = 6;
+/// The knobs added with the hostile clients, HostFs and the rest (their own stream, so
+/// drawing them shifts nothing else).
+const KNOBS_STREAM: u64 = 7;
+/// Hostile requests (their own stream: switching them on leaves the polite workload's
+/// draws where they were).
+const HOSTILE: u64 = 8;
 
 /// The swarm choices: which operations and which faults this seed switches on.
 #[derive(Debug, Clone)]
@@ -134,10 +177,26 @@ struct Knobs {
     reset: f64,
     depth: usize,
     locks: bool,
+    backend: Backend,
+    /// Requests a client sends that a polite client would not (per move).
+    hostile: f64,
+    /// Most requests on few fids and few names.
+    contention: bool,
+    /// Shrink a file, grow it past the old end, read the gap back.
+    gaps: bool,
+    /// Directories made, walked into, renamed across directories, then `..` walked and
+    /// listed from inside.
+    dirs: bool,
+    /// The uid and gid each client attaches as.
+    uids: Vec<(u32, u32)>,
+    /// Chance that delivering a reply is a scheduling point.
+    reply_yield: f64,
+    /// HostFs: chance per move that every idle descriptor is closed (reopened by name).
+    reclaim: f64,
 }
 
 impl Knobs {
-    fn draw(frng: &mut ChaCha8Rng, wrng: &mut ChaCha8Rng) -> Knobs {
+    fn draw(cfg: &RunConfig, frng: &mut ChaCha8Rng, wrng: &mut ChaCha8Rng) -> Knobs {
         let mut ops: Vec<OpKind> = ALL_OPS
             .iter()
             .copied()
@@ -149,14 +208,75 @@ impl Knobs {
             }
         }
         let faults = FaultConfig::swarm(frng);
+        let mut k = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, KNOBS_STREAM));
+        let host = host_support();
+        // Drawn whatever `--fs` says, so forcing a backend leaves the other knobs be.
+        let host_share = k.random_bool(0.25);
+        let on_host = match cfg.fs {
+            FsChoice::Mem => false,
+            FsChoice::Host => true,
+            FsChoice::Swarm => host_share,
+        } && !host.models.is_empty();
+        let pick = k.random_range(0..3usize);
+        let model = host
+            .models
+            .get(pick % host.models.len().max(1))
+            .copied()
+            .unwrap_or(SecurityModel::None);
+        let backend = if on_host {
+            Backend::Host(model)
+        } else {
+            Backend::Mem
+        };
+        let forced = |name: &str, drawn: bool| drawn || cfg.forced(name);
+        let nonroot = forced("nonroot", k.random_bool(0.5));
+        let uids = (0..cfg.clients)
+            .map(|i| {
+                if nonroot && k.random_bool(0.7) {
+                    (1000 + i as u32, [0, 100][k.random_range(0..2)])
+                } else {
+                    (0, 0)
+                }
+            })
+            .collect();
+        let hostile = if forced("hostile", k.random_bool(0.3)) {
+            [0.03, 0.1][k.random_range(0..2)]
+        } else {
+            0.0
+        };
+        let contention = forced("contention", k.random_bool(0.25));
+        let gaps = forced("gaps", k.random_bool(0.3));
+        let dirs = forced("dirs", k.random_bool(0.3));
+        let reply_yield = if forced("reply-yield", k.random_bool(0.6)) {
+            [0.3, 1.0][k.random_range(0..2)]
+        } else {
+            0.0
+        };
+        let reclaim = if on_host && forced("reclaim", k.random_bool(0.5)) {
+            0.02
+        } else {
+            0.0
+        };
         Knobs {
             ops,
             faults,
             flush: [0.0, 0.03, 0.1][frng.random_range(0..3)],
             version: [0.0, 0.0, 0.005][frng.random_range(0..3)],
             reset: [0.0, 0.0, 0.004][frng.random_range(0..3)],
-            depth: wrng.random_range(1..=4),
+            depth: if contention {
+                4
+            } else {
+                wrng.random_range(1..=4)
+            },
             locks: frng.random_bool(0.5),
+            backend,
+            hostile,
+            contention,
+            gaps,
+            dirs,
+            uids,
+            reply_yield,
+            reclaim,
         }
     }
 }
@@ -186,10 +306,19 @@ pub struct World {
     reqs: Vec<Req>,
     by_task: BTreeMap<u64, usize>,
     outstanding: BTreeMap<(usize, u16), usize>,
+    /// Replies received whose judgement waits for requests they depend on (a Tclunk for
+    /// the requests before it on its fid; a request sent behind a Tclunk for that clunk).
+    pending: Vec<(usize, co9p::protocol::Rmessage)>,
+    /// Requests not judged yet (in flight, or replied and waiting for judgement).
+    unjudged: BTreeSet<usize>,
+    /// The fid a Tclunk/Tremove took away, kept to judge the requests sent behind it.
+    tombstones: BTreeMap<usize, crate::guest::MFid>,
     /// A Tversion in flight per connection: its request and the lock owners it closes.
     versions: BTreeMap<usize, (usize, Vec<u64>)>,
     model: Model,
     wrng: ChaCha8Rng,
+    /// Hostile requests' draws.
+    hrng: ChaCha8Rng,
     /// Transport choices: which clients are virtio guests, indirect tables.
     lrng: ChaCha8Rng,
     /// Virtio devices, and the device of each client on one.
@@ -211,7 +340,7 @@ impl World {
     pub fn new(cfg: RunConfig) -> World {
         let mut frng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, FAULTS));
         let mut wrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, WORKLOAD));
-        let knobs = Knobs::draw(&mut frng, &mut wrng);
+        let knobs = Knobs::draw(&cfg, &mut frng, &mut wrng);
         let policy = match cfg.scheduler {
             Scheduler::Random => Policy::Random,
             Scheduler::Pct => Policy::Pct {
@@ -220,6 +349,7 @@ impl World {
             },
         };
         let ex = SimExecutor::new(stream_seed(cfg.seed, SCHED), policy);
+        ex.set_reply_yield(knobs.reply_yield);
         if cfg.log {
             ex.keep_log();
         }
@@ -231,7 +361,22 @@ impl World {
             journal.clone(),
         );
         let faults_on = hook.switch();
-        let fs = Arc::new(FaultyFs::new(MemFs::new(), hook));
+        let mut failure = None;
+        let backend = match knobs.backend {
+            Backend::Mem => SimFs::mem(),
+            Backend::Host(m) => match SimFs::host(m, &cfg.seed.to_string()) {
+                Ok(fs) => fs,
+                Err(e) => {
+                    failure = Some(Failure {
+                        check: "host backend",
+                        detail: format!("no scratch directory for HostFs: {e}"),
+                    });
+                    SimFs::mem()
+                }
+            },
+        };
+        let model = Model::new(backend.backend());
+        let fs = Arc::new(FaultyFs::new(backend, hook));
         let mut lrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, LINK));
         // Some seeds give sessions very few request slots, so requests are refused for
         // lack of one (and Tflush and Tversion use their slot of slack).
@@ -244,6 +389,7 @@ impl World {
         let locks = knobs
             .locks
             .then(|| LockSwarm::spawn(&ex, stream_seed(cfg.seed, LOCKS)));
+        let hrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, HOSTILE));
         let mut w = World {
             knobs,
             ex,
@@ -256,9 +402,13 @@ impl World {
             reqs: Vec::new(),
             by_task: BTreeMap::new(),
             outstanding: BTreeMap::new(),
+            pending: Vec::new(),
+            unjudged: BTreeSet::new(),
+            tombstones: BTreeMap::new(),
             versions: BTreeMap::new(),
-            model: Model::new(),
+            model,
             wrng,
+            hrng,
             lrng,
             devices: Vec::new(),
             client_dev: Vec::new(),
@@ -267,7 +417,7 @@ impl World {
             sent: 0,
             answered: 0,
             actions: 0,
-            failure: None,
+            failure,
             pdus: Vec::new(),
             cfg,
         };
@@ -304,6 +454,10 @@ impl World {
             let msize = [4096, 5000, 8192, 65536][w.wrng.random_range(0..4)];
             let mut g = Guest::new(id, conn, msize, w.knobs.depth);
             g.pipelined_clunk = w.cfg.pipelined_clunk;
+            (g.uid, g.gid) = w.knobs.uids[id];
+            g.contention = w.knobs.contention;
+            g.gaps = w.knobs.gaps;
+            g.dirs = w.knobs.dirs;
             w.guests.push(g);
         }
         w
@@ -312,7 +466,9 @@ impl World {
     /// Runs the whole seed.
     pub fn run(cfg: RunConfig) -> Report {
         let mut w = World::new(cfg);
-        w.workload();
+        if w.failure.is_none() {
+            w.workload();
+        }
         if w.failure.is_none() {
             w.heal();
         }
@@ -338,7 +494,7 @@ impl World {
             pdus: self.pdus,
             events,
             knobs: format!(
-                "{:?} slots {} virtio clients {:?}",
+                "{:?} slots {} virtio clients {:?} backend {}",
                 self.knobs,
                 self.config.max_inflight,
                 self.client_dev
@@ -346,7 +502,8 @@ impl World {
                     .enumerate()
                     .filter(|(_, d)| d.is_some())
                     .map(|(c, _)| c)
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>(),
+                crate::backend::model_name(self.knobs.backend)
             ),
         }
     }
@@ -356,29 +513,44 @@ impl World {
             self.ex.record_line(b'!', check.as_bytes(), || {
                 format!("FAILED {check}: {detail}")
             });
+            if self.cfg.log {
+                let tree = self.model.render();
+                let ids: Vec<String> = (0..self.model.nodes.len())
+                    .filter_map(|i| self.model.node(i).ino.map(|q| format!("{i}:{q:#x}")))
+                    .collect();
+                self.ex.record_line(b'!', &[], || {
+                    format!(
+                        "# the model's tree now (node:qid {}):\n{tree}",
+                        ids.join(" ")
+                    )
+                });
+            }
             self.failure = Some(Failure { check, detail });
         }
     }
 
-    /// `/shared` and one private directory per client, made before the run.
+    /// `/shared` and one private directory per client, made before the run; the model
+    /// learns the root's owner and mode (a scratch directory's are the host's).
     fn setup_tree(&mut self) {
-        let mem = &self.fs.inner;
-        let (root, _) = co9p::co::block_on(co9p::fs::Filesystem::root(mem)).expect("root");
+        use co9p::fs::Filesystem;
+        let fs = &self.fs.inner;
+        let (root, qid) = co9p::co::block_on(fs.root()).expect("root");
+        self.model.learn_ino(crate::model::ROOT, qid.path);
+        if let Ok(a) = co9p::co::block_on(fs.getattr(&root)) {
+            let r = &mut self.model.nodes[crate::model::ROOT];
+            (r.mode, r.uid, r.gid) = (a.mode, a.uid, a.gid);
+        }
         let mut names = vec!["shared".to_string()];
         names.extend((0..self.cfg.clients).map(|i| format!("c{i}")));
         for n in names {
             let name = Name::new(n.as_bytes()).expect("valid name");
-            let qid = co9p::co::block_on(co9p::fs::Filesystem::mkdir(
-                mem,
-                &root,
-                &name,
-                0o755,
-                Creds::default(),
-            ))
-            .expect("mkdir");
+            let qid = co9p::co::block_on(fs.mkdir(&root, &name, 0o755, Creds::default()));
+            let Ok(qid) = qid else {
+                return self.fail("setup", format!("mkdir {n}: {qid:?}"));
+            };
             let id = self
                 .model
-                .mkdir(crate::model::ROOT, n.as_bytes(), 0o755)
+                .mkdir(crate::model::ROOT, n.as_bytes(), 0o755, Default::default())
                 .expect("model mkdir");
             self.model.learn_ino(id, qid.path);
         }
@@ -430,6 +602,11 @@ impl World {
                 self.fail("progress", detail);
                 break;
             }
+            if self.knobs.reclaim > 0.0 && self.hrng.random_bool(self.knobs.reclaim) {
+                let n = self.fs.inner.reclaim();
+                self.ex
+                    .record_line(b'K', &(n as u64).to_le_bytes(), || format!("reclaim {n}"));
+            }
             if self.wrng.random_bool(0.45) {
                 let g = self.wrng.random_range(0..self.guests.len());
                 self.act(g);
@@ -442,7 +619,8 @@ impl World {
         }
     }
 
-    /// One move of guest `g`: maybe a flush, a Tversion, a reset, or its next request.
+    /// One move of guest `g`: maybe a flush, a Tversion, a reset, a hostile request, or
+    /// its next request.
     fn act(&mut self, g: usize) {
         if self.guests[g].versioning {
             // A client may flush its Tversion too: Rversion must still come first.
@@ -486,6 +664,12 @@ impl World {
         if let Some((msg, uses)) = guest.setup() {
             if guest.inflight == 0 {
                 self.send(g, msg, uses);
+            }
+            return;
+        }
+        if self.knobs.hostile > 0.0 && self.hrng.random_bool(self.knobs.hostile) {
+            if self.hostile(g) {
+                self.sent += 1;
             }
             return;
         }

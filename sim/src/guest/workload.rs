@@ -1,20 +1,60 @@
 //! The workload: which request a guest sends next, aimed with the model's view of the
 //! tree (mostly names that exist, open files of the right kind) so most requests get past
 //! the error paths, while the rest probe them.
+//!
+//! Besides single requests it plays short sequences ([`Step`]): shrink a file, grow it
+//! past its old end and read the gap back (stale data); after a directory moves across
+//! directories, walk `..` from fids inside it and list it (stale parents). Renamed files
+//! draw the requests that act through fids naming them (Tremove, Tgetattr, Tlopen, Twalk).
+//! With `contention`, most requests go to few fids and few names.
 
 use co9p::protocol::{
     AT_REMOVEDIR, Data, Fid, GetattrMask, LockFlags, LockType, OpenFlags, P9String, SetAttr,
-    SetattrMask, Tmessage,
+    SetattrMask, Timespec, Tmessage,
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 use super::{FidOpen, Guest, MFid, NAMES, OpKind, PERSISTENT, Uses};
-use crate::model::{Content, Model, NodeId};
+use crate::model::{Content, Model, NodeId, S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG, S_IFSOCK, S_ISGID};
+
+/// A request the workload wants to send soon, about a file rather than a fid.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Open a fid on `node` with `flags` (for the steps after it).
+    Open { node: NodeId, flags: OpenFlags },
+    /// Write through an open fid on `node` at `at`, past its end.
+    Grow { node: NodeId, at: u64 },
+    /// Read `len` bytes at `from` through an open fid on `node`.
+    Read { node: NodeId, from: u64, len: u32 },
+    /// Walk `..` (and maybe on) from a fid on the directory `node`.
+    Up { node: NodeId },
+    /// List the directory `node` through an open fid on it.
+    List { node: NodeId },
+}
+
+fn u(p: &[u32], s: &[u32], x: &[u32], c: &[u32]) -> Uses {
+    Uses {
+        primary: p.to_vec(),
+        secondary: s.to_vec(),
+        exclusive: x.to_vec(),
+        closing: c.to_vec(),
+    }
+}
 
 impl Guest {
+    fn names(&self) -> &'static [&'static str] {
+        if self.contention { &NAMES[..2] } else { &NAMES }
+    }
+
+    fn name(&self, rng: &mut ChaCha8Rng) -> P9String {
+        let n = self.names();
+        P9String::from(n[rng.random_range(0..n.len())])
+    }
+
     fn free_fid(&self, rng: &mut ChaCha8Rng) -> Option<u32> {
-        let f = rng.random_range(PERSISTENT + 10..PERSISTENT + 30);
+        let hi = if self.contention { 13 } else { 30 };
+        let f = rng.random_range(PERSISTENT + 10..PERSISTENT + hi);
         (!self.fids.contains_key(&f) && !self.claims.contains_key(&f)).then_some(f)
     }
 
@@ -25,13 +65,29 @@ impl Guest {
             .filter(|(f, m)| keep(**f, m))
             .map(|(f, _)| *f)
             .collect();
-        (!v.is_empty()).then(|| v[rng.random_range(0..v.len())])
+        if v.is_empty() {
+            return None;
+        }
+        // Renamed files draw requests through the fids that name them.
+        let hot: Vec<u32> = v
+            .iter()
+            .copied()
+            .filter(|f| self.renamed.contains(&self.fids[f].node))
+            .collect();
+        if !hot.is_empty() && rng.random_bool(0.3) {
+            return Some(hot[rng.random_range(0..hot.len())]);
+        }
+        if self.contention && rng.random_bool(0.7) {
+            return v.first().copied();
+        }
+        Some(v[rng.random_range(0..v.len())])
     }
 
     /// A directory fid (a known directory node): the private, shared or root one, or any
     /// walked fid the model knows is a directory.
     fn dir_fid(&self, rng: &mut ChaCha8Rng, model: &Model) -> Option<u32> {
-        if rng.random_bool(0.7) {
+        let p = if self.dirs { 0.4 } else { 0.7 };
+        if rng.random_bool(p) {
             return Some(rng.random_range(1..PERSISTENT));
         }
         // Never the export root: its entries (`shared`, `cN`) stay put.
@@ -46,10 +102,33 @@ impl Guest {
             && !d.by_name.is_empty()
             && rng.random_bool(0.75)
         {
-            let names: Vec<&Vec<u8>> = d.by_name.keys().collect();
+            let mut names: Vec<&Vec<u8>> = d.by_name.keys().collect();
+            if self.dirs && rng.random_bool(0.6) {
+                let dirs: Vec<&Vec<u8>> = names
+                    .iter()
+                    .copied()
+                    .filter(|n| model.node(d.by_name[*n].0).is_dir())
+                    .collect();
+                if !dirs.is_empty() {
+                    names = dirs;
+                }
+            }
             return P9String(names[rng.random_range(0..names.len())].clone());
         }
-        P9String::from(NAMES[rng.random_range(0..NAMES.len())])
+        self.name(rng)
+    }
+
+    /// The gid and extra mode bits a Linux client sends to make a file in `dir`: the
+    /// directory's group and, for a directory, `S_ISGID`, if `dir` is set-group-ID.
+    fn make_in(&self, model: &Model, dir: u32) -> (u32, u32) {
+        let Some(d) = self.fids.get(&dir).map(|m| model.node(m.node)) else {
+            return (self.gid, 0);
+        };
+        if d.mode & S_ISGID != 0 {
+            (d.gid, S_ISGID)
+        } else {
+            (self.gid, 0)
+        }
     }
 
     /// A clone of the private or shared directory into a fresh fid.
@@ -62,12 +141,124 @@ impl Guest {
                 newfid: Fid(newfid),
                 wnames: Vec::new(),
             },
-            Uses {
-                primary: vec![from],
-                exclusive: vec![newfid],
-                ..Uses::default()
-            },
+            u(&[from], &[], &[newfid], &[]),
         ))
+    }
+
+    /// A fid on `node` that `keep` likes.
+    fn fid_on(&self, node: NodeId, keep: impl Fn(&MFid) -> bool) -> Option<u32> {
+        self.fids
+            .iter()
+            .find(|(f, m)| {
+                m.node == node
+                    && keep(m)
+                    && !self.claims.get(f).is_some_and(|c| c.exclusive || c.closing)
+            })
+            .map(|(f, _)| *f)
+    }
+
+    /// The next planned step as a request, if it still fits.
+    fn planned(&mut self, rng: &mut ChaCha8Rng, model: &Model) -> Option<(Tmessage, Uses)> {
+        let step = self.plan.pop_front()?;
+        let open_with = |m: &MFid, w: bool| match m.open {
+            FidOpen::File { flags, .. } => {
+                if w {
+                    flags.writable() && !flags.contains(OpenFlags::APPEND)
+                } else {
+                    flags.readable()
+                }
+            }
+            _ => false,
+        };
+        match step {
+            Step::Open { node, flags } => {
+                if let Some(f) = self
+                    .fid_on(node, |m| m.is_closed())
+                    .filter(|f| *f >= PERSISTENT)
+                {
+                    return Some((
+                        Tmessage::Lopen { fid: Fid(f), flags },
+                        u(&[], &[], &[f], &[]),
+                    ));
+                }
+                // Walk a fresh fid to it first (a clone of a fid on it), then open.
+                let src = self.fid_on(node, |_| true)?;
+                let newfid = self.free_fid(rng)?;
+                self.plan.push_front(Step::Open { node, flags });
+                Some((
+                    Tmessage::Walk {
+                        fid: Fid(src),
+                        newfid: Fid(newfid),
+                        wnames: Vec::new(),
+                    },
+                    u(&[src], &[], &[newfid], &[]),
+                ))
+            }
+            Step::Grow { node, at } => {
+                let f = self.fid_on(node, |m| open_with(m, true))?;
+                let len = rng.random_range(1..32);
+                let byte = rng.random_range(1..=255u8);
+                let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add(i as u8)).collect();
+                Some((
+                    Tmessage::Write {
+                        fid: Fid(f),
+                        offset: at,
+                        data: Data(data),
+                    },
+                    u(&[f], &[], &[], &[]),
+                ))
+            }
+            Step::Read { node, from, len } => {
+                let f = self.fid_on(node, |m| open_with(m, false))?;
+                Some((
+                    Tmessage::Read {
+                        fid: Fid(f),
+                        offset: from,
+                        count: len,
+                    },
+                    u(&[f], &[], &[], &[]),
+                ))
+            }
+            Step::Up { node } => {
+                let f = self.fid_on(node, |m| m.is_closed())?;
+                let newfid = self.free_fid(rng)?;
+                let wnames = match rng.random_range(0..3) {
+                    0 => vec![P9String::from("..")],
+                    1 => vec![P9String::from(".."), P9String::from("..")],
+                    _ => vec![P9String::from(".."), self.name(rng)],
+                };
+                Some((
+                    Tmessage::Walk {
+                        fid: Fid(f),
+                        newfid: Fid(newfid),
+                        wnames,
+                    },
+                    u(&[f], &[], &[newfid], &[]),
+                ))
+            }
+            Step::List { node } => {
+                let dir = |m: &MFid| matches!(m.open, FidOpen::File { .. });
+                match self.fid_on(node, dir) {
+                    Some(f) => Some((
+                        Tmessage::Readdir {
+                            fid: Fid(f),
+                            offset: self.cursor.get(&f).copied().unwrap_or(0),
+                            count: [64, 4096][rng.random_range(0..2)],
+                        },
+                        u(&[f], &[], &[], &[]),
+                    )),
+                    None if model.node(node).is_dir() => {
+                        self.plan.push_front(Step::List { node });
+                        self.plan.push_front(Step::Open {
+                            node,
+                            flags: OpenFlags::RDONLY,
+                        });
+                        None
+                    }
+                    None => None,
+                }
+            }
+        }
     }
 
     /// The next request of the workload, or `None` if the chosen kind does not fit now.
@@ -77,21 +268,22 @@ impl Guest {
         ops: &[OpKind],
         model: &Model,
     ) -> Option<(Tmessage, Uses)> {
+        if !self.plan.is_empty() && rng.random_bool(0.7) {
+            self.plan.truncate(8);
+            return self.planned(rng, model);
+        }
         let is_file = |n: NodeId| matches!(model.node(n).content, Content::File(_));
         let is_dir = |n: NodeId| model.node(n).is_dir();
-        let name = |rng: &mut ChaCha8Rng| P9String::from(NAMES[rng.random_range(0..NAMES.len())]);
         let mut kind = ops[rng.random_range(0..ops.len())];
+        if self.dirs && rng.random_bool(0.25) {
+            kind =
+                [OpKind::Mkdir, OpKind::Rename, OpKind::Walk, OpKind::Walk][rng.random_range(0..4)];
+        }
         // Keep the fid table small: past 12 fids, clunk.
         if self.fids.len() > 12 && ops.contains(&OpKind::Clunk) {
             kind = OpKind::Clunk;
         }
         let msize = self.msize;
-        let u = |p: &[u32], s: &[u32], x: &[u32], c: &[u32]| Uses {
-            primary: p.to_vec(),
-            secondary: s.to_vec(),
-            exclusive: x.to_vec(),
-            closing: c.to_vec(),
-        };
         let nonpersistent = |f: u32| f >= PERSISTENT;
         let op = match kind {
             OpKind::Walk => {
@@ -106,14 +298,15 @@ impl Guest {
                     self.free_fid(rng)?
                 };
                 let n = [0, 1, 1, 1, 2][rng.random_range(0..5)];
-                let mut wnames: Vec<P9String> = (0..n).map(|_| name(rng)).collect();
+                let mut wnames: Vec<P9String> = (0..n).map(|_| self.name(rng)).collect();
                 if n >= 1 {
                     wnames[0] = self.name_in(rng, model, from);
                 }
                 // Now and then `.` or `..` (the root's `..` is the root), or a name that
                 // cannot exist: empty, with a '/', or too long.
+                let dots = if self.dirs { 0.25 } else { 0.12 };
                 for w in wnames.iter_mut() {
-                    if rng.random_bool(0.12) {
+                    if rng.random_bool(dots) {
                         *w = P9String::from([".", ".."][rng.random_range(0..2)]);
                     } else if rng.random_bool(0.02) {
                         let bad = ["".to_string(), "a/b".to_string(), "x".repeat(256)];
@@ -134,6 +327,22 @@ impl Guest {
                     uses,
                 )
             }
+            OpKind::Attach => {
+                let fid = self.free_fid(rng)?;
+                let aname = ["", "/", "shared", "/shared/", "nonexistent", "shared/a"]
+                    [rng.random_range(0..6)];
+                let n_uname = [0, self.uid, 4242, co9p::protocol::NONUNAME][rng.random_range(0..4)];
+                (
+                    Tmessage::Attach {
+                        fid: Fid(fid),
+                        afid: Fid::NOFID,
+                        uname: "sim".into(),
+                        aname: aname.into(),
+                        n_uname,
+                    },
+                    u(&[], &[], &[fid], &[]),
+                )
+            }
             OpKind::Create => {
                 // Creating turns the fid into the new file: use a walked clone.
                 let Some(f) = self.pick(rng, |f, m| {
@@ -146,13 +355,14 @@ impl Guest {
                 };
                 let flags =
                     [OpenFlags::RDWR, OpenFlags::WRONLY, OpenFlags::RDONLY][rng.random_range(0..3)];
+                let (gid, _) = self.make_in(model, f);
                 (
                     Tmessage::Lcreate {
                         fid: Fid(f),
-                        name: name(rng),
+                        name: self.name(rng),
                         flags,
-                        mode: [0o644, 0o600, 0o755][rng.random_range(0..3)],
-                        gid: 0,
+                        mode: [0o644, 0o600, 0o755, 0o4755, 0o2775][rng.random_range(0..5)],
+                        gid,
                     },
                     u(&[], &[], &[f], &[]),
                 )
@@ -186,14 +396,15 @@ impl Guest {
                     1 => msize.saturating_sub(11),
                     _ => rng.random_range(1..200),
                 };
+                let offset = match rng.random_range(0..4) {
+                    0 | 1 => 0,
+                    2 if self.gaps => rng.random_range(4000..4200),
+                    _ => rng.random_range(0..80),
+                };
                 (
                     Tmessage::Read {
                         fid: Fid(f),
-                        offset: if rng.random_bool(0.5) {
-                            0
-                        } else {
-                            rng.random_range(0..80)
-                        },
+                        offset,
                         count,
                     },
                     u(&[f], &[], &[], &[]),
@@ -216,6 +427,7 @@ impl Guest {
                     FidOpen::XattrWrite { .. } => 0,
                     // Large writes go past msize-sized reads' reach.
                     _ if len > 64 => [0, u64::from(msize / 2)][rng.random_range(0..2)],
+                    _ if self.gaps && rng.random_bool(0.3) => rng.random_range(4080..4110),
                     _ => rng.random_range(0..64),
                 };
                 (
@@ -256,26 +468,50 @@ impl Guest {
                     u(&[f], &[], &[], &[]),
                 )
             }
+            OpKind::Statfs => {
+                let f = self.pick(rng, |_, _| true)?;
+                (Tmessage::Statfs { fid: Fid(f) }, u(&[f], &[], &[], &[]))
+            }
             OpKind::Mkdir => {
                 let d = self.dir_fid(rng, model)?;
+                let (gid, setgid) = self.make_in(model, d);
+                let mode = [0o755, 0o700, 0o2775][rng.random_range(0..3)] | setgid;
                 (
                     Tmessage::Mkdir {
                         dfid: Fid(d),
-                        name: name(rng),
-                        mode: 0o755,
-                        gid: 0,
+                        name: self.name(rng),
+                        mode,
+                        gid,
+                    },
+                    u(&[d], &[], &[], &[]),
+                )
+            }
+            OpKind::Mknod => {
+                let d = self.dir_fid(rng, model)?;
+                let (gid, _) = self.make_in(model, d);
+                let ty = [0, S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFDIR, 0o170000]
+                    [rng.random_range(0..7)];
+                (
+                    Tmessage::Mknod {
+                        dfid: Fid(d),
+                        name: self.name(rng),
+                        mode: ty | 0o644,
+                        major: 1,
+                        minor: 3,
+                        gid,
                     },
                     u(&[d], &[], &[], &[]),
                 )
             }
             OpKind::Symlink => {
                 let d = self.dir_fid(rng, model)?;
+                let (gid, _) = self.make_in(model, d);
                 (
                     Tmessage::Symlink {
                         fid: Fid(d),
-                        name: name(rng),
-                        symtgt: name(rng),
-                        gid: 0,
+                        name: self.name(rng),
+                        symtgt: self.name(rng),
+                        gid,
                     },
                     u(&[d], &[], &[], &[]),
                 )
@@ -302,23 +538,63 @@ impl Guest {
                     Tmessage::Link {
                         dfid: Fid(d),
                         fid: Fid(t),
-                        name: name(rng),
+                        name: self.name(rng),
                     },
                     u(&[d], &[t], &[], &[]),
                 )
             }
             OpKind::Rename => {
                 let a = self.dir_fid(rng, model)?;
-                let b = self.dir_fid(rng, model)?;
+                let mut b = self.dir_fid(rng, model)?;
+                if self.dirs && a == b {
+                    b = self.dir_fid(rng, model)?;
+                }
                 let sec: Vec<u32> = if a == b { vec![] } else { vec![b] };
+                let oldname = self.name_in(rng, model, a);
+                if self.dirs
+                    && let Some(node) = model
+                        .node(self.fids[&a].node)
+                        .dir()
+                        .and_then(|d| d.get(oldname.as_bytes()))
+                    && is_dir(node)
+                {
+                    self.plan.push_back(Step::Up { node });
+                    self.plan.push_back(Step::List { node });
+                }
                 (
                     Tmessage::Renameat {
                         olddirfid: Fid(a),
-                        oldname: self.name_in(rng, model, a),
+                        oldname,
                         newdirfid: Fid(b),
-                        newname: name(rng),
+                        newname: self.name(rng),
                     },
                     u(&[a], &sec, &[], &[]),
+                )
+            }
+            OpKind::Move => {
+                // Trename: moves the file a fid names (through its recorded entry).
+                let f = self.pick(rng, |f, m| {
+                    nonpersistent(f)
+                        && m.entry
+                            .as_ref()
+                            .is_some_and(|(d, _)| *d != crate::model::ROOT)
+                })?;
+                let d = self.dir_fid(rng, model)?;
+                if f == d {
+                    return None;
+                }
+                let node = self.fids[&f].node;
+                if is_dir(node) {
+                    self.plan.push_back(Step::Up { node });
+                    self.plan.push_back(Step::List { node });
+                }
+                (
+                    Tmessage::Rename {
+                        fid: Fid(f),
+                        dfid: Fid(d),
+                        name: self.name(rng),
+                    },
+                    u(&[f], &[d], &[], &[]),
                 )
             }
             OpKind::Unlink => {
@@ -344,24 +620,70 @@ impl Guest {
             }
             OpKind::Setattr => {
                 let f = self.pick(rng, |_, _| true)?;
-                let (valid, mode, size) = if is_file(self.fids[&f].node) && rng.random_bool(0.7) {
-                    (SetattrMask::SIZE, 0, rng.random_range(0..100))
-                } else {
-                    (
-                        SetattrMask::MODE,
-                        [0o600, 0o644, 0o700][rng.random_range(0..3)],
-                        0,
-                    )
-                };
+                let node = self.fids[&f].node;
+                let mut a = SetAttr::default();
+                match rng.random_range(0..10) {
+                    0..=3 if is_file(node) => {
+                        a.valid = SetattrMask::SIZE;
+                        let size = model.node(node).size().unwrap_or(0);
+                        a.size = if self.gaps && size > 0 {
+                            // Shrink, then grow past the old end and read the gap back.
+                            let to = rng.random_range(0..size);
+                            let at = to + rng.random_range(1..5000);
+                            if self.fid_on(node, |m| matches!(m.open, FidOpen::File { flags, .. } if flags.writable() && flags.readable())).is_none() {
+                                self.plan.push_back(Step::Open {
+                                    node,
+                                    flags: OpenFlags::RDWR,
+                                });
+                            }
+                            self.plan.push_back(Step::Grow { node, at });
+                            self.plan.push_back(Step::Read {
+                                node,
+                                from: to,
+                                len: (at - to + 40) as u32,
+                            });
+                            to
+                        } else {
+                            rng.random_range(0..100)
+                        };
+                    }
+                    4..=6 => {
+                        a.valid = SetattrMask::MODE;
+                        a.mode = [0o600, 0o644, 0o700, 0o4755, 0o2755, 0o6711, 0o2644, 0o1777]
+                            [rng.random_range(0..8)];
+                    }
+                    7 => {
+                        // A chown as the Linux client sends it (with the set-id bits it
+                        // drops itself, in the same request, some of the time).
+                        a.valid = SetattrMask::UID | SetattrMask::GID;
+                        a.uid = [0, 1000, 4242][rng.random_range(0..3)];
+                        a.gid = [0, 100, 4242][rng.random_range(0..3)];
+                        if rng.random_bool(0.3) {
+                            a.valid = a.valid | SetattrMask::MODE;
+                            a.mode = model.node(node).mode & 0o1777;
+                        }
+                    }
+                    8 => {
+                        a.valid = SetattrMask::ATIME
+                            | SetattrMask::MTIME
+                            | SetattrMask::ATIME_SET
+                            | SetattrMask::MTIME_SET;
+                        a.atime = Timespec { sec: 1000, nsec: 5 };
+                        a.mtime = Timespec {
+                            sec: 2000,
+                            nsec: [7, 1_000_000_000][rng.random_range(0..2)],
+                        };
+                    }
+                    _ => {
+                        a.valid = SetattrMask::MODE | SetattrMask::SIZE;
+                        a.mode = 0o640;
+                        a.size = rng.random_range(0..40);
+                    }
+                }
                 (
                     Tmessage::Setattr {
                         fid: Fid(f),
-                        attr: SetAttr {
-                            valid,
-                            mode,
-                            size,
-                            ..SetAttr::default()
-                        },
+                        attr: a,
                     },
                     u(&[f], &[], &[], &[]),
                 )
@@ -392,12 +714,12 @@ impl Guest {
                     u(&[], &[], &[f], &[]),
                 )
             }
-            OpKind::Lock => {
+            OpKind::Lock | OpKind::Getlock => {
                 let f = self.pick(rng, |_, m| matches!(m.open, FidOpen::File { .. }))?;
                 let lock_type =
                     [LockType::Write, LockType::Read, LockType::Unlock][rng.random_range(0..3)];
                 let (start, length) = [(0, 0), (0, 10), (5, 10), (20, 0)][rng.random_range(0..4)];
-                (
+                let msg = if kind == OpKind::Lock {
                     Tmessage::Lock {
                         fid: Fid(f),
                         lock_type,
@@ -406,9 +728,18 @@ impl Guest {
                         length,
                         proc_id: self.id as u32,
                         client_id: "sim".into(),
-                    },
-                    u(&[f], &[], &[], &[]),
-                )
+                    }
+                } else {
+                    Tmessage::Getlock {
+                        fid: Fid(f),
+                        lock_type,
+                        start,
+                        length,
+                        proc_id: self.id as u32,
+                        client_id: "sim".into(),
+                    }
+                };
+                (msg, u(&[f], &[], &[], &[]))
             }
             OpKind::Clunk => {
                 // A clunk pipelined behind other requests on its fid is only sent when
@@ -421,10 +752,15 @@ impl Guest {
                 // Now and then a Tremove instead: unlinks the fid's name, and the fid goes.
                 // Never the setup directories (`/shared`, `/cN`): the clients need them.
                 let removable = self.fids[&f]
-                    .parent
+                    .entry
                     .as_ref()
                     .is_none_or(|(dir, _)| *dir != crate::model::ROOT);
-                let msg = if removable && rng.random_bool(0.15) {
+                let p = if self.renamed.contains(&self.fids[&f].node) {
+                    0.4
+                } else {
+                    0.15
+                };
+                let msg = if removable && rng.random_bool(p) {
                     Tmessage::Remove { fid: Fid(f) }
                 } else {
                     Tmessage::Clunk { fid: Fid(f) }

@@ -48,15 +48,13 @@ impl Model {
         }
         seen.insert(id, path.to_string());
         let n = &self.nodes[id];
-        let kind = match n.content {
-            Content::File(_) => "file",
-            Content::Dir(_) => "dir",
-            Content::Symlink(_) => "symlink",
-        };
+        let kind = kind_name(n.dtype());
         let _ = write!(
             out,
-            "{path} {kind} mode={:04o} uid=0 gid=0 nlink={}",
+            "{path} {kind} mode={:04o} uid={} gid={} nlink={}",
             n.mode & 0o7777,
+            n.uid,
+            n.gid,
             n.nlink
         );
         match &n.content {
@@ -66,7 +64,10 @@ impl Model {
             Content::Symlink(t) => {
                 let _ = write!(out, " target=\"{}\"", t.escape_ascii());
             }
-            Content::Dir(_) => {}
+            Content::Special if n.rdev != 0 => {
+                let _ = write!(out, " rdev={:#x}", n.rdev);
+            }
+            _ => {}
         }
         if !n.xattrs.is_empty() {
             let list: Vec<String> = n
@@ -77,6 +78,20 @@ impl Model {
             let _ = write!(out, " xattrs={{{}}}", list.join(","));
         }
         out.push('\n');
+    }
+}
+
+/// The kind word of a dump line for a `DT_*` type.
+pub fn kind_name(dtype: u8) -> &'static str {
+    match dtype {
+        8 => "file",
+        4 => "dir",
+        10 => "symlink",
+        1 => "fifo",
+        12 => "socket",
+        2 => "chardev",
+        6 => "blockdev",
+        _ => "special",
     }
 }
 
@@ -94,7 +109,7 @@ pub fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// MemFs's content hash: the size, then each 4 KiB page holding a non-zero byte.
-fn page_hash(d: &[u8]) -> u64 {
+pub fn page_hash(d: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325;
     fnv_eat(&mut h, &(d.len() as u64).to_le_bytes());
     for (idx, chunk) in d.chunks(4096).enumerate() {

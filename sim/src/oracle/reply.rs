@@ -1,11 +1,13 @@
 //! Judging one reply: the handler's early answer (fid checks), or what its filesystem
 //! calls said, against what came back — and the fid-table change the reply shows.
 
-use co9p::protocol::{Dirent, Errno, LockStatus, PAYLOAD_HEADER_LEN, Qid, Rmessage, Tmessage};
+use co9p::protocol::{
+    Dirent, Errno, LockStatus, LockType, NONUNAME, PAYLOAD_HEADER_LEN, Qid, Rmessage, Tmessage,
+};
 
-use super::{Call, Check, Req, Res, Show, calls_done, open_file, precheck};
+use super::{Call, Check, Req, Res, Show, calls_done, lock_end, open_file, precheck};
 use crate::guest::{FidOpen, Guest, MFid};
-use crate::model::{Model, NodeId};
+use crate::model::{Backend, Model, NodeId};
 
 fn expect_err(got: &Rmessage, e: Errno, what: &str) -> Check {
     let gs = Show(got);
@@ -13,6 +15,44 @@ fn expect_err(got: &Rmessage, e: Errno, what: &str) -> Check {
         Rmessage::Lerror { ecode } if *ecode == e => Ok(()),
         _ => Err(format!("{what}: expected Rlerror({e:?}), got {gs}")),
     }
+}
+
+/// Where two byte strings first differ, with the bytes around it on both sides.
+pub fn data_diff(got: &[u8], want: &[u8], base: u64) -> String {
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let lo = at.saturating_sub(8);
+    let window = |d: &[u8]| -> String {
+        let hi = d.len().min(at + 8);
+        if lo >= hi {
+            return "(end)".into();
+        }
+        let bytes: Vec<String> = d[lo..hi]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if lo + i == at {
+                    format!("[{b:02x}]")
+                } else {
+                    format!("{b:02x}")
+                }
+            })
+            .collect();
+        bytes.join(" ")
+    };
+    format!(
+        "{} bytes, the model has {}; first difference at file offset {} (byte {at} of the \
+         reply): server {} / model {} (from offset {})",
+        got.len(),
+        want.len(),
+        base + at as u64,
+        window(got),
+        window(want),
+        base + lo as u64
+    )
 }
 
 /// Judges a reply and applies what it shows to the client's fid table.
@@ -29,6 +69,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
         {
             // The xattr was never set, but the fid is gone all the same.
             g.fids.remove(&fid.0);
+            g.passes.forget(fid.0);
         }
         return expect_err(got, e, &what);
     }
@@ -40,8 +81,10 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
     }
     let last = req.calls.last();
     // Walks answer partial progress; every other failed call is the reply.
-    if !matches!(req.msg, T::Walk { .. } | T::Clunk { .. } | T::Remove { .. })
-        && let Some(e) = last.and_then(Call::error)
+    if !matches!(
+        req.msg,
+        T::Walk { .. } | T::Clunk { .. } | T::Remove { .. } | T::Attach { .. }
+    ) && let Some(e) = last.and_then(Call::error)
     {
         return expect_err(got, e, &what);
     }
@@ -51,18 +94,48 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
         }
         Ok(())
     };
+    // The entry a new fid records: decided by its call, moved by renames since.
+    let entry = req.entry.clone().flatten();
     match (&req.msg, got) {
-        (T::Attach { fid, .. }, Rmessage::Attach { qid }) => {
+        (
+            T::Attach {
+                fid,
+                n_uname,
+                aname,
+                ..
+            },
+            _,
+        ) => {
+            let state = super::walk_state(g, req).expect("an attach");
+            if let Some(e) = last.and_then(Call::error) {
+                return expect_err(got, e, &what);
+            }
+            if let super::WalkNext::Failed(e) = state.next {
+                return expect_err(got, e, &what);
+            }
+            let node = state.nodes.last().copied().unwrap_or(crate::model::ROOT);
+            if !super::attach_names(aname.as_bytes()).is_empty() && !m.node(node).is_dir() {
+                return expect_err(got, Errno::ENOTDIR, &what);
+            }
             if g.fids.contains_key(&fid.0) {
                 return expect_err(got, Errno::EINVAL, &what);
             }
-            qid_ok(m, crate::model::ROOT, qid)?;
+            let Rmessage::Attach { qid } = got else {
+                return Err(format!("{what}: expected Rattach, got {gs}"));
+            };
+            qid_ok(m, node, qid)?;
+            let uid = if *n_uname == NONUNAME { 0 } else { *n_uname };
             g.fids.insert(
                 fid.0,
                 MFid {
-                    node: crate::model::ROOT,
+                    node,
                     open: FidOpen::Closed,
-                    parent: None,
+                    entry: if node == crate::model::ROOT {
+                        None
+                    } else {
+                        entry
+                    },
+                    uid,
                 },
             );
         }
@@ -97,20 +170,15 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 qid_ok(m, *n, q)?;
             }
             if nodes.len() == wnames.len() {
-                let node = nodes.last().copied().unwrap_or(g.fids[&fid.0].node);
-                // The name each step came by, as the server keeps it: `.` and the root's
-                // `..` keep it, another `..` forgets it.
-                let mut parent = g.fids[&fid.0].parent.clone();
-                let mut cur = g.fids[&fid.0].node;
-                for (w, n) in wnames.iter().zip(&nodes) {
-                    match w.as_bytes() {
-                        b"." => {}
-                        b".." if cur == crate::model::ROOT => {}
-                        b".." => parent = None,
-                        b => parent = Some((cur, b.to_vec())),
-                    }
-                    cur = *n;
-                }
+                let src = &g.fids[&fid.0];
+                let node = nodes.last().copied().unwrap_or(src.node);
+                // A walk that made no call (a clone, `.`, the root's `..`) records what
+                // its source records; else what its last call decided.
+                let entry = match &req.entry {
+                    Some(e) => e.clone(),
+                    None => src.entry.clone(),
+                };
+                let uid = src.uid;
                 if newfid == fid
                     && let Some(FidOpen::File { owner, .. }) = g.fids.get(&fid.0).map(|m| &m.open)
                 {
@@ -121,10 +189,12 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                     MFid {
                         node,
                         open: FidOpen::Closed,
-                        parent,
+                        entry,
+                        uid,
                     },
                 );
                 g.cursor.remove(&newfid.0);
+                g.passes.forget(newfid.0);
             }
         }
         (T::Lopen { fid, flags }, Rmessage::Lopen { qid, .. }) => {
@@ -142,14 +212,9 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 owner: *owner,
             };
             g.cursor.remove(&fid.0);
+            g.passes.forget(fid.0);
         }
-        (
-            T::Lcreate {
-                fid, flags, name, ..
-            },
-            Rmessage::Lcreate { qid, .. },
-        ) => {
-            let dir = g.fids[&fid.0].node;
+        (T::Lcreate { fid, flags, .. }, Rmessage::Lcreate { qid, .. }) => {
             let Some(Call {
                 res: Res::Node(Ok(node)),
                 ..
@@ -159,6 +224,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             };
             qid_ok(m, *node, qid)?;
             let owner = m.new_owner();
+            let uid = g.fids[&fid.0].uid;
             g.fids.insert(
                 fid.0,
                 MFid {
@@ -167,7 +233,8 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                         flags: *flags,
                         owner,
                     },
-                    parent: Some((dir, name.as_bytes().to_vec())),
+                    entry,
+                    uid,
                 },
             );
         }
@@ -189,11 +256,8 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             };
             if data.0 != want {
                 return Err(format!(
-                    "{what}: read {} bytes {:02x?}, the model has {} bytes {:02x?}",
-                    data.0.len(),
-                    &data.0[..data.0.len().min(16)],
-                    want.len(),
-                    &want[..want.len().min(16)]
+                    "{what}: read {}",
+                    data_diff(&data.0, &want, *offset)
                 ));
             }
         }
@@ -219,50 +283,78 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 ));
             }
         }
-        (T::Readdir { fid, count, .. }, Rmessage::Readdir { entries }) => {
+        (T::Readdir { fid, count, offset }, Rmessage::Readdir { entries }) => {
             let Some(Call {
-                res: Res::Entries(Ok(all)),
+                res: Res::Entries(exact, listing, mark),
                 ..
             }) = last
             else {
                 unreachable!()
             };
             let count = (*count as usize).min(g.msize as usize - PAYLOAD_HEADER_LEN);
-            let mut want = Vec::new();
-            let mut used = 0;
-            for e in all {
-                let len = 24 + e.name.len();
-                if used + len > count {
-                    break;
-                }
-                used += len;
-                want.push(e);
-            }
-            let got_names: Vec<(&[u8], u64)> = entries
-                .0
-                .iter()
-                .map(|d: &Dirent| (d.name.as_bytes(), d.offset))
-                .collect();
-            let want_names: Vec<(&[u8], u64)> =
-                want.iter().map(|e| (&e.name[..], e.next)).collect();
-            if got_names != want_names {
+            let size: usize = entries.0.iter().map(|d| 24 + d.name.0.len()).sum();
+            if size > count {
                 return Err(format!(
-                    "{what}: entries {:?}, the model lists {:?}",
-                    show(&got_names),
-                    show(&want_names)
+                    "{what}: {size} bytes of entries, asked for {count}"
                 ));
             }
-            for (d, e) in entries.0.iter().zip(&want) {
-                if d.ty != m.node(e.node).dtype() {
-                    return Err(format!("{what}: {:?} has type {}", d.name, d.ty));
+            if m.backend == Backend::Mem {
+                // MemFs's documented cookies: the reply is exactly the model's listing
+                // from the cookie, as much of it as fits.
+                let all = exact.as_ref().expect("checked: no error");
+                let mut want = Vec::new();
+                let mut used = 0;
+                for e in all {
+                    let len = 24 + e.name.len();
+                    if used + len > count {
+                        break;
+                    }
+                    used += len;
+                    want.push(e);
+                }
+                let got_names: Vec<(&[u8], u64)> = entries
+                    .0
+                    .iter()
+                    .map(|d: &Dirent| (d.name.as_bytes(), d.offset))
+                    .collect();
+                let want_names: Vec<(&[u8], u64)> =
+                    want.iter().map(|e| (&e.name[..], e.next)).collect();
+                if got_names != want_names {
+                    return Err(format!(
+                        "{what}: entries {:?}, the model lists {:?}",
+                        show(&got_names),
+                        show(&want_names)
+                    ));
                 }
             }
+            let node = g.fids[&fid.0].node;
+            let unknown = m.backend.mapped();
+            let relists = m.backend != Backend::Mem;
+            // Entries touched since the call: the pass may or may not see them.
+            let since: Vec<(NodeId, Vec<u8>)> = m.touches[*mark..].to_vec();
+            for (d, n) in &since {
+                g.passes.touched(*d, n);
+            }
+            g.passes.judge(
+                m, fid.0, node, *offset, listing, &entries.0, unknown, relists, &since, &what,
+            )?;
             if let Some(last) = entries.0.last() {
                 g.cursor.insert(fid.0, last.offset);
             }
         }
         (T::Fsync { .. }, Rmessage::Fsync {}) => {}
+        (T::Statfs { .. }, Rmessage::Statfs { stat }) => {
+            if stat.namelen != 255
+                || stat.bfree > stat.blocks
+                || stat.bavail > stat.blocks
+                || stat.ffree > stat.files
+                || stat.bsize == 0
+            {
+                return Err(format!("{what}: {stat:?} is not a filesystem's statfs"));
+            }
+        }
         (T::Mkdir { .. }, Rmessage::Mkdir { qid })
+        | (T::Mknod { .. }, Rmessage::Mknod { qid })
         | (T::Symlink { .. }, Rmessage::Symlink { qid }) => {
             let Some(Call {
                 res: Res::Node(Ok(node)),
@@ -273,26 +365,9 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             };
             qid_ok(m, *node, qid)?;
         }
-        (
-            T::Renameat {
-                olddirfid,
-                oldname,
-                newdirfid,
-                newname,
-            },
-            Rmessage::Renameat {},
-        ) => {
-            // Every fid of this client reached by the old entry now names the new one: a
-            // fid keeps naming its own file across renames made through its session.
-            let from = (g.fids[&olddirfid.0].node, oldname.0.clone());
-            let to = (g.fids[&newdirfid.0].node, newname.0.clone());
-            for f in g.fids.values_mut() {
-                if f.parent.as_ref() == Some(&from) {
-                    f.parent = Some(to.clone());
-                }
-            }
-        }
-        (T::Link { .. }, Rmessage::Link {})
+        (T::Renameat { .. }, Rmessage::Renameat {})
+        | (T::Rename { .. }, Rmessage::Rename {})
+        | (T::Link { .. }, Rmessage::Link {})
         | (T::Unlinkat { .. }, Rmessage::Unlinkat {})
         | (T::Setattr { .. }, Rmessage::Setattr {}) => {}
         (T::Readlink { .. }, Rmessage::Readlink { target }) => {
@@ -309,22 +384,36 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
         }
         (T::Getattr { .. }, Rmessage::Getattr { attr }) => {
             let Some(Call {
-                res: Res::Attr(node),
+                res: Res::Attr(node, n),
                 ..
             }) = last
             else {
                 unreachable!()
             };
-            let n = m.node(*node).clone();
-            if attr.mode != n.mode || attr.nlink != n.nlink || attr.size != n.size() {
+            let size_ok = n.size().is_none_or(|s| s == attr.size);
+            let rdev_ok = attr.rdev == n.rdev;
+            if attr.mode != n.mode
+                || attr.uid != n.uid
+                || attr.gid != n.gid
+                || attr.nlink != n.nlink
+                || !size_ok
+                || !rdev_ok
+            {
                 return Err(format!(
-                    "{what}: mode={:o} nlink={} size={}, the model has mode={:o} nlink={} size={}",
+                    "{what}: mode={:o} uid={} gid={} nlink={} size={} rdev={:#x}, the model has \
+                     mode={:o} uid={} gid={} nlink={} size={:?} rdev={:#x}",
                     attr.mode,
+                    attr.uid,
+                    attr.gid,
                     attr.nlink,
                     attr.size,
+                    attr.rdev,
                     n.mode,
+                    n.uid,
+                    n.gid,
                     n.nlink,
-                    n.size()
+                    n.size(),
+                    n.rdev
                 ));
             }
             qid_ok(m, *node, &attr.qid)?;
@@ -340,14 +429,15 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
             if *size != v.len() as u64 {
                 return Err(format!("{what}: size {size}, the model has {}", v.len()));
             }
-            let node = g.fids[&fid.0].node;
-            let parent = g.fids[&fid.0].parent.clone();
+            let src = &g.fids[&fid.0];
+            let (node, uid) = (src.node, src.uid);
             g.fids.insert(
                 newfid.0,
                 MFid {
                     node,
                     open: FidOpen::XattrRead(v.clone()),
-                    parent,
+                    entry,
+                    uid,
                 },
             );
         }
@@ -374,7 +464,8 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 m.release(owner);
             }
             g.cursor.remove(&fid.0);
-            match (e.parent, last.and_then(Call::error)) {
+            g.passes.forget(fid.0);
+            match (e.entry, last.and_then(Call::error)) {
                 (None, _) => return expect_err(got, Errno::EBUSY, &what),
                 (_, Some(err)) => return expect_err(got, err, &what),
                 _ if !matches!(got, Rmessage::Remove {}) => {
@@ -389,6 +480,7 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 m.release(owner);
             }
             g.cursor.remove(&fid.0);
+            g.passes.forget(fid.0);
             match last.and_then(Call::error) {
                 Some(err) => return expect_err(got, err, &what),
                 None if !matches!(got, Rmessage::Clunk {}) => {
@@ -421,14 +513,43 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Chec
                 }
                 None if granted => {
                     let (node, _, owner) = open_file(g, *fid).expect("prechecked");
-                    let end = if *length == 0 {
-                        u64::MAX
-                    } else {
-                        start + length - 1
-                    };
-                    m.force_lock(node, owner, *lock_type, *start, end);
+                    m.force_lock(node, owner, *lock_type, *start, lock_end(*start, *length));
                 }
                 _ => {}
+            }
+        }
+        (
+            T::Getlock { start, length, .. },
+            Rmessage::Getlock {
+                lock_type,
+                start: s,
+                length: l,
+                ..
+            },
+        ) => {
+            let Some(Call {
+                res: Res::Getlock(Ok((held, either))),
+                ..
+            }) = last
+            else {
+                unreachable!()
+            };
+            let (rs, re) = (*start, lock_end(*start, *length));
+            let (gs_, ge) = (*s, lock_end(*s, *l));
+            let none = *lock_type == LockType::Unlock;
+            let fits = held.iter().any(|h| {
+                h.ty == *lock_type && h.start <= ge && gs_ <= h.end && gs_ <= re && rs <= ge
+            });
+            let ok = match (held.is_empty(), none) {
+                (true, true) => true,
+                (true, false) => false,
+                (false, true) => *either,
+                (false, false) => fits,
+            };
+            if !ok {
+                return Err(format!(
+                    "{what}: {lock_type:?} {s}+{l}; the model's conflicting locks are {held:?}"
+                ));
             }
         }
         _ => return Err(format!("{what}: unexpected {gs}")),

@@ -121,17 +121,34 @@ impl World {
             self.fail("leak", format!("{live} coroutines still alive at the end"));
             return;
         }
-        let inodes = self.fs.inner.inode_count();
-        let want = self.model.live_nodes() as u64;
-        let dump = self.fs.inner.dump();
+        let backend = &self.fs.inner;
+        let held = backend.held();
+        let want = match self.model.backend {
+            crate::model::Backend::Mem => self.model.live_nodes() as u64,
+            // The root's descriptor: no node, file or cached lookup may outlive the run.
+            crate::model::Backend::Host(_) => 1,
+        };
+        let dump = backend.dump();
         let model = self.model.render();
-        if dump != model {
+        if let Some(own) = backend.mem_dump()
+            && own != dump
+        {
+            let diff = first_diff(&own, &dump);
+            self.fail(
+                "final state",
+                format!("MemFs's dump and its API's differ: {diff}"),
+            );
+        } else if dump != model {
             let diff = first_diff(&dump, &model);
             self.fail("final state", diff);
-        } else if inodes != want {
+        } else if held != want {
+            let what = match self.model.backend {
+                crate::model::Backend::Mem => "inodes alive",
+                crate::model::Backend::Host(_) => "host descriptors held",
+            };
             self.fail(
                 "leak",
-                format!("{inodes} inodes alive, the final tree needs {want}"),
+                format!("{held} {what}, the final tree needs {want}"),
             );
         }
     }

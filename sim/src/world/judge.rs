@@ -1,12 +1,19 @@
 //! Judging after every scheduling step: the journal (filesystem calls, replies) against
 //! the oracle and the model, the per-connection counts (fids, request slots), Rflush and
 //! Tversion ordering, and what "nothing can run" means (stalls to flush, or a deadlock).
+//!
+//! A reply is *received* when it comes back (exactly once, within msize, its own tag,
+//! Rflush order) and *judged* when what it shows can be applied to the client's fid table:
+//! a Tclunk's reply may overtake the replies of the requests it waited for (they ended
+//! before it, but delivering a reply is a scheduling point), so it is judged once they
+//! are; a request a hostile client sent behind a Tclunk of its fid is judged once that
+//! clunk is.
 
 use co9p::protocol::{Errno, Reply, Rmessage, Tag, Tmessage, VERSION_9P2000_L};
 
 use super::{RunEnd, STEP_BUDGET, World};
 use crate::journal::Event;
-use crate::oracle::{self, Req, Show};
+use crate::oracle::{self, Effect, Req, Show};
 
 impl World {
     /// Runs up to `n` scheduling steps, judging after each.
@@ -34,7 +41,7 @@ impl World {
                     self.stalled.insert(t);
                 }
                 Event::Stall(None) => {}
-                Event::Reply { conn, frame } => self.on_reply(conn, frame),
+                Event::Reply { conn, req, frame } => self.on_reply(conn, req, frame),
                 Event::Irq(d) => match self.devices[d].on_interrupt() {
                     Ok(done) => done.into_iter().for_each(|x| self.on_used(d, x)),
                     Err(e) => self.fail("virtio used ring", e),
@@ -78,19 +85,43 @@ impl World {
             }
             return;
         }
-        let tag = done
-            .frame
-            .get(5..7)
-            .map(|t| u16::from_le_bytes([t[0], t[1]]));
-        if req.conn != conn || tag != Some(req.tag) {
+        if req.conn != conn {
             let detail = format!(
-                "the chain of {} (tag {}) holds a reply with tag {tag:?}",
+                "the chain of {} (connection {}) came back on connection {conn}",
                 Show(&req.msg),
-                req.tag
+                req.conn
             );
             return self.fail("virtio chain", detail);
         }
-        self.on_reply(conn, done.frame);
+        self.on_reply(conn, done.req, done.frame);
+    }
+
+    /// Whether fid `f` of connection `c` may be added (`+1`) or taken away (`-1`) by a
+    /// request not yet judged: the server's count may be off the model's by those.
+    fn fid_slack(&self, c: usize) -> (usize, usize) {
+        let g = &self.guests[self.conns[c].client];
+        let (mut down, mut up) = (0, 0);
+        let unjudged = self
+            .unjudged
+            .iter()
+            .map(|&r| &self.reqs[r])
+            .filter(|r| r.conn == c && !r.dup && r.refused != Some(true));
+        for r in unjudged {
+            if r.done && !r.replied {
+                continue; // ended without effect
+            }
+            match &r.msg {
+                Tmessage::Clunk { fid } | Tmessage::Remove { fid }
+                    if g.fids.contains_key(&fid.0) =>
+                {
+                    down += 1
+                }
+                Tmessage::Walk { fid, newfid, .. } if newfid != fid => up += 1,
+                Tmessage::Xattrwalk { .. } | Tmessage::Attach { .. } => up += 1,
+                _ => {}
+            }
+        }
+        (down, up)
     }
 
     pub(super) fn check_conn(&mut self, c: usize) {
@@ -112,17 +143,21 @@ impl World {
             return;
         }
         let fids = conn.link.fid_count();
-        if fids != g.fids.len() {
+        let model = g.fids.len();
+        let (down, up) = self.fid_slack(c);
+        if fids + down < model || fids > model + up {
             let detail = format!(
-                "client {} has {} fids in the server, {} in the model {:?}",
+                "client {} has {} fids in the server, {} in the model {:?} (up to {down} \
+                 going, {up} coming)",
                 conn.client,
                 fids,
-                g.fids.len(),
+                model,
                 g.fids.keys().collect::<Vec<_>>()
             );
             self.fail("fid table", detail);
             return;
         }
+        let conn = &self.conns[c];
         if !self.versions.contains_key(&c) {
             let model = self.outstanding.range((c, 0)..=(c, u16::MAX)).count();
             let server = conn.link.inflight();
@@ -152,12 +187,29 @@ impl World {
         for k in keys {
             let r = self.outstanding.remove(&k).expect("listed");
             let req = &self.reqs[r];
-            if oracle::must_reply(&self.guests[req.client], req) {
+            // A closed connection owes no reply (its effect may have happened just before
+            // the close); a Tversion's session still does, before the Rversion.
+            if version.is_some() && self.must_reply(r) {
                 let detail = format!("{} had its effect, then no reply", Show(&req.msg));
                 self.fail("lost reply", detail);
             }
             self.reqs[r].done = true;
+            self.set_judged(r);
         }
+    }
+
+    /// Whether request `r` must be answered: its handler made its last filesystem call,
+    /// or finished (it passed the reply point, which every handler that finishes does).
+    pub(super) fn must_reply(&self, r: usize) -> bool {
+        let req = &self.reqs[r];
+        oracle::must_reply(&self.guests[req.client], req)
+            || req.task.is_some_and(|t| self.ex.handler_done(t))
+    }
+
+    /// Request `r` is judged (or will never be): what it showed is applied.
+    pub(super) fn set_judged(&mut self, r: usize) {
+        self.reqs[r].judged = true;
+        self.unjudged.remove(&r);
     }
 
     pub(super) fn on_fs(&mut self, ev: crate::journal::FsEvent) {
@@ -182,12 +234,62 @@ impl World {
         let mut req = self.reqs[r].clone();
         let res = oracle::on_fs(&mut self.model, &self.guests[g], &mut req, &ev);
         self.reqs[r] = req;
-        if let Err(e) = res {
-            self.fail("model", e);
+        match res {
+            Err(e) => self.fail("model", e),
+            Ok(effects) => effects.into_iter().for_each(|e| self.apply(e)),
         }
     }
 
-    pub(super) fn on_reply(&mut self, conn: usize, frame: Vec<u8>) {
+    /// Applies what a filesystem call changed beyond the tree.
+    fn apply(&mut self, e: Effect) {
+        match e {
+            Effect::Touched((dir, name)) => {
+                for g in &mut self.guests {
+                    g.passes.touched(dir, &name);
+                }
+                self.model.touches.push((dir, name));
+            }
+            Effect::Renamed { conn, from, to } => {
+                let moved = |e: &mut Option<crate::guest::DirEntry>| {
+                    if e.as_ref() == Some(&from) {
+                        *e = Some(to.clone());
+                    }
+                };
+                let client = self.conns[conn].client;
+                let g = &mut self.guests[client];
+                if g.conn == conn {
+                    g.fids.values_mut().for_each(|f| moved(&mut f.entry));
+                    if let Some(&node) = self
+                        .model
+                        .node(to.0)
+                        .dir()
+                        .and_then(|d| d.by_name.get(&to.1))
+                    {
+                        g.renamed.push(node.0);
+                        if g.renamed.len() > 8 {
+                            g.renamed.remove(0);
+                        }
+                    }
+                }
+                for (&c, t) in self.tombstones.iter_mut() {
+                    if self.reqs[c].conn == conn {
+                        moved(&mut t.entry);
+                    }
+                }
+                // Fids being made by requests in flight on that session.
+                for &r in &self.unjudged {
+                    let r = &mut self.reqs[r];
+                    if r.conn == conn
+                        && let Some(e) = &mut r.entry
+                    {
+                        moved(e);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, conn: usize, r: usize, frame: Vec<u8>) {
         self.answered += 1;
         let limit = self.conns[conn].msize as usize;
         if frame.len() > limit {
@@ -213,21 +315,45 @@ impl World {
         if self.cfg.log {
             self.pdus.push(format!("c{client} <- {reply}"));
         }
-        let Some(r) = self.outstanding.remove(&(conn, reply.tag.0)) else {
-            self.fail(
-                "exactly once",
-                format!("{reply} answers no request in flight (a second reply?)"),
-            );
+        let req = &self.reqs[r];
+        if req.replied || (req.done && !req.dup) {
+            let detail = format!("{reply} answers {} a second time", Show(&req.msg));
+            return self.fail("exactly once", detail);
+        }
+        if reply.tag.0 != req.tag || req.conn != conn {
+            let detail = format!("{reply} answers {} (tag {})", Show(&req.msg), req.tag);
+            return self.fail("reply tag", detail);
+        }
+        if req.dup {
+            // Its tag was in flight: refused, and the request in flight goes on.
+            self.reqs[r].replied = true;
+            self.reqs[r].done = true;
+            self.set_judged(r);
+            if reply.msg
+                != (Rmessage::Lerror {
+                    ecode: Errno::EPROTO,
+                })
+            {
+                let detail = format!(
+                    "{} reused a tag in flight: {reply}",
+                    Show(&self.reqs[r].msg)
+                );
+                self.fail("tag in use", detail);
+            }
             return;
-        };
+        }
+        if self.outstanding.get(&(conn, reply.tag.0)) != Some(&r) {
+            let detail = format!("{reply} answers {}, which is not in flight", Show(&req.msg));
+            return self.fail("exactly once", detail);
+        }
+        self.outstanding.remove(&(conn, reply.tag.0));
         self.reqs[r].replied = true;
         self.reqs[r].done = true;
         let req = self.reqs[r].clone();
         let current = self.guests[client].conn == conn;
-        // Free the tag and the fids it held.
+        // The server is done with the tag.
         if current && req.before_version.is_none() {
             let g = &mut self.guests[client];
-            g.claim(&req.uses, false);
             g.tags.remove(&req.tag);
             if !matches!(req.msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
                 g.inflight -= 1;
@@ -240,19 +366,26 @@ impl World {
         let refused = req.refused.unwrap_or(eagain);
         self.reqs[r].refused = Some(refused);
         if refused {
+            self.settle_claims(r);
             if !eagain {
                 let detail = format!("{} with every slot taken: {reply}", Show(&req.msg));
                 self.fail("request slots", detail);
             }
-            return;
+            return self.judge_pending();
         }
         if eagain {
             let detail = format!("{} refused with a slot free", Show(&req.msg));
             return self.fail("request slots", detail);
         }
         match &req.msg {
-            Tmessage::Flush { oldtag } => self.on_rflush(r, &req, *oldtag, &reply.msg),
-            Tmessage::Version { msize, .. } => self.on_rversion(conn, r, *msize, &reply.msg),
+            Tmessage::Flush { oldtag } => {
+                self.settle_claims(r);
+                self.on_rflush(r, &req, *oldtag, &reply.msg);
+            }
+            Tmessage::Version { msize, .. } => {
+                self.set_judged(r);
+                self.on_rversion(conn, r, *msize, &reply.msg);
+            }
             _ => {
                 let answered = |f: usize| self.reqs[f].done && self.reqs[f].refused != Some(true);
                 if let Some(&f) = req.flushes.iter().find(|&&f| answered(f)) {
@@ -262,20 +395,156 @@ impl World {
                     return;
                 }
                 if req.before_version.is_some() || !current {
-                    if !oracle::must_reply(&self.guests[client], &req) {
+                    self.set_judged(r);
+                    if !self.must_reply(r) {
                         let detail =
                             format!("{} cancelled before its effect: {reply}", Show(&req.msg));
                         self.fail("reply after cancel", detail);
                     }
                     return;
                 }
-                let res =
-                    oracle::on_reply(&mut self.model, &mut self.guests[client], &req, &reply.msg);
-                if let Err(e) = res {
-                    self.fail("model", e);
-                }
+                self.pending.push((r, reply.msg));
             }
         }
+        self.judge_pending();
+    }
+
+    /// Releases the fids request `r` held in its client's claims, and marks it judged.
+    fn settle_claims(&mut self, r: usize) {
+        let req = &self.reqs[r];
+        let g = &mut self.guests[req.client];
+        if g.conn == req.conn && req.before_version.is_none() && !req.judged {
+            g.claim(&req.uses, false);
+        }
+        self.set_judged(r);
+    }
+
+    /// Whether request `r` must wait to be judged, and for which.
+    fn blocked_by(&self, r: usize) -> Option<usize> {
+        let req = &self.reqs[r];
+        if let Some(c) = req.after_clunk
+            && !self.reqs[c].judged
+        {
+            return Some(c);
+        }
+        if matches!(req.msg, Tmessage::Clunk { .. } | Tmessage::Remove { .. }) {
+            let f = req.primary_fid();
+            return self.unjudged.range(..r).rev().copied().find(|&e| {
+                let q = &self.reqs[e];
+                q.conn == req.conn
+                    && !q.judged
+                    && !q.dup
+                    && q.after_clunk.is_none()
+                    && q.primary_fid() == f
+                    && !matches!(q.msg, Tmessage::Flush { .. } | Tmessage::Version { .. })
+            });
+        }
+        None
+    }
+
+    /// Judges every received reply that waits for nothing.
+    pub(super) fn judge_pending(&mut self) {
+        loop {
+            if self.failure.is_some() {
+                return;
+            }
+            let Some(i) = self
+                .pending
+                .iter()
+                .position(|&(r, _)| self.blocked_by(r).is_none())
+            else {
+                return;
+            };
+            let (r, msg) = self.pending.remove(i);
+            self.judge(r, &msg);
+        }
+    }
+
+    /// Judges request `r`'s reply against the model and the client's fid table.
+    fn judge(&mut self, r: usize, got: &Rmessage) {
+        let req = self.reqs[r].clone();
+        let client = req.client;
+        self.settle_claims(r);
+        // A Tclunk/Tremove that requests were sent behind: keep the fid to judge them.
+        if matches!(req.msg, Tmessage::Clunk { .. } | Tmessage::Remove { .. })
+            && self
+                .unjudged
+                .iter()
+                .any(|&q| self.reqs[q].after_clunk == Some(r))
+            && let Some(f) = req.primary_fid()
+            && let Some(m) = self.guests[client].fids.get(&f)
+        {
+            self.tombstones.insert(r, m.clone());
+        }
+        let mut restore = None;
+        if let Some(c) = req.after_clunk {
+            let f = req.primary_fid().expect("a fid request");
+            let g = &self.guests[client];
+            let ran = !req.calls.is_empty() || !matches!(got, Rmessage::Lerror { .. });
+            match self.tombstones.get(&c) {
+                // The clunk took the fid first: nothing was done.
+                Some(_) if !ran => {
+                    let e = match got {
+                        Rmessage::Lerror { ecode } => *ecode,
+                        _ => Errno::EIO,
+                    };
+                    if e != Errno::ENOENT && e != Errno::EBADF {
+                        let detail = format!(
+                            "{} sent behind a clunk of its fid: {}",
+                            Show(&req.msg),
+                            Show(got)
+                        );
+                        self.fail("model", detail);
+                    }
+                    return self.forget_tombstone(c);
+                }
+                // It ran before the clunk took the fid: judged with the fid as it was.
+                Some(t) if !g.fids.contains_key(&f) => {
+                    restore = Some(f);
+                    let t = t.clone();
+                    self.guests[client].fids.insert(f, t);
+                }
+                _ => {}
+            }
+        }
+        let res = oracle::on_reply(&mut self.model, &mut self.guests[client], &req, got);
+        if let Some(f) = restore {
+            self.guests[client].fids.remove(&f);
+            self.guests[client].passes.forget(f);
+        }
+        if let Some(c) = req.after_clunk {
+            self.forget_tombstone(c);
+        }
+        if let Err(e) = res {
+            self.fail("model", e);
+        }
+    }
+
+    fn forget_tombstone(&mut self, c: usize) {
+        if !self
+            .unjudged
+            .iter()
+            .any(|&q| self.reqs[q].after_clunk == Some(c))
+        {
+            self.tombstones.remove(&c);
+        }
+    }
+
+    /// A connection's session starts over (Tversion, reset): replies not yet judged are
+    /// judged no more (the fid table they would change is gone).
+    pub(super) fn drop_pending(&mut self, conn: usize) {
+        let reqs = &mut self.reqs;
+        let unjudged = &mut self.unjudged;
+        self.pending.retain(|&(r, _)| {
+            if reqs[r].conn == conn {
+                reqs[r].judged = true;
+                unjudged.remove(&r);
+                false
+            } else {
+                true
+            }
+        });
+        self.tombstones.retain(|&c, _| reqs[c].conn != conn);
     }
 
     pub(super) fn on_rflush(&mut self, r: usize, req: &Req, oldtag: Tag, got: &Rmessage) {
@@ -305,7 +574,7 @@ impl World {
         }
         if !o.done {
             // Ended without a reply: only right if it never had its effect.
-            if oracle::must_reply(&self.guests[o.client], &o) {
+            if self.must_reply(old) {
                 let detail = format!(
                     "{} had its effect but got no reply before Rflush",
                     Show(&o.msg)
@@ -317,12 +586,12 @@ impl World {
             self.reqs[old].done = true;
             let g = &mut self.guests[o.client];
             if g.conn == o.conn && o.before_version.is_none() {
-                g.claim(&o.uses, false);
                 g.tags.remove(&o.tag);
                 if !matches!(o.msg, Tmessage::Flush { .. }) {
                     g.inflight -= 1;
                 }
             }
+            self.settle_claims(old);
         }
     }
 
@@ -405,6 +674,15 @@ impl World {
                      connections closing: {list:?}"
                 ),
             );
+        }
+        if !self.pending.is_empty() && waiting == 0 && heal {
+            let list: Vec<String> = self
+                .pending
+                .iter()
+                .take(5)
+                .map(|(r, m)| format!("{} -> {}", Show(&self.reqs[*r].msg), Show(m)))
+                .collect();
+            self.fail("judgement", format!("replies never judged: {list:?}"));
         }
         if let Some(l) = &self.locks
             && let Some(err) = l.stuck()

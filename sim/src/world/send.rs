@@ -51,8 +51,26 @@ impl World {
     }
 
     pub(super) fn submit(&mut self, g: usize, tag: u16, msg: Tmessage, uses: Uses) -> usize {
+        self.submit_as(g, tag, msg, uses, false, None)
+    }
+
+    /// Sends a request; `dup`: its tag is in flight (a hostile client reusing it);
+    /// `after_clunk`: sent behind that Tclunk/Tremove of its own fid.
+    pub(super) fn submit_as(
+        &mut self,
+        g: usize,
+        tag: u16,
+        msg: Tmessage,
+        uses: Uses,
+        dup: bool,
+        after_clunk: Option<usize>,
+    ) -> usize {
         let conn = self.guests[g].conn;
-        let refused = self.refuses(conn, tag, &msg);
+        let refused = if dup {
+            Some(false)
+        } else {
+            self.refuses(conn, tag, &msg)
+        };
         let req = Request::new(Tag(tag), msg.clone());
         let frame = req.to_bytes().expect("encodable");
         self.ex
@@ -61,31 +79,24 @@ impl World {
             self.pdus.push(format!("c{g} -> {req}"));
         }
         self.guests[g].claim(&uses, true);
-        if !matches!(msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
+        if !dup && !matches!(msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
             self.guests[g].inflight += 1;
         }
         let idx = self.reqs.len();
-        self.reqs.push(Req {
-            client: g,
-            conn,
-            tag,
-            msg,
-            task: None,
-            uses,
-            cancelled: false,
-            flushes: Vec::new(),
-            calls: Vec::new(),
-            replied: false,
-            done: false,
-            before_version: None,
-            sent_at: self.actions,
-            refused,
-        });
-        self.outstanding.insert((conn, tag), idx);
+        let mut req = Req::new(g, conn, tag, msg, uses);
+        req.sent_at = self.actions;
+        req.refused = refused;
+        req.dup = dup;
+        req.after_clunk = after_clunk;
+        self.reqs.push(req);
+        self.unjudged.insert(idx);
+        if !dup {
+            self.outstanding.insert((conn, tag), idx);
+        }
         let before = self.ex.last_spawned();
         match &self.conns[conn].link {
             Link::Direct(session) => {
-                let responder = SimResponder::new(self.journal.clone(), conn);
+                let responder = SimResponder::new(self.journal.clone(), conn, idx);
                 if let Err(e) = session.submit(&frame, responder) {
                     self.fail("submit", format!("a valid frame was refused: {e}"));
                 }
@@ -167,6 +178,7 @@ impl World {
             r.cancelled = true;
             r.before_version = Some(idx);
         }
+        self.drop_pending(conn);
         let guest = &mut self.guests[g];
         guest.reset(conn);
         guest.versioning = true;
@@ -208,6 +220,7 @@ impl World {
         c.open = false;
         c.closing = Some(latch);
         c.zombies = zombies;
+        self.drop_pending(old);
         let conn = self.connect(g);
         let guest = &mut self.guests[g];
         guest.reset(conn);
