@@ -303,6 +303,11 @@ impl SimExecutor {
         lock(&self.sched).current
     }
 
+    /// The id the next coroutine spawned will get (ids are consecutive).
+    pub fn next_task(&self) -> u64 {
+        lock(&self.sched).next_id
+    }
+
     /// The coroutine spawned most recently.
     pub fn last_spawned(&self) -> Option<u64> {
         lock(&self.sched).last_spawned

@@ -93,6 +93,14 @@ const QUEUE: u16 = 256;
 const ZC_MIN: u32 = 1024;
 
 /// One virtio-9p device with the virtual guest that drives it.
+///
+/// The guest behaves as Linux's driver may: it publishes several chains before it kicks
+/// (the requests of several threads between two notifications, [`Self::batch`]), may
+/// kick late, kicks only when the device asked for it (`avail_event` with
+/// RING_EVENT_IDX, which most devices negotiate, else the used ring's NO_NOTIFY flag),
+/// and handles an interrupt when it gets to it — reading every used entry then and
+/// asking, through `used_event`, for an interrupt at the next one. Kicks (and the ones
+/// suppressed), used entries and interrupts go into the trace and its hash.
 pub struct VirtioDev {
     pub guest: VirtualGuest<MmioFront<Fs, SimExecutor>>,
     /// Interrupts the device raised.
@@ -101,6 +109,16 @@ pub struct VirtioDev {
     pub conn: usize,
     /// The request (the world's index) of each chain in flight, by head.
     heads: BTreeMap<u16, usize>,
+    /// Chains published since the last kick (their requests, the world's indices).
+    pub unkicked: Vec<usize>,
+    /// The guest kicks once this many chains wait (or later, when the world says so).
+    pub batch: usize,
+    /// An interrupt came that the guest has not handled yet.
+    pub irq_pending: bool,
+    /// Whether the driver offers RING_EVENT_IDX.
+    pub event_idx: bool,
+    id: usize,
+    ex: SimExecutor,
 }
 
 /// One chain the device completed: the request it carried and the reply bytes (empty if
@@ -119,6 +137,8 @@ impl VirtioDev {
         ex: SimExecutor,
         server: &Config,
         journal: Journal,
+        batch: usize,
+        event_idx: bool,
     ) -> Result<VirtioDev, String> {
         let config = DeviceConfig {
             server: Config {
@@ -128,7 +148,7 @@ impl VirtioDev {
             queue_max_size: QUEUE,
             ..DeviceConfig::new(format!("sim{id}"))
         };
-        let device = Arc::new(Virtio9p::new(config, fs, ex).map_err(|e| e.to_string())?);
+        let device = Arc::new(Virtio9p::new(config, fs, ex.clone()).map_err(|e| e.to_string())?);
         let ram = GuestRam::new(RAM);
         let notifier: co9p::transport::virtio::Notifier =
             Arc::new(move || journal.push(Event::Irq(id)));
@@ -138,6 +158,12 @@ impl VirtioDev {
             interrupts: 0,
             conn: 0,
             heads: BTreeMap::new(),
+            unkicked: Vec::new(),
+            batch: batch.max(1),
+            irq_pending: false,
+            event_idx,
+            id,
+            ex,
         };
         dev.boot()?;
         Ok(dev)
@@ -145,10 +171,13 @@ impl VirtioDev {
 
     /// Brings the device up through its registers, as a driver does at probe.
     pub fn boot(&mut self) -> Result<(), String> {
-        let opts = BootOptions {
+        let mut opts = BootOptions {
             queue_size: QUEUE,
             ..BootOptions::default()
         };
+        if !self.event_idx {
+            opts.features &= !co9p::transport::virtio::F_RING_EVENT_IDX;
+        }
         self.guest
             .boot(&opts)
             .map(|_| ())
@@ -179,16 +208,56 @@ impl VirtioDev {
             ));
         };
         self.heads.insert(head, req);
-        if self.guest.needs_kick() {
-            self.guest.kick();
-        }
+        self.unkicked.push(req);
         Ok(())
     }
 
-    /// Acknowledges the interrupt and collects the replies the device has completed.
-    /// Each reply must be exactly as long as the device said it is.
-    pub fn on_interrupt(&mut self) -> Result<Vec<Done>, String> {
+    /// Whether the guest's batch is full (it kicks now).
+    pub fn batch_full(&self) -> bool {
+        self.unkicked.len() >= self.batch
+    }
+
+    /// Notifies the device of the chains published since the last kick, if it asked to
+    /// be (the device reads them inside the notification). Returns the requests whose
+    /// chains the device has read (none if it did not ask to be notified: it will read
+    /// them when it next looks at the ring).
+    pub fn kick(&mut self) -> Vec<usize> {
+        if self.unkicked.is_empty() {
+            return Vec::new();
+        }
+        let n = self.unkicked.len();
+        let id = self.id;
+        let wanted = self.guest.needs_kick();
+        let payload = [id as u8, n as u8, wanted as u8];
+        self.ex.record_line(b'K', &payload, || {
+            format!(
+                "virtio dev={id} {} chains {}",
+                n,
+                if wanted { "kick" } else { "kick suppressed" }
+            )
+        });
+        if wanted {
+            self.guest.kick();
+            std::mem::take(&mut self.unkicked)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The device raised its interrupt.
+    pub fn raise(&mut self) {
         self.interrupts += 1;
+        self.irq_pending = true;
+        let (id, n) = (self.id, self.interrupts);
+        self.ex.record_line(b'I', &[id as u8], || {
+            format!("virtio dev={id} interrupt #{n}")
+        });
+    }
+
+    /// The guest handles the interrupt: acknowledges it and collects the replies the
+    /// device has completed. Each reply must be exactly as long as the device said it is.
+    pub fn on_interrupt(&mut self) -> Result<Vec<Done>, String> {
+        self.irq_pending = false;
         self.guest.take_interrupt();
         self.collect()
     }
@@ -197,6 +266,13 @@ impl VirtioDev {
     pub fn collect(&mut self) -> Result<Vec<Done>, String> {
         let mut done = Vec::new();
         for c in self.guest.poll_used() {
+            let id = self.id;
+            let mut payload = vec![id as u8];
+            payload.extend_from_slice(&c.head.to_le_bytes());
+            payload.extend_from_slice(&c.len.to_le_bytes());
+            self.ex.record_line(b'U', &payload, || {
+                format!("virtio dev={id} used head={} len={}", c.head, c.len)
+            });
             let Some(req) = self.heads.remove(&c.head) else {
                 return Err(format!("used entry of head {} names no request", c.head));
             };
@@ -228,6 +304,8 @@ impl VirtioDev {
     pub fn reset(&mut self) -> Result<Arc<Latch>, String> {
         self.guest.reset();
         self.heads.clear();
+        self.unkicked.clear();
+        self.irq_pending = false;
         let latch = self
             .guest
             .device()
@@ -241,6 +319,8 @@ impl VirtioDev {
     pub fn shut_down(&mut self) -> Result<Arc<Latch>, String> {
         self.guest.reset();
         self.heads.clear();
+        self.unkicked.clear();
+        self.irq_pending = false;
         self.guest
             .device()
             .reset_latch()

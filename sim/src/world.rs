@@ -429,12 +429,16 @@ impl World {
         };
         for id in 0..w.cfg.clients {
             let dev = if w.lrng.random_bool(share) {
+                let batch = [1, 1, 2, 4][w.lrng.random_range(0..4)];
+                let event_idx = w.lrng.random_bool(0.8);
                 let d = VirtioDev::new(
                     w.devices.len(),
                     w.fs.clone(),
                     w.ex.clone(),
                     &w.config,
                     w.journal.clone(),
+                    batch,
+                    event_idx,
                 );
                 match d {
                     Ok(d) => {
@@ -607,6 +611,7 @@ impl World {
                 self.ex
                     .record_line(b'K', &(n as u64).to_le_bytes(), || format!("reclaim {n}"));
             }
+            self.virtio_moves();
             if self.wrng.random_bool(0.45) {
                 let g = self.wrng.random_range(0..self.guests.len());
                 self.act(g);
@@ -680,6 +685,47 @@ impl World {
         if self.guests[g].can_use(&uses) {
             self.sent += 1;
             self.send(g, msg, uses);
+        }
+    }
+
+    /// The virtual guests' drivers at their own pace: a late kick for chains published
+    /// earlier, an interrupt handled some time after it came.
+    fn virtio_moves(&mut self) {
+        for d in 0..self.devices.len() {
+            if !self.devices[d].unkicked.is_empty() && self.lrng.random_bool(0.5) {
+                self.kick(d);
+            }
+            if self.devices[d].irq_pending && self.lrng.random_bool(0.6) {
+                self.handle_irq(d);
+            }
+        }
+        self.after_step();
+    }
+
+    /// Kicks every device with chains waiting and handles every pending interrupt (a
+    /// driver gets to both eventually); whether there was anything to do.
+    fn flush_virtio(&mut self) -> bool {
+        let mut any = false;
+        for d in 0..self.devices.len() {
+            if !self.devices[d].unkicked.is_empty() {
+                self.kick(d);
+                any = true;
+            }
+            if self.devices[d].irq_pending {
+                self.handle_irq(d);
+                any = true;
+            }
+        }
+        if any {
+            self.after_step();
+        }
+        any
+    }
+
+    fn handle_irq(&mut self, d: usize) {
+        match self.devices[d].on_interrupt() {
+            Ok(done) => done.into_iter().for_each(|x| self.on_used(d, x)),
+            Err(e) => self.fail("virtio used ring", e),
         }
     }
 

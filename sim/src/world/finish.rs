@@ -82,7 +82,10 @@ impl World {
 
     pub(super) fn settle(&mut self) {
         for _ in 0..20 {
-            if self.failure.is_some() || self.steps(100_000) == RunEnd::Idle {
+            if self.failure.is_some() {
+                break;
+            }
+            if self.steps(100_000) == RunEnd::Idle && !self.flush_virtio() {
                 break;
             }
         }

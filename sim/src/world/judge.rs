@@ -10,6 +10,7 @@
 //! clunk is.
 
 use co9p::protocol::{Errno, Reply, Rmessage, Tag, Tmessage, VERSION_9P2000_L};
+use rand::RngExt;
 
 use super::{RunEnd, STEP_BUDGET, World};
 use crate::journal::Event;
@@ -42,15 +43,22 @@ impl World {
                 }
                 Event::Stall(None) => {}
                 Event::Reply { conn, req, frame } => self.on_reply(conn, req, frame),
-                Event::Irq(d) => match self.devices[d].on_interrupt() {
-                    Ok(done) => done.into_iter().for_each(|x| self.on_used(d, x)),
-                    Err(e) => self.fail("virtio used ring", e),
-                },
+                Event::Irq(d) => {
+                    self.devices[d].raise();
+                    if self.lrng.random_bool(0.6) {
+                        self.handle_irq(d);
+                    }
+                }
             }
         }
         // The guest reads the used ring only when interrupted: a completion the device
-        // did not signal would sit there forever in a real guest.
+        // did not signal would sit there forever in a real guest. (While an interrupt
+        // waits to be handled, the device rightly raises no other: the guest's
+        // `used_event` asked for one at the first new entry, which it had.)
         for d in 0..self.devices.len() {
+            if self.devices[d].irq_pending {
+                continue;
+            }
             match self.devices[d].collect() {
                 Ok(frames) if frames.is_empty() => {}
                 Ok(frames) => {
@@ -75,7 +83,7 @@ impl World {
 
     /// A chain device `d` completed. An empty one is a request answered with nothing,
     /// which only a cancelled request may be; a reply must sit in its own request's chain.
-    fn on_used(&mut self, d: usize, done: crate::link::Done) {
+    pub(super) fn on_used(&mut self, d: usize, done: crate::link::Done) {
         let conn = self.devices[d].conn;
         let req = &self.reqs[done.req];
         if done.frame.is_empty() {
@@ -158,8 +166,23 @@ impl World {
             return;
         }
         let conn = &self.conns[c];
-        if !self.versions.contains_key(&c) {
-            let model = self.outstanding.range((c, 0)..=(c, u16::MAX)).count();
+        // While the guest has not handled its interrupt, the server has ended requests
+        // whose replies the guest has not read yet: counted once it has.
+        let irq = matches!(conn.link, crate::link::Link::Virtio { dev, .. }
+            if self.devices[dev].irq_pending);
+        if !self.versions.contains_key(&c) && !irq {
+            // Chains the guest has not kicked yet have not reached the session.
+            let unkicked: &[usize] = match conn.link {
+                crate::link::Link::Virtio { dev, .. } if self.devices[dev].conn == c => {
+                    &self.devices[dev].unkicked
+                }
+                _ => &[],
+            };
+            let model = self
+                .outstanding
+                .range((c, 0)..=(c, u16::MAX))
+                .filter(|(_, r)| !unkicked.contains(r))
+                .count();
             let server = conn.link.inflight();
             let full = server >= conn.link.max_inflight(&self.config);
             if conn.link.is_full() != full {
@@ -632,6 +655,11 @@ impl World {
     /// Nothing can run and no timer is set: either stalled requests wait for a flush
     /// (the guest times out and flushes them) or it is a deadlock.
     pub(super) fn on_idle(&mut self, heal: bool) {
+        // Chains a guest has not kicked yet, interrupts it has not handled: not a
+        // deadlock, the guest's turn.
+        if self.flush_virtio() {
+            return;
+        }
         let ex = self.ex.clone();
         self.stalled.retain(|t| ex.has_task(*t));
         let stalled: Vec<usize> = self

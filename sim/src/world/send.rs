@@ -108,6 +108,19 @@ impl World {
                 if let Err(e) = self.devices[dev].send(idx, &frame, msg, msize, indirect) {
                     self.fail("virtio ring", e);
                 }
+                // A Tflush or Tversion goes at once (the world applies what they do when
+                // they are sent: the device must have them then).
+                // So does a reused tag (it is one only while its request is in flight).
+                let now = dup
+                    || matches!(
+                        self.reqs[idx].msg,
+                        Tmessage::Flush { .. } | Tmessage::Version { .. }
+                    );
+                if now || self.devices[dev].batch_full() {
+                    self.kick(dev);
+                }
+                self.after_step();
+                return idx;
             }
         }
         let after = self.ex.last_spawned();
@@ -119,6 +132,34 @@ impl World {
         }
         self.after_step();
         idx
+    }
+
+    /// Guest `d`'s driver kicks its device: the requests whose chains the device reads
+    /// now get their coroutines, spawned in the order the chains were published — one
+    /// each, but for Tflush (answered in place) and a tag in use (refused in place).
+    pub(super) fn kick(&mut self, d: usize) {
+        let first = self.ex.next_task();
+        let read = self.devices[d].kick();
+        let last = self.ex.next_task();
+        let spawners: Vec<usize> = read
+            .into_iter()
+            .filter(|&r| {
+                let q = &self.reqs[r];
+                !q.dup && q.refused != Some(true) && !matches!(q.msg, Tmessage::Flush { .. })
+            })
+            .collect();
+        if spawners.len() as u64 != last - first {
+            let detail = format!(
+                "device {d} read {} requests that start coroutines and started {}",
+                spawners.len(),
+                last - first
+            );
+            return self.fail("virtio chain", detail);
+        }
+        for (r, t) in spawners.into_iter().zip(first..last) {
+            self.reqs[r].task = Some(t);
+            self.by_task.insert(t, r);
+        }
     }
 
     pub(super) fn flush(&mut self, g: usize, oldtag: Option<u16>) {
