@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -18,7 +19,18 @@ use co9p::co::Executor;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::timeline::{By, Ev, Kind, Pend};
 use crate::trace::Trace;
+
+/// One line of the decoded event log: when it happened (scheduling step, virtual time),
+/// what kind of event it is (the kind byte the hash folds in) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub step: u64,
+    pub at: Duration,
+    pub kind: u8,
+    pub text: String,
+}
 
 /// How the next runnable coroutine is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,25 +66,62 @@ struct Sched {
     current: Option<u64>,
     last_spawned: Option<u64>,
     /// Decoded events, when asked for (trace files, determinism diffs).
-    log: Option<Vec<String>>,
+    log: Option<Vec<LogLine>>,
     /// Chance that a reply's delivery is a scheduling point ([`Executor::before_reply`]).
     reply_yield: f64,
     /// Coroutines that reached the reply point: their handler finished.
     handled: std::collections::BTreeSet<u64>,
+    /// Timeline events, when asked for (never hashed: they only watch).
+    tl: Option<Vec<Ev>>,
+    /// The timer the task being polled set, if any (for the timeline).
+    slept: Option<Duration>,
 }
 
 impl Sched {
     fn note(&mut self, kind: u8, payload: &[u8], line: impl FnOnce() -> String) {
         self.trace.record(kind, payload);
         if let Some(log) = &mut self.log {
-            log.push(line());
+            log.push(LogLine {
+                step: self.steps,
+                at: self.now,
+                kind,
+                text: line(),
+            });
+        }
+    }
+
+    fn tl(&mut self, kind: impl FnOnce() -> Kind) {
+        if let Some(tl) = &mut self.tl {
+            tl.push(Ev {
+                step: self.steps,
+                at: self.now,
+                task: self.current,
+                kind: kind(),
+            });
         }
     }
 }
 
-/// Task ids woken since the scheduler last looked, in wake order.
-#[derive(Default)]
-struct Woken(Mutex<Vec<u64>>);
+/// No task is being polled (the world runs).
+const NOBODY: u64 = u64::MAX;
+/// Timers are firing.
+const TIMER: u64 = u64::MAX - 1;
+
+/// Task ids woken since the scheduler last looked, in wake order, each with whoever woke
+/// it (the task being polled then, a timer, or the world).
+struct Woken {
+    list: Mutex<Vec<(u64, u64)>>,
+    by: AtomicU64,
+}
+
+impl Default for Woken {
+    fn default() -> Self {
+        Woken {
+            list: Mutex::default(),
+            by: AtomicU64::new(NOBODY),
+        }
+    }
+}
 
 struct TaskWaker {
     id: u64,
@@ -84,7 +133,8 @@ impl Wake for TaskWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        lock(&self.woken.0).push(self.id);
+        let by = self.woken.by.load(Ordering::Relaxed);
+        lock(&self.woken.list).push((self.id, by));
     }
 }
 
@@ -137,6 +187,8 @@ impl SimExecutor {
             log: None,
             reply_yield: 0.0,
             handled: Default::default(),
+            tl: None,
+            slept: None,
         };
         SimExecutor {
             sched: Arc::new(Mutex::new(sched)),
@@ -166,8 +218,26 @@ impl SimExecutor {
                 woken: self.woken.clone(),
             }));
             let mut cx = Context::from_waker(&waker);
+            self.woken.by.store(id, Ordering::Relaxed);
             let done = fut.as_mut().poll(&mut cx).is_ready();
+            self.woken.by.store(NOBODY, Ordering::Relaxed);
             let mut s = lock(&self.sched);
+            if s.tl.is_some() && !done {
+                let slept = s.slept.take();
+                let yielded = lock(&self.woken.list).contains(&(id, id));
+                s.tl(|| Kind::Pending {
+                    task: id,
+                    how: match (yielded, slept) {
+                        (true, _) => Pend::Yield,
+                        (false, Some(until)) => Pend::Sleep(until),
+                        (false, None) => Pend::Wait,
+                    },
+                });
+            }
+            s.slept = None;
+            if done {
+                s.tl(|| Kind::Done { task: id });
+            }
             s.current = None;
             if done {
                 s.tasks.remove(&id);
@@ -180,9 +250,19 @@ impl SimExecutor {
 
     /// Chooses the next coroutine and takes its future out to poll it unlocked.
     fn pick(&self) -> Option<(u64, BoxFuture)> {
-        let woken = std::mem::take(&mut *lock(&self.woken.0));
+        let woken = std::mem::take(&mut *lock(&self.woken.list));
         let mut s = lock(&self.sched);
-        for id in woken {
+        for (id, by) in woken {
+            if by != id {
+                s.tl(|| Kind::Wake {
+                    task: id,
+                    by: match by {
+                        NOBODY => By::World,
+                        TIMER => By::Timer,
+                        t => By::Task(t),
+                    },
+                });
+            }
             if let Some(t) = s.tasks.get_mut(&id)
                 && !t.queued
             {
@@ -222,6 +302,7 @@ impl SimExecutor {
             format!("sched task={id} of={n}")
         });
         s.current = Some(id);
+        s.tl(|| Kind::Poll { task: id, of: n });
         let t = s.tasks.get_mut(&id).expect("runnable tasks exist");
         t.queued = false;
         let fut = t.fut.take().expect("a task is not polled re-entrantly");
@@ -240,12 +321,15 @@ impl SimExecutor {
             s.note(b'T', &(now.as_nanos() as u64).to_le_bytes(), || {
                 format!("time {now:?}")
             });
+            s.tl(|| Kind::Time);
             let later = s.timers.split_off(&(now, u64::MAX));
             std::mem::replace(&mut s.timers, later)
                 .into_values()
                 .collect()
         };
+        self.woken.by.store(TIMER, Ordering::Relaxed);
         due.into_iter().for_each(Waker::wake);
+        self.woken.by.store(NOBODY, Ordering::Relaxed);
         true
     }
 
@@ -281,8 +365,29 @@ impl SimExecutor {
     }
 
     /// The decoded event log so far (empty unless [`keep_log`](Self::keep_log)).
-    pub fn take_log(&self) -> Vec<String> {
+    pub fn take_log(&self) -> Vec<LogLine> {
         lock(&self.sched).log.take().unwrap_or_default()
+    }
+
+    /// Starts keeping the timeline's events.
+    pub fn keep_timeline(&self) {
+        lock(&self.sched).tl = Some(Vec::new());
+    }
+
+    /// Whether the timeline's events are kept.
+    pub fn timeline_on(&self) -> bool {
+        lock(&self.sched).tl.is_some()
+    }
+
+    /// Adds an event of the caller's to the timeline (if kept), stamped with the step,
+    /// the virtual time and the coroutine being polled.
+    pub fn timeline(&self, kind: impl FnOnce() -> Kind) {
+        lock(&self.sched).tl(kind);
+    }
+
+    /// The timeline's events so far.
+    pub fn take_timeline(&self) -> Vec<Ev> {
+        lock(&self.sched).tl.take().unwrap_or_default()
     }
 
     /// Virtual time now.
@@ -323,7 +428,7 @@ impl SimExecutor {
         let s = lock(&self.sched);
         s.current == Some(id)
             || s.tasks.get(&id).is_some_and(|t| t.queued)
-            || lock(&self.woken.0).contains(&id)
+            || lock(&self.woken.list).iter().any(|(t, _)| *t == id)
     }
 
     /// Whether coroutine `id` is still alive.
@@ -365,6 +470,7 @@ impl Executor for SimExecutor {
         );
         s.runnable.push(id);
         s.last_spawned = Some(id);
+        s.tl(|| Kind::Spawn { task: id });
         s.note(b'N', &id.to_le_bytes(), || format!("spawn task={id}"));
     }
 
@@ -430,6 +536,7 @@ impl Future for SimSleep {
             let seq = s.timer_seq;
             s.timer_seq += 1;
             s.timers.insert((self.deadline, seq), cx.waker().clone());
+            s.slept = Some(self.deadline);
             drop(s);
             self.registered = true;
         }

@@ -54,6 +54,26 @@ impl FaultConfig {
     }
 }
 
+/// `3`, or `-` for no coroutine.
+fn task_id(t: Option<u64>) -> String {
+    t.map_or("-".into(), |t| t.to_string())
+}
+
+/// `ok`, `err` (the backend refused), `fault-before EIO` (never happened), `fault-after
+/// EIO` (happened, then reported as failed).
+pub fn outcome_text(o: Outcome) -> String {
+    match o {
+        Outcome::Done { ok: true } => "ok".into(),
+        Outcome::Done { ok: false } => "err".into(),
+        Outcome::FaultBefore(e) => format!("fault-before {}", errno_name(e)),
+        Outcome::FaultAfter(e) => format!("fault-after {}", errno_name(e)),
+    }
+}
+
+fn errno_name(e: Errno) -> String {
+    e.name().map_or_else(|| e.0.to_string(), str::to_string)
+}
+
 /// The hook itself.
 pub struct FaultHook {
     ex: SimExecutor,
@@ -104,11 +124,18 @@ impl FaultHook {
             Outcome::Done { ok } => 200 + ok as u8,
             Outcome::FaultAfter(e) => 100 + e.0 as u8,
         };
+        self.ex.timeline(|| crate::timeline::Kind::Fs {
+            op: format!("{op:?}"),
+            outcome: outcome_text(outcome),
+            fault: match outcome {
+                Outcome::FaultBefore(_) => Some(true),
+                Outcome::FaultAfter(_) => Some(false),
+                Outcome::Done { .. } => None,
+            },
+            ok: matches!(outcome, Outcome::Done { ok: true }),
+        });
         self.ex.record_line(b'F', &[op as u8, code], || {
-            format!(
-                "fs task={} {op:?} {outcome:?}",
-                task.map_or(-1, |t| t as i64)
-            )
+            format!("fs task={} {op:?} {}", task_id(task), outcome_text(outcome))
         });
         let len = self.io.lock().unwrap().remove(&task);
         self.journal.push(Event::Fs(FsEvent {
@@ -131,13 +158,22 @@ impl Hook for FaultHook {
     async fn before(&self, op: OpKind) -> FsResult<()> {
         if self.cfg.latency && self.chance(0.5) {
             let d = self.latency();
+            self.ex.timeline(|| crate::timeline::Kind::Latency { d });
             self.ex.sleep(d).await;
         }
         if self.cfg.stall
             && matches!(op, OpKind::Read | OpKind::Write | OpKind::Readdir)
             && self.chance(self.cfg.rate / 2.0)
         {
-            self.ex.record(b'W', &[op as u8]);
+            self.ex.record_line(b'W', &[op as u8], || {
+                format!(
+                    "fs task={} {op:?} stall (until flushed)",
+                    task_id(self.ex.current())
+                )
+            });
+            self.ex.timeline(|| crate::timeline::Kind::Stall {
+                op: format!("{op:?}"),
+            });
             self.journal.push(Event::Stall(self.ex.current()));
             // Only a flush (dropping this request) ends it.
             std::future::pending::<()>().await;
@@ -167,7 +203,15 @@ impl Hook for FaultHook {
     fn io_len(&self, op: OpKind, len: usize) -> usize {
         let n = if self.cfg.short_io && len > 1 && self.chance(self.cfg.rate) {
             let n = self.rng.lock().unwrap().random_range(1..len);
-            self.ex.record(b'I', &[op as u8]);
+            self.ex.record_line(b'I', &[op as u8], || {
+                format!(
+                    "fs task={} {op:?} short-io {n} of {len}",
+                    task_id(self.ex.current())
+                )
+            });
+            self.ex.timeline(|| crate::timeline::Kind::ShortIo {
+                op: format!("{op:?}"),
+            });
             n
         } else {
             len

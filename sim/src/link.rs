@@ -38,6 +38,21 @@ pub enum Transport {
     Swarm,
 }
 
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Direct => "direct",
+            Transport::Virtio => "virtio",
+            Transport::Swarm => "swarm",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Transport> {
+        [Transport::Direct, Transport::Virtio, Transport::Swarm]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+}
+
 /// A connection's session, as the checks see it.
 pub enum Link {
     Direct(Session<Fs, SimExecutor, SimResponder>),

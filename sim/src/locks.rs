@@ -59,6 +59,8 @@ pub struct LockSwarm {
     /// Consumer coroutines (a producer never holds a wake-up between its steps: it adds
     /// an item and calls `next` in one poll).
     tasks: Vec<u64>,
+    /// What each of its coroutines is (for the timeline).
+    names: BTreeMap<u64, String>,
 }
 
 #[derive(Default)]
@@ -165,6 +167,12 @@ impl LockSwarm {
             ..Shared::default()
         });
         let mut tasks = Vec::new();
+        let mut names = BTreeMap::new();
+        let mut name = |what: String| {
+            if let Some(t) = ex.last_spawned() {
+                names.insert(t, format!("lock swarm: {what}"));
+            }
+        };
         let workers = rng.random_range(2..=4);
         let producers = rng.random_range(1..=2);
         let consumers = rng.random_range(2..=4);
@@ -172,23 +180,27 @@ impl LockSwarm {
         for id in 0..workers {
             shared.running.lock().unwrap().insert(id, "mutex");
             ex.spawn(worker(shared.clone(), ex.clone(), id, per));
+            name(format!("CoMutex worker {id}"));
         }
         for r in 0..rng.random_range(2..=4) {
             let id = 300 + r;
             shared.running.lock().unwrap().insert(id, "rwlock");
             let seed = rng.random();
             ex.spawn(rw_worker(shared.clone(), ex.clone(), id, per, seed));
+            name(format!("CoRwLock worker {id}"));
         }
         for p in 0..producers {
             let id = 100 + p;
             shared.running.lock().unwrap().insert(id, "producer");
             let pace = rng.random_range(0..30);
             ex.spawn(producer(shared.clone(), ex.clone(), id, per, pace));
+            name(format!("CoQueue producer {id}"));
         }
         for c in 0..consumers {
             let id = 200 + c;
             shared.running.lock().unwrap().insert(id, "consumer");
             ex.spawn(consumer(shared.clone(), id));
+            name(format!("CoQueue consumer {id}"));
             tasks.extend(ex.last_spawned());
         }
         let sh = shared.clone();
@@ -223,11 +235,18 @@ impl LockSwarm {
                 }
             }
         });
+        name("canceller".into());
         LockSwarm {
             shared,
             ex: ex.clone(),
             tasks,
+            names,
         }
+    }
+
+    /// What each of its coroutines is.
+    pub fn task_names(&self) -> BTreeMap<u64, String> {
+        self.names.clone()
     }
 
     /// The first broken rule seen so far; checked between scheduling steps. Beyond what

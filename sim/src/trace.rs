@@ -1,6 +1,11 @@
 //! The run's fingerprint: a rolling hash of every scheduling decision, PDU and filesystem
 //! call. Two runs of one seed on one build must end with the same hash, bit for bit.
 
+/// Virtual time as trace lines print it: seconds with nanosecond digits, `0.000123456s`.
+pub fn vtime(d: std::time::Duration) -> String {
+    format!("{}.{:09}s", d.as_secs(), d.subsec_nanos())
+}
+
 /// FNV-1a, 64-bit: tiny, stable across platforms and Rust versions, no dependency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trace {

@@ -24,10 +24,13 @@ use crate::executor::{Policy, RunEnd, SimExecutor};
 use crate::faulty::{FaultConfig, FaultHook, FaultyFs};
 use crate::guest::{ALL_OPS, Guest, OpKind, Uses};
 use crate::journal::Journal;
+use crate::knobs::{Feature, Off};
 use crate::link::{Link, Transport, VirtioDev};
 use crate::locks::LockSwarm;
 use crate::model::{Backend, Model};
 use crate::oracle::{Req, Show};
+use crate::script::{Move, Target};
+use crate::timeline::Kind as TlKind;
 
 mod finish;
 mod hostile;
@@ -66,6 +69,67 @@ pub const KNOBS: [&str; 7] = [
     "reclaim",
 ];
 
+impl Scheduler {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheduler::Random => "random",
+            Scheduler::Pct => "pct",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Scheduler> {
+        [Scheduler::Random, Scheduler::Pct]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+}
+
+/// A bug planted in the device through its test-only hook (`co9p`'s feature
+/// `planted-bugs`, which production builds lack), to show what the simulator makes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Plant {
+    /// Tclunk/Tremove no longer wait for the requests that arrived before them on their fid.
+    ClunkSkipsBarrier,
+}
+
+impl Plant {
+    /// Whether this build can plant bugs.
+    pub const AVAILABLE: bool = cfg!(feature = "planted-bugs");
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Plant::ClunkSkipsBarrier => "clunk-skips-barrier",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Plant> {
+        [Plant::ClunkSkipsBarrier]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+}
+
+/// Arms the planted bug on this thread for the life of the guard (a run is one thread).
+struct Planted;
+
+impl Planted {
+    fn arm(plant: Option<Plant>) -> Planted {
+        #[cfg(feature = "planted-bugs")]
+        co9p::planted::set_clunk_skips_barrier(plant == Some(Plant::ClunkSkipsBarrier));
+        #[cfg(not(feature = "planted-bugs"))]
+        assert!(
+            plant.is_none(),
+            "this build of co9p-sim has no planted bugs (feature planted-bugs)"
+        );
+        Planted
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        #[cfg(feature = "planted-bugs")]
+        co9p::planted::set_clunk_skips_barrier(false);
+    }
+}
+
 /// What one run is.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -85,6 +149,16 @@ pub struct RunConfig {
     pub fs: FsChoice,
     /// Knobs forced on in every seed (names from [`KNOBS`]).
     pub force: Vec<String>,
+    /// Swarm features and operation kinds switched off, whatever the seed draws.
+    pub off: Off,
+    /// A recorded workload to replay instead of drawing one (shrinking, `--replay`).
+    pub script: Option<Arc<Vec<Move>>>,
+    /// Keep the workload's moves in the report (to replay or shrink them).
+    pub record: bool,
+    /// Keep what the timeline draws (see [`crate::timeline`]).
+    pub timeline: bool,
+    /// A bug planted in the device (tests; see [`Plant`]).
+    pub plant: Option<Plant>,
 }
 
 impl RunConfig {
@@ -99,6 +173,11 @@ impl RunConfig {
             transport: Transport::Swarm,
             fs: FsChoice::Mem,
             force: Vec::new(),
+            off: Off::new(),
+            script: None,
+            record: false,
+            timeline: false,
+            plant: None,
         }
     }
 
@@ -127,9 +206,17 @@ pub struct Report {
     /// Decoded PDUs, one per line (with `log`).
     pub pdus: Vec<String>,
     /// Every event: scheduling, PDUs, filesystem calls (with `log`).
-    pub events: Vec<String>,
+    pub events: Vec<crate::executor::LogLine>,
     /// The swarm choices of this seed.
     pub knobs: String,
+    /// Requests sent (every kind, setup, flushes and the drain's clunks included).
+    pub requests: u64,
+    /// The workload's moves (with `record`).
+    pub moves: Vec<Move>,
+    /// What the timeline draws (with `timeline`).
+    pub timeline: Option<crate::timeline::Timeline>,
+    /// The features this run has on (what shrinking may switch off).
+    pub uses: Vec<Feature>,
 }
 
 impl Report {
@@ -169,7 +256,7 @@ const HOSTILE: u64 = 8;
 
 /// The swarm choices: which operations and which faults this seed switches on.
 #[derive(Debug, Clone)]
-struct Knobs {
+pub(crate) struct Knobs {
     ops: Vec<OpKind>,
     faults: FaultConfig,
     flush: f64,
@@ -281,6 +368,107 @@ impl Knobs {
     }
 }
 
+impl Knobs {
+    /// Switches `off` off.
+    fn apply(&mut self, off: &Off) {
+        for f in off {
+            match *f {
+                Feature::Latency => self.faults.latency = false,
+                Feature::ErrorsBefore => self.faults.errors_before = false,
+                Feature::ErrorsAfter => self.faults.errors_after = false,
+                Feature::ShortIo => self.faults.short_io = false,
+                Feature::Stall => self.faults.stall = false,
+                Feature::Flush => self.flush = 0.0,
+                Feature::Tversion => self.version = 0.0,
+                Feature::Reset => self.reset = 0.0,
+                Feature::LockSwarm => self.locks = false,
+                Feature::FewSlots => {}
+                Feature::Hostile => self.hostile = 0.0,
+                Feature::Contention => self.contention = false,
+                Feature::Gaps => self.gaps = false,
+                Feature::Dirs => self.dirs = false,
+                Feature::Nonroot => self.uids.iter_mut().for_each(|u| *u = (0, 0)),
+                Feature::ReplyYield => self.reply_yield = 0.0,
+                Feature::Reclaim => self.reclaim = 0.0,
+                Feature::Op(k) => self.ops.retain(|o| *o != k),
+            }
+        }
+    }
+
+    /// Whether switching `f` off would change this seed's run at all.
+    fn uses(&self, f: Feature, slots: usize) -> bool {
+        match f {
+            Feature::Latency => self.faults.latency,
+            Feature::ErrorsBefore => self.faults.errors_before,
+            Feature::ErrorsAfter => self.faults.errors_after,
+            Feature::ShortIo => self.faults.short_io,
+            Feature::Stall => self.faults.stall,
+            Feature::Flush => self.flush > 0.0,
+            Feature::Tversion => self.version > 0.0,
+            Feature::Reset => self.reset > 0.0,
+            Feature::LockSwarm => self.locks,
+            Feature::FewSlots => slots < 1024,
+            Feature::Hostile => self.hostile > 0.0,
+            Feature::Contention => self.contention,
+            Feature::Gaps => self.gaps,
+            Feature::Dirs => self.dirs,
+            Feature::Nonroot => self.uids.iter().any(|u| *u != (0, 0)),
+            Feature::ReplyYield => self.reply_yield > 0.0,
+            Feature::Reclaim => self.reclaim > 0.0,
+            Feature::Op(k) => self.ops.contains(&k),
+        }
+    }
+}
+
+impl std::fmt::Display for Knobs {
+    /// `ops=walk,read,... faults=latency,stall@5% flush=3% ... backend=mem hostile=0% ...`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::knobs::{op_name, percent};
+        let mut ops = self.ops.clone();
+        ops.sort();
+        let ops: Vec<&str> = ops.iter().map(|&k| op_name(k)).collect();
+        let c = &self.faults;
+        let faults: Vec<&str> = [
+            (c.latency, "latency"),
+            (c.errors_before, "errors-before"),
+            (c.errors_after, "errors-after"),
+            (c.short_io, "short-io"),
+            (c.stall, "stall"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        let faults = if faults.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{}@{}", faults.join(","), percent(c.rate))
+        };
+        let on = |b: bool| if b { "on" } else { "off" };
+        let uids: Vec<String> = self.uids.iter().map(|(u, g)| format!("{u}:{g}")).collect();
+        write!(
+            f,
+            "ops={} faults={faults} flush={} tversion={} reset={} depth={} lock-swarm={} \
+             backend={} hostile={} contention={} gaps={} dirs={} uids={} reply-yield={} \
+             reclaim={}",
+            ops.join(","),
+            percent(self.flush),
+            percent(self.version),
+            percent(self.reset),
+            self.depth,
+            on(self.locks),
+            crate::backend::model_name(self.backend),
+            percent(self.hostile),
+            on(self.contention),
+            on(self.gaps),
+            on(self.dirs),
+            uids.join(","),
+            percent(self.reply_yield),
+            percent(self.reclaim),
+        )
+    }
+}
+
 struct Conn {
     link: Link,
     client: usize,
@@ -331,6 +519,13 @@ pub struct World {
     actions: u64,
     failure: Option<Failure>,
     pdus: Vec<String>,
+    /// Moves performed in the workload phase, and the moves kept (with `record`).
+    nmoves: usize,
+    moves: Vec<Move>,
+    /// The move being performed, and the request each move sent (both ways).
+    cur_move: Option<usize>,
+    move_req: BTreeMap<usize, usize>,
+    req_move: BTreeMap<usize, usize>,
 }
 
 /// Scheduling steps a run may take before it counts as a livelock.
@@ -340,7 +535,8 @@ impl World {
     pub fn new(cfg: RunConfig) -> World {
         let mut frng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, FAULTS));
         let mut wrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, WORKLOAD));
-        let knobs = Knobs::draw(&cfg, &mut frng, &mut wrng);
+        let mut knobs = Knobs::draw(&cfg, &mut frng, &mut wrng);
+        knobs.apply(&cfg.off);
         let policy = match cfg.scheduler {
             Scheduler::Random => Policy::Random,
             Scheduler::Pct => Policy::Pct {
@@ -352,6 +548,9 @@ impl World {
         ex.set_reply_yield(knobs.reply_yield);
         if cfg.log {
             ex.keep_log();
+        }
+        if cfg.timeline {
+            ex.keep_timeline();
         }
         let journal = Journal::default();
         let hook = FaultHook::new(
@@ -380,7 +579,10 @@ impl World {
         let mut lrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, LINK));
         // Some seeds give sessions very few request slots, so requests are refused for
         // lack of one (and Tflush and Tversion use their slot of slack).
-        let slots = [2, 3, 1024, 1024][lrng.random_range(0..4)];
+        let mut slots = [2, 3, 1024, 1024][lrng.random_range(0..4)];
+        if cfg.off.contains(&Feature::FewSlots) {
+            slots = 1024;
+        }
         let config = Arc::new(Config {
             max_msize: [8192, 65536][wrng.random_range(0..2)],
             max_inflight: slots,
@@ -419,6 +621,11 @@ impl World {
             actions: 0,
             failure,
             pdus: Vec::new(),
+            nmoves: 0,
+            moves: Vec::new(),
+            cur_move: None,
+            move_req: BTreeMap::new(),
+            req_move: BTreeMap::new(),
             cfg,
         };
         w.setup_tree();
@@ -469,17 +676,22 @@ impl World {
 
     /// Runs the whole seed.
     pub fn run(cfg: RunConfig) -> Report {
+        let _planted = Planted::arm(cfg.plant);
         let mut w = World::new(cfg);
+        w.ex.timeline(|| TlKind::Phase("workload"));
         if w.failure.is_none() {
             w.workload();
         }
         if w.failure.is_none() {
+            w.ex.timeline(|| TlKind::Phase("heal"));
             w.heal();
         }
         if w.failure.is_none() {
+            w.ex.timeline(|| TlKind::Phase("drain"));
             w.drain();
         }
         if w.failure.is_none() {
+            w.ex.timeline(|| TlKind::Phase("end"));
             w.end();
         }
         w.report()
@@ -487,6 +699,8 @@ impl World {
 
     fn report(self) -> Report {
         let events = self.ex.take_log();
+        let timeline = self.cfg.timeline.then(|| self.timeline());
+        let knobs = self.knobs_line();
         self.ex.clear();
         Report {
             seed: self.cfg.seed,
@@ -497,23 +711,96 @@ impl World {
             failure: self.failure,
             pdus: self.pdus,
             events,
-            knobs: format!(
-                "{:?} slots {} virtio clients {:?} backend {}",
-                self.knobs,
-                self.config.max_inflight,
-                self.client_dev
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, d)| d.is_some())
-                    .map(|(c, _)| c)
-                    .collect::<Vec<_>>(),
-                crate::backend::model_name(self.knobs.backend)
+            knobs,
+            requests: self.reqs.len() as u64,
+            uses: crate::knobs::all_features()
+                .into_iter()
+                .filter(|f| self.knobs.uses(*f, self.config.max_inflight))
+                .collect(),
+            moves: self.moves,
+            timeline,
+        }
+    }
+
+    /// The seed's swarm choices, readable: `ops=... faults=... slots=1024 ...`.
+    fn knobs_line(&self) -> String {
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "none".into()
+            } else {
+                v.join(",")
+            }
+        };
+        let virtio: Vec<String> = (self.client_dev.iter().enumerate())
+            .filter(|(_, d)| d.is_some())
+            .map(|(c, _)| format!("c{c}"))
+            .collect();
+        let msizes: Vec<String> = self
+            .guests
+            .iter()
+            .map(|g| g.want_msize.to_string())
+            .collect();
+        format!(
+            "{} slots={} server-msize={} client-msize={} virtio={} off={}",
+            self.knobs,
+            self.config.max_inflight,
+            self.config.max_msize,
+            list(msizes),
+            list(virtio),
+            crate::knobs::off_list(&self.cfg.off)
+        )
+    }
+
+    /// What the timeline page draws of this run.
+    fn timeline(&self) -> crate::timeline::Timeline {
+        let events = self.ex.take_timeline();
+        let reqs = self
+            .reqs
+            .iter()
+            .map(|r| crate::timeline::TlReq {
+                client: r.client,
+                task: r.task,
+                text: format!(
+                    "{}",
+                    co9p::protocol::Request::new(Tag(r.tag), r.msg.clone())
+                ),
+            })
+            .collect();
+        let named_tasks = self
+            .locks
+            .as_ref()
+            .map(|l| l.task_names())
+            .unwrap_or_default();
+        let mut subtitle = vec![
+            format!("knobs: {}", self.knobs_line()),
+            format!(
+                "steps={} vtime={} requests={} answered={}",
+                self.ex.steps(),
+                crate::trace::vtime(self.ex.vtime()),
+                self.reqs.len(),
+                self.answered
             ),
+        ];
+        if let Some(f) = &self.failure {
+            subtitle.push(format!("FAILED {}: {}", f.check, f.detail));
+        }
+        crate::timeline::Timeline {
+            title: format!("co9p-sim seed {}", self.cfg.seed),
+            subtitle,
+            clients: self.guests.len(),
+            client_dev: self.client_dev.clone(),
+            reqs,
+            named_tasks,
+            events,
         }
     }
 
     fn fail(&mut self, check: &'static str, detail: String) {
         if self.failure.is_none() {
+            self.ex.timeline(|| TlKind::Failed {
+                check: check.to_string(),
+                detail: detail.clone(),
+            });
             self.ex.record_line(b'!', check.as_bytes(), || {
                 format!("FAILED {check}: {detail}")
             });
@@ -589,6 +876,16 @@ impl World {
     // ---- the workload phase ----
 
     fn workload(&mut self) {
+        if let Some(script) = self.cfg.script.clone() {
+            for (i, m) in script.iter().enumerate() {
+                if self.failure.is_some() {
+                    break;
+                }
+                self.actions += 1;
+                self.perform(i, m);
+            }
+            return;
+        }
         while self.failure.is_none() && self.sent < self.cfg.ops {
             self.actions += 1;
             if self.actions > 200 * self.cfg.ops + 10_000 {
@@ -607,32 +904,56 @@ impl World {
                 break;
             }
             if self.knobs.reclaim > 0.0 && self.hrng.random_bool(self.knobs.reclaim) {
-                let n = self.fs.inner.reclaim();
-                self.ex
-                    .record_line(b'K', &(n as u64).to_le_bytes(), || format!("reclaim {n}"));
+                self.perform(self.nmoves, &Move::Reclaim);
+                self.nmoves += 1;
+                if self.cfg.record {
+                    self.moves.push(Move::Reclaim);
+                }
             }
-            self.virtio_moves();
-            if self.wrng.random_bool(0.45) {
+            if !self.devices.is_empty() {
+                self.perform(self.nmoves, &Move::Virtio);
+                self.nmoves += 1;
+                if self.cfg.record {
+                    self.moves.push(Move::Virtio);
+                }
+            }
+            let m = if self.wrng.random_bool(0.45) {
                 let g = self.wrng.random_range(0..self.guests.len());
-                self.act(g);
+                self.choose(g)
             } else {
-                let n = self.wrng.random_range(1..=8);
-                if self.steps(n) == RunEnd::Idle {
-                    self.on_idle(false);
+                Some(Move::Steps(self.wrng.random_range(1..=8)))
+            };
+            if let Some(m) = m {
+                self.perform(self.nmoves, &m);
+                self.nmoves += 1;
+                if self.cfg.record {
+                    self.moves.push(m);
                 }
             }
         }
     }
 
-    /// One move of guest `g`: maybe a flush, a Tversion, a reset, a hostile request, or
-    /// its next request.
-    fn act(&mut self, g: usize) {
+    /// What flushing `oldtag` (`None`: its own tag) of guest `g` aims at, as a move.
+    fn target_of(&self, g: usize, oldtag: Option<u16>) -> Target {
+        let Some(t) = oldtag else {
+            return Target::Own;
+        };
+        self.outstanding
+            .get(&(self.guests[g].conn, t))
+            .and_then(|r| self.req_move.get(r))
+            .map_or(Target::Tag(t), |&m| Target::Move(m))
+    }
+
+    /// The next move of guest `g`, drawn: maybe a flush, a Tversion, a reset, or its next
+    /// request; `None` if nothing fits now.
+    fn choose(&mut self, g: usize) -> Option<Move> {
         if self.guests[g].versioning {
             // A client may flush its Tversion too: Rversion must still come first.
             if self.wrng.random_bool(self.knobs.flush) {
-                self.flush(g, Some(Tag::NOTAG.0));
+                let target = self.target_of(g, Some(Tag::NOTAG.0));
+                return Some(Move::Flush { client: g, target });
             }
-            return;
+            return None;
         }
         let conn = self.guests[g].conn;
         let mine: Vec<u16> = self
@@ -649,43 +970,122 @@ impl World {
                 _ if !mine.is_empty() => Some(mine[self.wrng.random_range(0..mine.len())]),
                 _ => Some(self.wrng.random_range(1..=200)),
             };
-            self.flush(g, oldtag);
-            return;
+            let target = self.target_of(g, oldtag);
+            return Some(Move::Flush { client: g, target });
         }
         let r = r - self.knobs.flush;
         if r < self.knobs.version && self.guests[g].msize != 0 {
-            self.version(g);
-            return;
+            return Some(Move::Version(g));
         }
         let r = r - self.knobs.version;
         if r < self.knobs.reset {
-            self.reset(g);
-            return;
+            return Some(Move::Reset(g));
         }
         let guest = &self.guests[g];
         if guest.inflight >= guest.depth {
-            return;
+            return None;
         }
-        if let Some((msg, uses)) = guest.setup() {
-            if guest.inflight == 0 {
-                self.send(g, msg, uses);
-            }
-            return;
+        if guest.setup().is_some() {
+            return (guest.inflight == 0).then_some(Move::Setup(g));
         }
         if self.knobs.hostile > 0.0 && self.hrng.random_bool(self.knobs.hostile) {
-            if self.hostile(g) {
-                self.sent += 1;
-            }
-            return;
+            // What the hostile request is comes from the hostile stream, from here on.
+            let at = self.hrng.get_word_pos();
+            return Some(Move::Hostile { client: g, at });
         }
         let ops = self.knobs.ops.clone();
-        let Some((msg, uses)) = self.guests[g].next_op(&mut self.wrng, &ops, &self.model) else {
+        let (msg, uses) = self.guests[g].next_op(&mut self.wrng, &ops, &self.model)?;
+        self.guests[g].can_use(&uses).then_some(Move::Send {
+            client: g,
+            msg,
+            uses,
+        })
+    }
+
+    /// Performs move `i` (of the script, or the `i`-th drawn). A move that does not fit
+    /// the run as it is now (a replayed subset of a run's moves) does nothing.
+    fn perform(&mut self, i: usize, m: &Move) {
+        if m.client().is_some_and(|g| g >= self.guests.len()) {
             return;
-        };
-        if self.guests[g].can_use(&uses) {
-            self.sent += 1;
-            self.send(g, msg, uses);
         }
+        self.cur_move = Some(i);
+        match m {
+            Move::Steps(n) => {
+                if *n > 0 && self.steps(*n) == RunEnd::Idle {
+                    self.on_idle(false);
+                }
+            }
+            &Move::Setup(g) => {
+                let guest = &self.guests[g];
+                if !guest.versioning
+                    && guest.inflight == 0
+                    && guest.depth > 0
+                    && let Some((msg, uses)) = guest.setup()
+                {
+                    self.send(g, msg, uses);
+                }
+            }
+            Move::Send { client, msg, uses } => {
+                let guest = &self.guests[*client];
+                if !guest.versioning
+                    && guest.inflight < guest.depth
+                    && guest.setup().is_none()
+                    && guest.can_use(uses)
+                {
+                    self.sent += 1;
+                    self.send(*client, msg.clone(), uses.clone());
+                }
+            }
+            Move::Flush { client, target } => {
+                let g = *client;
+                let conn = self.guests[g].conn;
+                let oldtag = match *target {
+                    Target::Own => Some(None),
+                    Target::Tag(t) => Some(Some(t)),
+                    // Only while the request that move sent is in flight on this connection.
+                    Target::Move(k) => self.move_req.get(&k).and_then(|&r| {
+                        let tag = self.reqs[r].tag;
+                        (self.outstanding.get(&(conn, tag)) == Some(&r)).then_some(Some(tag))
+                    }),
+                };
+                if let Some(oldtag) = oldtag {
+                    let guest = &self.guests[g];
+                    if guest.versioning {
+                        if oldtag == Some(Tag::NOTAG.0) {
+                            self.flush(g, oldtag);
+                        }
+                    } else if guest.msize != 0 {
+                        self.flush(g, oldtag);
+                    }
+                }
+            }
+            &Move::Version(g) => {
+                if !self.guests[g].versioning && self.guests[g].msize != 0 {
+                    self.version(g);
+                }
+            }
+            &Move::Reset(g) => {
+                if !self.guests[g].versioning {
+                    self.reset(g);
+                }
+            }
+            &Move::Hostile { client: g, at } => {
+                let guest = &self.guests[g];
+                if !guest.versioning && guest.inflight < guest.depth && guest.setup().is_none() {
+                    self.hrng.set_word_pos(at);
+                    if self.hostile(g) {
+                        self.sent += 1;
+                    }
+                }
+            }
+            Move::Virtio => self.virtio_moves(),
+            Move::Reclaim => {
+                let n = self.fs.inner.reclaim();
+                self.ex
+                    .record_line(b'K', &(n as u64).to_le_bytes(), || format!("reclaim {n}"));
+            }
+        }
+        self.cur_move = None;
     }
 
     /// The virtual guests' drivers at their own pace: a late kick for chains published

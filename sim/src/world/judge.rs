@@ -44,6 +44,7 @@ impl World {
                 Event::Stall(None) => {}
                 Event::Reply { conn, req, frame } => self.on_reply(conn, req, frame),
                 Event::Irq(d) => {
+                    self.ex.timeline(|| crate::timeline::Kind::Irq { dev: d });
                     self.devices[d].raise();
                     if self.lrng.random_bool(0.6) {
                         self.handle_irq(d);
@@ -338,6 +339,11 @@ impl World {
         if self.cfg.log {
             self.pdus.push(format!("c{client} <- {reply}"));
         }
+        self.ex.timeline(|| crate::timeline::Kind::Reply {
+            req: r,
+            client,
+            text: reply.to_string(),
+        });
         let req = &self.reqs[r];
         if req.replied || (req.done && !req.dup) {
             let detail = format!("{reply} answers {} a second time", Show(&req.msg));

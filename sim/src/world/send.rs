@@ -75,6 +75,12 @@ impl World {
         let frame = req.to_bytes().expect("encodable");
         self.ex
             .record_line(b'Q', &frame, || format!("c{g} -> {req}"));
+        let idx = self.reqs.len();
+        self.ex.timeline(|| crate::timeline::Kind::Send {
+            req: idx,
+            client: g,
+            text: req.to_string(),
+        });
         if self.cfg.log {
             self.pdus.push(format!("c{g} -> {req}"));
         }
@@ -82,7 +88,6 @@ impl World {
         if !dup && !matches!(msg, Tmessage::Flush { .. } | Tmessage::Version { .. }) {
             self.guests[g].inflight += 1;
         }
-        let idx = self.reqs.len();
         let mut req = Req::new(g, conn, tag, msg, uses);
         req.sent_at = self.actions;
         req.refused = refused;
@@ -90,6 +95,13 @@ impl World {
         req.after_clunk = after_clunk;
         self.reqs.push(req);
         self.unjudged.insert(idx);
+        // The first request a move sends is the one a recorded flush can aim at.
+        if let Some(m) = self.cur_move
+            && !self.move_req.contains_key(&m)
+        {
+            self.move_req.insert(m, idx);
+            self.req_move.insert(idx, m);
+        }
         if !dup {
             self.outstanding.insert((conn, tag), idx);
         }
@@ -138,6 +150,7 @@ impl World {
     /// now get their coroutines, spawned in the order the chains were published — one
     /// each, but for Tflush (answered in place) and a tag in use (refused in place).
     pub(super) fn kick(&mut self, d: usize) {
+        self.ex.timeline(|| crate::timeline::Kind::Kick { dev: d });
         let first = self.ex.next_task();
         let read = self.devices[d].kick();
         let last = self.ex.next_task();
@@ -179,6 +192,10 @@ impl World {
             let o = &mut self.reqs[old];
             if !matches!(o.msg, Tmessage::Flush { .. }) {
                 o.cancelled = true;
+                self.ex.timeline(|| crate::timeline::Kind::Cancel {
+                    req: old,
+                    why: "Tflush",
+                });
             }
             o.flushes.push(idx);
         }
@@ -215,6 +232,10 @@ impl World {
         let idx = self.reqs.len();
         let zombies = self.orphan_locks(g);
         for (_, &r) in self.outstanding.range((conn, 0)..=(conn, u16::MAX)) {
+            self.ex.timeline(|| crate::timeline::Kind::Cancel {
+                req: r,
+                why: "Tversion",
+            });
             let r = &mut self.reqs[r];
             r.cancelled = true;
             r.before_version = Some(idx);
@@ -254,7 +275,13 @@ impl World {
             format!("c{g} close conn={old}")
         });
         let zombies = self.orphan_locks(g);
+        self.ex
+            .timeline(|| crate::timeline::Kind::Reset { client: g });
         for (_, &r) in self.outstanding.range((old, 0)..=(old, u16::MAX)) {
+            self.ex.timeline(|| crate::timeline::Kind::Cancel {
+                req: r,
+                why: "a connection reset",
+            });
             self.reqs[r].cancelled = true;
         }
         let c = &mut self.conns[old];
