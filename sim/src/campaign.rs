@@ -89,9 +89,9 @@ pub fn replay_of(cfg: &RunConfig, repro: Option<&Path>) -> String {
 /// The legend at the top of every trace file.
 pub const LEGEND: &str = "\
 # Each line: <virtual time> #<scheduling step> <event>. The hash folds in every event.
-#   cN -> Tmsg tag=T ...    client N sends a request (client view, as `co9p serve --trace`
-#   cN <- Rmsg tag=T ...      prints it); fields as the protocol's one-line form, modes in octal
-#   cN close conn=M         client N resets: its connection M closes with requests in flight
+#   cN conn=M -> Tmsg ...   client N sends a request on its connection M (client view:
+#   cN conn=M <- Rmsg ...     -> request, <- reply); the protocol's one-line form, modes octal
+#   cN close conn=M         client N resets: connection M closes with requests in flight
 #   fs task=K Op ok|err     coroutine K's filesystem call ran (err: the backend refused it)
 #   fs task=K Op fault-before E   injected: failed with E, never happened
 #   fs task=K Op fault-after E    injected: happened, then reported as E

@@ -335,7 +335,7 @@ impl World {
         };
         let client = self.conns[conn].client;
         self.ex
-            .record_line(b'R', &frame, || format!("c{client} <- {reply}"));
+            .record_line(b'R', &frame, || format!("c{client} conn={conn} <- {reply}"));
         if self.cfg.log {
             self.pdus.push(format!("c{client} <- {reply}"));
         }

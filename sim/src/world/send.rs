@@ -74,7 +74,7 @@ impl World {
         let req = Request::new(Tag(tag), msg.clone());
         let frame = req.to_bytes().expect("encodable");
         self.ex
-            .record_line(b'Q', &frame, || format!("c{g} -> {req}"));
+            .record_line(b'Q', &frame, || format!("c{g} conn={conn} -> {req}"));
         let idx = self.reqs.len();
         self.ex.timeline(|| crate::timeline::Kind::Send {
             req: idx,
