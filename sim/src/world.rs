@@ -141,7 +141,8 @@ pub struct RunConfig {
     /// Keep the decoded event log (trace files, determinism diffs, snapshots).
     pub log: bool,
     /// Clients pipeline a Tclunk behind other requests on the same fid (on by default;
-    /// this found the clunk-overtakes-write bug, seed 184, fixed in the server).
+    /// this found the clunk-overtakes-write bug, fixed in the server; `Plant::ClunkSkipsBarrier`
+    /// plants it again in tests).
     pub pipelined_clunk: bool,
     /// How clients reach the device (direct calls, virtqueues, or a per-seed mix).
     pub transport: Transport,
