@@ -165,11 +165,10 @@ impl Hook for FaultHook {
             && matches!(op, OpKind::Read | OpKind::Write | OpKind::Readdir)
             && self.chance(self.cfg.rate / 2.0)
         {
+            // (The task is read before the executor's lock is taken for the line.)
+            let task = task_id(self.ex.current());
             self.ex.record_line(b'W', &[op as u8], || {
-                format!(
-                    "fs task={} {op:?} stall (until flushed)",
-                    task_id(self.ex.current())
-                )
+                format!("fs task={task} {op:?} stall (until flushed)")
             });
             self.ex.timeline(|| crate::timeline::Kind::Stall {
                 op: format!("{op:?}"),
@@ -203,11 +202,10 @@ impl Hook for FaultHook {
     fn io_len(&self, op: OpKind, len: usize) -> usize {
         let n = if self.cfg.short_io && len > 1 && self.chance(self.cfg.rate) {
             let n = self.rng.lock().unwrap().random_range(1..len);
+            // (The task is read before the executor's lock is taken for the line.)
+            let task = task_id(self.ex.current());
             self.ex.record_line(b'I', &[op as u8], || {
-                format!(
-                    "fs task={} {op:?} short-io {n} of {len}",
-                    task_id(self.ex.current())
-                )
+                format!("fs task={task} {op:?} short-io {n} of {len}")
             });
             self.ex.timeline(|| crate::timeline::Kind::ShortIo {
                 op: format!("{op:?}"),

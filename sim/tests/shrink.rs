@@ -7,7 +7,7 @@
 use co9p_sim::campaign::{SeedResult, campaign, shrink};
 use co9p_sim::link::Transport;
 use co9p_sim::script::{parse_repro, repro_text};
-use co9p_sim::world::{Plant, RunConfig, Scheduler, World};
+use co9p_sim::world::{FsChoice, Plant, RunConfig, Scheduler, World};
 
 /// The first failing seed of a campaign with the planted clunk bug.
 fn planted_failure() -> (RunConfig, co9p_sim::world::Report) {
@@ -31,6 +31,11 @@ fn replaying_a_recorded_workload_gives_the_same_run_bit_for_bit() {
         cfg.transport = [Transport::Direct, Transport::Virtio, Transport::Swarm][seed as usize % 3];
         if seed % 4 == 3 {
             cfg.scheduler = Scheduler::Pct;
+        }
+        // Hostile clients and HostFs descriptor reclaim are moves too.
+        if seed % 3 == 1 {
+            cfg.force = vec!["hostile".into(), "reclaim".into()];
+            cfg.fs = FsChoice::Host;
         }
         let rec = World::run(RunConfig {
             record: true,
