@@ -98,6 +98,10 @@ pub const LEGEND: &str = "\
 #   fs task=K Op stall      injected: waits until its request is flushed
 #   fs task=K Op short-io N of M  injected: moves N of the M bytes asked
 #   time 1.2ms              virtual time jumps to the next timer (latency, sleeps)
+#   virtio dev=D ...        a virtio guest's driver: kicks (chains published), interrupts
+#                           and used entries read (`used head=H len=L`)
+#   reply point / reclaim   a reply's delivery made a scheduling point; HostFs descriptors
+#                           reclaimed
 #   sched t3 t5x4 +9 -2     scheduling since the last line: t3 = coroutine 3 polled, x4 =
 #                           four times in a row, +9 = coroutine 9 spawned, -2 = 2 finished
 #                           (--trace-sched: one line per step, `sched task=3 of=5`)
@@ -422,23 +426,23 @@ pub fn shrink(cfg: &RunConfig, failed: &Report, budget: u64, jobs: usize) -> Shr
             rec.moves
         }
     };
-    let base = best.clone();
-    let scripted = |moves: Vec<Move>| RunConfig {
+    let mut base = best.clone();
+    let scripted = |base: &RunConfig, moves: Vec<Move>| RunConfig {
         script: Some(Arc::new(moves)),
         record: false,
         ..base.clone()
     };
     if !s.exhausted()
-        && let Some(r) = s.one(&scripted(moves.clone()))
+        && let Some(r) = s.one(&scripted(&base, moves.clone()))
     {
-        best = scripted(moves.clone());
+        best = scripted(&base, moves.clone());
         best_report = r;
         let mut moves = moves;
         // The shortest failing prefix.
         let (mut lo, mut hi) = (0, moves.len());
         while lo < hi && !s.exhausted() {
             let mid = lo + (hi - lo) / 2;
-            let c = scripted(moves[..mid].to_vec());
+            let c = scripted(&base, moves[..mid].to_vec());
             match s.one(&c) {
                 Some(r) => {
                     hi = mid;
@@ -454,70 +458,79 @@ pub fn shrink(cfg: &RunConfig, failed: &Report, budget: u64, jobs: usize) -> Shr
         // on from there.
         // Deletions change the run, so others may become possible: passes go on while
         // one deletes something.
-        let mut chunk = moves.len().div_ceil(2).max(1);
-        let mut deleted = false;
+        // Switching features off after the moves were cut may let more moves go: the cuts
+        // and the switches take turns while the switches change something.
         loop {
-            let mut i = 0;
-            while i < moves.len() && !s.exhausted() {
-                let starts: Vec<usize> = (i..moves.len()).step_by(chunk).collect();
-                let cands: Vec<(Vec<Move>, RunConfig)> = starts
-                    .iter()
-                    .map(|&at| {
-                        let keep: Vec<bool> = (0..moves.len())
-                            .map(|j| j < at || j >= at + chunk)
-                            .collect();
-                        let m = subset(&moves, &keep);
-                        let c = scripted(m.clone());
-                        (m, c)
-                    })
-                    .collect();
-                let cfgs: Vec<RunConfig> = cands.iter().map(|(_, c)| c.clone()).collect();
-                match s.first(&cfgs) {
-                    Some((k, r)) => {
-                        i = starts[k];
-                        deleted = true;
-                        moves = cands[k].0.clone();
-                        best = cands[k].1.clone();
-                        best_report = r;
+            let mut chunk = moves.len().div_ceil(2).max(1);
+            let mut deleted = false;
+            loop {
+                let mut i = 0;
+                while i < moves.len() && !s.exhausted() {
+                    let starts: Vec<usize> = (i..moves.len()).step_by(chunk).collect();
+                    let cands: Vec<(Vec<Move>, RunConfig)> = starts
+                        .iter()
+                        .map(|&at| {
+                            let keep: Vec<bool> = (0..moves.len())
+                                .map(|j| j < at || j >= at + chunk)
+                                .collect();
+                            let m = subset(&moves, &keep);
+                            let c = scripted(&base, m.clone());
+                            (m, c)
+                        })
+                        .collect();
+                    let cfgs: Vec<RunConfig> = cands.iter().map(|(_, c)| c.clone()).collect();
+                    match s.first(&cfgs) {
+                        Some((k, r)) => {
+                            i = starts[k];
+                            deleted = true;
+                            moves = cands[k].0.clone();
+                            best = cands[k].1.clone();
+                            best_report = r;
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
-            }
-            if s.exhausted() || moves.is_empty() {
-                break;
-            }
-            if chunk == 1 {
-                if !deleted {
+                if s.exhausted() || moves.is_empty() {
                     break;
                 }
-                deleted = false;
-                chunk = moves.len().div_ceil(2).max(1);
-                continue;
+                if chunk == 1 {
+                    if !deleted {
+                        break;
+                    }
+                    deleted = false;
+                    chunk = moves.len().div_ceil(2).max(1);
+                    continue;
+                }
+                chunk = chunk.div_ceil(2);
             }
-            chunk = chunk.div_ceil(2);
-        }
-        // Single moves made smaller: fewer steps in each `steps` move.
-        for i in 0..moves.len() {
-            if s.exhausted() {
+            // Single moves made smaller: fewer steps in each `steps` move.
+            for i in 0..moves.len() {
+                if s.exhausted() {
+                    break;
+                }
+                let Move::Steps(k) = moves[i] else {
+                    continue;
+                };
+                let cands: Vec<RunConfig> = (0..k.min(3))
+                    .map(|less| {
+                        let mut m = moves.clone();
+                        m[i] = Move::Steps(less);
+                        scripted(&base, m)
+                    })
+                    .collect();
+                if let Some((j, r)) = s.first(&cands) {
+                    moves[i] = Move::Steps(j as u64);
+                    best = scripted(&base, moves.clone());
+                    best_report = r;
+                }
+            }
+            let switched = best.off.len();
+            features_off(&mut s, &mut best, &mut best_report);
+            if best.off.len() == switched || s.exhausted() {
                 break;
             }
-            let Move::Steps(k) = moves[i] else {
-                continue;
-            };
-            let cands: Vec<RunConfig> = (0..k.min(3))
-                .map(|less| {
-                    let mut m = moves.clone();
-                    m[i] = Move::Steps(less);
-                    scripted(m)
-                })
-                .collect();
-            if let Some((j, r)) = s.first(&cands) {
-                moves[i] = Move::Steps(j as u64);
-                best = scripted(moves.clone());
-                best_report = r;
-            }
+            base.off = best.off.clone();
         }
-        features_off(&mut s, &mut best, &mut best_report);
     }
     let after = Size::of(&best, &best_report);
     Shrunk {
