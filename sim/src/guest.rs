@@ -173,6 +173,8 @@ pub struct Guest {
     pub tombstones: BTreeMap<u32, MFid>,
     /// Requests the workload wants next (sequences: shrink, grow, read the gap).
     pub plan: std::collections::VecDeque<workload::Step>,
+    /// Times in a row the first planned step could not be sent yet.
+    pub plan_tries: u8,
     /// Nodes renamed lately: the workload aims at the fids that name them.
     pub renamed: Vec<NodeId>,
     /// Directory listings in progress, per fid (judged by POSIX's rules).
@@ -203,6 +205,7 @@ impl Guest {
             gid: 0,
             tombstones: BTreeMap::new(),
             plan: Default::default(),
+            plan_tries: 0,
             renamed: Vec::new(),
             passes: Default::default(),
             contention: false,

@@ -3,7 +3,7 @@
 
 use co9p_sim::campaign::{replay_command, run_seed};
 use co9p_sim::link::Transport;
-use co9p_sim::world::{RunConfig, Scheduler};
+use co9p_sim::world::{FsChoice, RunConfig, Scheduler};
 
 fn seeds(default: u64) -> u64 {
     std::env::var("CO9P_SIM_SEEDS")
@@ -45,6 +45,37 @@ fn pct_scheduler_seeds_pass_and_replay_bit_for_bit() {
 #[test]
 fn virtio_guests_seeds_pass_and_replay_bit_for_bit() {
     campaign(30_000, seeds(200) / 2, |c| c.transport = Transport::Virtio);
+}
+
+/// The backend production serves: HostFs on a scratch directory (tmpfs where there is
+/// one), each seed in a security model this machine supports, host numbers mapped to
+/// stable ones so a seed replays bit for bit.
+#[test]
+fn hostfs_seeds_pass_and_replay_bit_for_bit() {
+    let host = co9p_sim::backend::host_support();
+    if host.models.is_empty() {
+        println!("SKIPPED: {}", host.note.clone().unwrap_or_default());
+        return;
+    }
+    campaign(40_000, seeds(200) / 4, |c| c.fs = FsChoice::Host);
+}
+
+/// Every seed with hostile clients, contention and the shrink-grow-read and directory
+/// sequences on.
+#[test]
+fn hostile_contended_seeds_pass_and_replay_bit_for_bit() {
+    campaign(45_000, seeds(200) / 4, |c| {
+        c.force = [
+            "hostile",
+            "contention",
+            "gaps",
+            "dirs",
+            "nonroot",
+            "reply-yield",
+        ]
+        .map(String::from)
+        .to_vec();
+    });
 }
 
 #[test]

@@ -31,6 +31,10 @@ pub enum Step {
     Up { node: NodeId },
     /// List the directory `node` through an open fid on it.
     List { node: NodeId },
+    /// Make a new fid on `node` by Txattrwalk (racing a rename of its entry).
+    Xattr { node: NodeId },
+    /// Tremove through a fid on `node` made lately (after a rename of its entry).
+    Remove { node: NodeId },
 }
 
 fn u(p: &[u32], s: &[u32], x: &[u32], c: &[u32]) -> Uses {
@@ -157,9 +161,32 @@ impl Guest {
             .map(|(f, _)| *f)
     }
 
-    /// The next planned step as a request, if it still fits.
+    /// The next planned step as a request, if it fits now. A step waiting for an earlier
+    /// one (a file being opened) is tried again a few times before it is dropped.
     fn planned(&mut self, rng: &mut ChaCha8Rng, model: &Model) -> Option<(Tmessage, Uses)> {
         let step = self.plan.pop_front()?;
+        let retry = matches!(
+            step,
+            Step::Grow { .. } | Step::Read { .. } | Step::Xattr { .. } | Step::Remove { .. }
+        )
+        .then(|| step.clone());
+        let r = self.realize(step, rng, model);
+        match (r.is_none(), retry) {
+            (true, Some(step)) if self.plan_tries < 8 => {
+                self.plan_tries += 1;
+                self.plan.push_front(step);
+            }
+            _ => self.plan_tries = 0,
+        }
+        r
+    }
+
+    fn realize(
+        &mut self,
+        step: Step,
+        rng: &mut ChaCha8Rng,
+        model: &Model,
+    ) -> Option<(Tmessage, Uses)> {
         let open_with = |m: &MFid, w: bool| match m.open {
             FidOpen::File { flags, .. } => {
                 if w {
@@ -235,6 +262,29 @@ impl Guest {
                     },
                     u(&[f], &[], &[newfid], &[]),
                 ))
+            }
+            Step::Xattr { node } => {
+                let f = self.fid_on(node, |_| true)?;
+                let newfid = self.free_fid(rng)?;
+                Some((
+                    Tmessage::Xattrwalk {
+                        fid: Fid(f),
+                        newfid: Fid(newfid),
+                        name: "".into(),
+                    },
+                    u(&[f], &[], &[newfid], &[]),
+                ))
+            }
+            Step::Remove { node } => {
+                let f = self
+                    .fids
+                    .iter()
+                    .rev()
+                    .find(|(f, m)| {
+                        **f >= PERSISTENT && m.node == node && !self.claims.contains_key(f)
+                    })
+                    .map(|(f, _)| *f)?;
+                Some((Tmessage::Remove { fid: Fid(f) }, u(&[], &[], &[], &[f])))
             }
             Step::List { node } => {
                 let dir = |m: &MFid| matches!(m.open, FidOpen::File { .. });
@@ -551,6 +601,19 @@ impl Guest {
                 }
                 let sec: Vec<u32> = if a == b { vec![] } else { vec![b] };
                 let oldname = self.name_in(rng, model, a);
+                let moving = model
+                    .node(self.fids[&a].node)
+                    .dir()
+                    .and_then(|d| d.get(oldname.as_bytes()));
+                // Race the rename: a new fid made from one naming the file while the
+                // rename is in flight, then removed through (it must follow the rename).
+                if let Some(node) = moving
+                    && self.fid_on(node, |_| true).is_some()
+                    && rng.random_bool(0.5)
+                {
+                    self.plan.push_front(Step::Xattr { node });
+                    self.plan.push_back(Step::Remove { node });
+                }
                 if self.dirs
                     && let Some(node) = model
                         .node(self.fids[&a].node)
