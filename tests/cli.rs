@@ -804,10 +804,10 @@ fn log_level_and_trace_lines() {
     let pdu: Vec<_> = lines.iter().filter(|l| l.contains("co9p::pdu")).collect();
     assert!(pdu.iter().all(|l| timestamped(l)), "{log}");
     for want in [
-        "conn=1 <- Tversion tag=65535 msize=8192",
-        "conn=1 -> Rversion tag=65535 msize=8192",
-        "conn=2 <- Tversion tag=65535 msize=16384",
-        "conn=2 -> Rversion tag=65535 msize=16384",
+        "conn=1 -> Tversion tag=65535 msize=8192",
+        "conn=1 <- Rversion tag=65535 msize=8192",
+        "conn=2 -> Tversion tag=65535 msize=16384",
+        "conn=2 <- Rversion tag=65535 msize=16384",
     ] {
         assert!(pdu.iter().any(|l| l.contains(want)), "{want} not in {log}");
     }

@@ -243,7 +243,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             Ok(req) => req,
             Err(e) => {
                 if core.config.trace {
-                    core.trace(format_args!("<- (malformed: {e})"));
+                    core.trace(format_args!("-> (malformed: {e})"));
                 }
                 return match e.tag {
                     Some(tag) => {
@@ -255,7 +255,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
             }
         };
         if core.config.trace {
-            core.trace(format_args!("<- {req}"));
+            core.trace(format_args!("-> {req}"));
         }
         let Request { tag, msg } = req;
         match msg {
@@ -291,7 +291,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
     pub fn submit_write(&self, tag: Tag, fid: Fid, offset: u64, count: u32, responder: R) {
         if self.core.config.trace {
             self.core.trace(format_args!(
-                "<- Twrite tag={} fid={} offset={offset} count={count} (in place)",
+                "-> Twrite tag={} fid={} offset={offset} count={count} (in place)",
                 tag.0, fid.0
             ));
         }
@@ -422,7 +422,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 debug_assert!(PAYLOAD_HEADER_LEN + count as usize <= limit);
                 if self.config.trace {
                     self.trace(format_args!(
-                        "-> R{} tag={} count={count}",
+                        "<- R{} tag={} count={count}",
                         if kind == PayloadReply::Read {
                             "read"
                         } else {
@@ -441,14 +441,14 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                     };
                 }
                 if self.config.trace {
-                    self.trace(format_args!("-> {reply}"));
+                    self.trace(format_args!("<- {reply}"));
                 }
                 responder.send(&reply);
             }
             Err(ecode) => {
                 let reply = Pdu::new(tag, Rmessage::Lerror { ecode });
                 if self.config.trace {
-                    self.trace(format_args!("-> {reply}"));
+                    self.trace(format_args!("<- {reply}"));
                 }
                 responder.send(&reply);
             }
