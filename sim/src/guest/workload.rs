@@ -31,10 +31,10 @@ pub enum Step {
     Up { node: NodeId },
     /// List the directory `node` through an open fid on it.
     List { node: NodeId },
-    /// Make a new fid on `node` by Txattrwalk (racing a rename of its entry).
-    Xattr { node: NodeId },
-    /// Tremove through a fid on `node` made lately (after a rename of its entry).
-    Remove { node: NodeId },
+    /// Tremove through `fid` (made racing a rename of its entry).
+    RemoveFid { fid: u32 },
+    /// Send this request (the second half of a race).
+    Then(Box<(Tmessage, Uses)>),
 }
 
 fn u(p: &[u32], s: &[u32], x: &[u32], c: &[u32]) -> Uses {
@@ -167,7 +167,7 @@ impl Guest {
         let step = self.plan.pop_front()?;
         let retry = matches!(
             step,
-            Step::Grow { .. } | Step::Read { .. } | Step::Xattr { .. } | Step::Remove { .. }
+            Step::Grow { .. } | Step::Read { .. } | Step::RemoveFid { .. }
         )
         .then(|| step.clone());
         let r = self.realize(step, rng, model);
@@ -263,29 +263,13 @@ impl Guest {
                     u(&[f], &[], &[newfid], &[]),
                 ))
             }
-            Step::Xattr { node } => {
-                let f = self.fid_on(node, |_| true)?;
-                let newfid = self.free_fid(rng)?;
-                Some((
-                    Tmessage::Xattrwalk {
-                        fid: Fid(f),
-                        newfid: Fid(newfid),
-                        name: "".into(),
-                    },
-                    u(&[f], &[], &[newfid], &[]),
-                ))
+            Step::RemoveFid { fid } => {
+                if !self.fids.contains_key(&fid) || self.claims.contains_key(&fid) {
+                    return None;
+                }
+                Some((Tmessage::Remove { fid: Fid(fid) }, u(&[], &[], &[], &[fid])))
             }
-            Step::Remove { node } => {
-                let f = self
-                    .fids
-                    .iter()
-                    .rev()
-                    .find(|(f, m)| {
-                        **f >= PERSISTENT && m.node == node && !self.claims.contains_key(f)
-                    })
-                    .map(|(f, _)| *f)?;
-                Some((Tmessage::Remove { fid: Fid(f) }, u(&[], &[], &[], &[f])))
-            }
+            Step::Then(m) => Some(*m),
             Step::List { node } => {
                 let dir = |m: &MFid| matches!(m.open, FidOpen::File { .. });
                 match self.fid_on(node, dir) {
@@ -601,19 +585,21 @@ impl Guest {
                 }
                 let sec: Vec<u32> = if a == b { vec![] } else { vec![b] };
                 let oldname = self.name_in(rng, model, a);
-                let moving = model
-                    .node(self.fids[&a].node)
-                    .dir()
-                    .and_then(|d| d.get(oldname.as_bytes()));
-                // Race the rename: a new fid made from one naming the file while the
-                // rename is in flight, then removed through (it must follow the rename).
-                if let Some(node) = moving
-                    && self.fid_on(node, |_| true).is_some()
-                    && rng.random_bool(0.5)
-                {
-                    self.plan.push_front(Step::Xattr { node });
-                    self.plan.push_back(Step::Remove { node });
-                }
+                let entry = (self.fids[&a].node, oldname.0.clone());
+                // Race the rename: a fid reached by the very entry it renames makes a new
+                // fid (Txattrwalk) just before it, and Tremove goes through the new fid
+                // after: that fid must follow the rename too.
+                let racer = self
+                    .fids
+                    .iter()
+                    .find(|(f, m)| {
+                        m.entry.as_ref() == Some(&entry)
+                            && !self.claims.get(f).is_some_and(|c| c.exclusive || c.closing)
+                    })
+                    .map(|(f, _)| *f);
+                let race = racer
+                    .filter(|_| rng.random_bool(0.5))
+                    .zip(self.free_fid(rng));
                 if self.dirs
                     && let Some(node) = model
                         .node(self.fids[&a].node)
@@ -624,7 +610,7 @@ impl Guest {
                     self.plan.push_back(Step::Up { node });
                     self.plan.push_back(Step::List { node });
                 }
-                (
+                let rename = (
                     Tmessage::Renameat {
                         olddirfid: Fid(a),
                         oldname,
@@ -632,7 +618,22 @@ impl Guest {
                         newname: self.name(rng),
                     },
                     u(&[a], &sec, &[], &[]),
-                )
+                );
+                match race {
+                    Some((src, newfid)) => {
+                        self.plan.push_front(Step::Then(Box::new(rename)));
+                        self.plan.push_back(Step::RemoveFid { fid: newfid });
+                        (
+                            Tmessage::Xattrwalk {
+                                fid: Fid(src),
+                                newfid: Fid(newfid),
+                                name: "".into(),
+                            },
+                            u(&[src], &[], &[newfid], &[]),
+                        )
+                    }
+                    None => rename,
+                }
             }
             OpKind::Move => {
                 // Trename: moves the file a fid names (through its recorded entry).
