@@ -71,6 +71,8 @@ struct Sched {
     reply_yield: f64,
     /// Coroutines that reached the reply point: their handler finished.
     handled: std::collections::BTreeSet<u64>,
+    /// The same, in the order they got there, until the world takes them.
+    handled_log: Vec<u64>,
     /// Timeline events, when asked for (never hashed: they only watch).
     tl: Option<Vec<Ev>>,
     /// The timer the task being polled set, if any (for the timeline).
@@ -187,6 +189,7 @@ impl SimExecutor {
             log: None,
             reply_yield: 0.0,
             handled: Default::default(),
+            handled_log: Vec::new(),
             tl: None,
             slept: None,
         };
@@ -359,6 +362,11 @@ impl SimExecutor {
         lock(&self.sched).handled.contains(&id)
     }
 
+    /// The coroutines that reached the reply point since the last call, in order.
+    pub fn take_handled(&self) -> Vec<u64> {
+        std::mem::take(&mut lock(&self.sched).handled_log)
+    }
+
     /// Starts keeping the decoded event log.
     pub fn keep_log(&self) {
         lock(&self.sched).log = Some(Vec::new());
@@ -495,6 +503,7 @@ impl Executor for SimExecutor {
         let mut s = lock(&self.sched);
         if let Some(t) = s.current {
             s.handled.insert(t);
+            s.handled_log.push(t);
         }
         let p = s.reply_yield;
         let y = p >= 1.0 || (p > 0.0 && s.rng.random_bool(p));

@@ -919,7 +919,13 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Result<Ve
         }
         other => return Err(format!("filesystem call {:?} from {}", ev.op, Show(other))),
     };
-    if let Outcome::Done { ok } = ev.outcome
+    // A fault after the effect is injected only after the backend succeeded.
+    let backend_ok = match ev.outcome {
+        Outcome::Done { ok } => Some(ok),
+        Outcome::FaultAfter(_) => Some(true),
+        Outcome::FaultBefore(_) => None,
+    };
+    if let Some(ok) = backend_ok
         && ok != res.ok()
     {
         return Err(format!(

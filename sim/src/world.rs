@@ -918,7 +918,15 @@ impl World {
                     self.moves.push(Move::Virtio);
                 }
             }
-            let m = if self.wrng.random_bool(0.45) {
+            // The second half of a race goes right after the first.
+            let urgent = (0..self.guests.len()).find(|&g| self.guests[g].urgent());
+            let m = if let Some(g) = urgent {
+                let m = self.choose(g);
+                if m.is_none() {
+                    self.guests[g].plan.pop_front();
+                }
+                m
+            } else if self.wrng.random_bool(0.45) {
                 let g = self.wrng.random_range(0..self.guests.len());
                 self.choose(g)
             } else {

@@ -161,6 +161,12 @@ impl Guest {
             .map(|(f, _)| *f)
     }
 
+    /// Whether the next planned request is the second half of a race: it goes out right
+    /// after the first, before anything else happens.
+    pub fn urgent(&self) -> bool {
+        matches!(self.plan.front(), Some(Step::Then(_)))
+    }
+
     /// The next planned step as a request, if it fits now. A step waiting for an earlier
     /// one (a file being opened) is tried again a few times before it is dropped.
     fn planned(&mut self, rng: &mut ChaCha8Rng, model: &Model) -> Option<(Tmessage, Uses)> {
@@ -302,7 +308,7 @@ impl Guest {
         ops: &[OpKind],
         model: &Model,
     ) -> Option<(Tmessage, Uses)> {
-        if !self.plan.is_empty() && rng.random_bool(0.7) {
+        if self.urgent() || (!self.plan.is_empty() && rng.random_bool(0.7)) {
             self.plan.truncate(8);
             return self.planned(rng, model);
         }

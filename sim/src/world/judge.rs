@@ -35,6 +35,39 @@ impl World {
 
     /// Drains the journal and checks the per-step invariants.
     pub(super) fn after_step(&mut self) {
+        self.journal_events();
+        // Handlers that finished: what they did without a filesystem call takes effect
+        // now, not when their reply is judged (a Twrite into a Txattrcreate buffer, which a
+        // Tclunk pipelined behind it then sets).
+        for t in self.ex.take_handled() {
+            if let Some(&r) = self.by_task.get(&t) {
+                self.on_handled(r);
+            }
+        }
+        self.check_links();
+    }
+
+    fn on_handled(&mut self, r: usize) {
+        let req = &self.reqs[r];
+        let Tmessage::Write { fid, offset, data } = &req.msg else {
+            return;
+        };
+        let g = &mut self.guests[req.client];
+        if g.conn != req.conn || req.before_version.is_some() {
+            return;
+        }
+        if let Some(crate::guest::FidOpen::XattrWrite { value, written, .. }) =
+            g.fids.get_mut(&fid.0).map(|m| &mut m.open)
+        {
+            let s = *offset as usize;
+            if s + data.0.len() <= value.len() {
+                value[s..s + data.0.len()].copy_from_slice(&data.0);
+                *written = (*written).max(s + data.0.len());
+            }
+        }
+    }
+
+    fn journal_events(&mut self) {
         for e in self.journal.drain() {
             match e {
                 Event::Fs(ev) => self.on_fs(ev),
@@ -52,6 +85,9 @@ impl World {
                 }
             }
         }
+    }
+
+    fn check_links(&mut self) {
         // The guest reads the used ring only when interrupted: a completion the device
         // did not signal would sit there forever in a real guest. (While an interrupt
         // waits to be handled, the device rightly raises no other: the guest's
