@@ -345,6 +345,22 @@ impl Knobs {
         } else {
             0.0
         };
+        // A knob brings the request kinds its sequences are made of.
+        let mut need = Vec::new();
+        if gaps {
+            need.extend([OpKind::Setattr, OpKind::Write, OpKind::Read, OpKind::Open]);
+        }
+        if dirs {
+            need.extend([OpKind::Mkdir, OpKind::Rename, OpKind::Readdir, OpKind::Open]);
+        }
+        if nonroot {
+            need.extend([OpKind::Create, OpKind::Write, OpKind::Setattr, OpKind::Open]);
+        }
+        for kind in need {
+            if !ops.contains(&kind) {
+                ops.push(kind);
+            }
+        }
         Knobs {
             ops,
             faults,
