@@ -49,6 +49,31 @@ impl World {
 
     fn on_handled(&mut self, r: usize) {
         let req = &self.reqs[r];
+        // A fid's open file goes (and its locks with it) when a Tclunk/Tremove of it, or a
+        // Twalk onto it, has finished: from then until the reply is judged, whether its
+        // locks still hold is not the model's to say (another request may yet hold the
+        // file a moment longer).
+        let closing = match &req.msg {
+            Tmessage::Clunk { fid } | Tmessage::Remove { fid } => Some(fid.0),
+            Tmessage::Walk { fid, newfid, .. } if fid == newfid => {
+                let g = &self.guests[req.client];
+                oracle::walk_state(g, req)
+                    .filter(|s| matches!(s.next, oracle::WalkNext::Done))
+                    .map(|_| fid.0)
+            }
+            _ => None,
+        };
+        if let Some(f) = closing {
+            let g = &self.guests[req.client];
+            if g.conn == req.conn
+                && req.before_version.is_none()
+                && let Some(crate::guest::FidOpen::File { owner, .. }) =
+                    g.fids.get(&f).map(|m| &m.open)
+            {
+                self.model.zombies.insert(*owner);
+            }
+            return;
+        }
         let Tmessage::Write { fid, offset, data } = &req.msg else {
             return;
         };
