@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use client::{Client, InProcess};
+use co9p::fs::hooked::{Hook, HookedFs, OpKind};
 use co9p::fs::host::{HostOptions, SecurityModel};
 use co9p::fs::{Filesystem, HostFs, MemFs};
 use co9p::protocol::*;
@@ -250,5 +251,110 @@ fn a_name_changed_on_the_host_is_refused_not_followed() {
         assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"host");
         assert_eq!(std::fs::read(dir.join("b")).unwrap(), b"old");
         assert!(!dir.join("c").exists());
+    }
+}
+
+/// Holds back the result of every lookup while closed: the lookup has happened, its answer
+/// has not reached the server yet.
+#[derive(Clone, Default)]
+struct Gate(Arc<std::sync::Mutex<(bool, Vec<std::task::Waker>)>>);
+
+impl Gate {
+    fn close(&self) {
+        self.0.lock().unwrap().0 = true;
+    }
+    fn open(&self) {
+        let mut g = self.0.lock().unwrap();
+        g.0 = false;
+        g.1.drain(..).for_each(|w| w.wake());
+    }
+}
+
+impl Hook for Gate {
+    async fn before(&self, _: OpKind) -> co9p::fs::FsResult<()> {
+        Ok(())
+    }
+    async fn deliver(&self, op: OpKind) {
+        if op != OpKind::Lookup {
+            return;
+        }
+        std::future::poll_fn(|cx| {
+            let mut g = self.0.lock().unwrap();
+            if g.0 {
+                g.1.push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await
+    }
+}
+
+/// A Twalk has looked `a` up, and before it records newfid's entry a Trenameat moves `a`
+/// to `b`: newfid must still name the file (now `b`), as if the rename came after the walk.
+fn walk_raced_by_a_rename<F: Filesystem>(inner: F) {
+    let gate = Gate::default();
+    let fs = Arc::new(HookedFs::new(inner, gate.clone()));
+    let mut c = Client::new(InProcess::new(fs, Config::default()));
+    c.version(65536);
+    c.attach(Fid(0), "").unwrap();
+    let f = c.fresh_fid();
+    c.walk(Fid(0), f, &[]).unwrap();
+    c.lcreate(f, "a", OpenFlags::RDWR, 0o644).unwrap();
+    c.write(f, 0, b"old").unwrap();
+    c.clunk(f).unwrap();
+
+    gate.close();
+    let fid1 = c.fresh_fid();
+    let walk = c.send(Tmessage::Walk {
+        fid: Fid(0),
+        newfid: fid1,
+        wnames: vec!["a".into()],
+    });
+    assert!(
+        c.link.out.0.lock().unwrap().is_empty(),
+        "the walk waits for its lookup's answer"
+    );
+    let ren = c.send(Tmessage::Renameat {
+        olddirfid: Fid(0),
+        oldname: "a".into(),
+        newdirfid: Fid(0),
+        newname: "b".into(),
+    });
+    gate.open();
+    assert!(
+        matches!(c.reply(walk), Some(Rmessage::Walk { wqids }) if wqids.len() == 1),
+        "the walk reached a"
+    );
+    assert_eq!(c.reply(ren), Some(Rmessage::Renameat {}));
+
+    let f = c.fresh_fid();
+    c.walk(Fid(0), f, &[]).unwrap();
+    c.lcreate(f, "a", OpenFlags::RDWR, 0o644).unwrap();
+    c.write(f, 0, b"new").unwrap();
+    c.clunk(f).unwrap();
+    assert_eq!(
+        c.call(Tmessage::Remove { fid: fid1 }).map(drop),
+        Ok(()),
+        "Tremove acts on the walked file, now named b"
+    );
+    assert_eq!(c.walk_path(Fid(0), "b"), Err(Errno::ENOENT), "b is gone");
+    let a = c.walk_path(Fid(0), "a").unwrap();
+    c.lopen(a, OpenFlags::RDONLY).unwrap();
+    assert_eq!(c.read(a, 0, 16).unwrap(), b"new", "the new a stays");
+}
+
+#[test]
+fn a_rename_between_a_walks_lookup_and_its_new_fid_is_followed_by_the_fid() {
+    walk_raced_by_a_rename(MemFs::new());
+    for model in MODELS {
+        // The Backend only lends its directory here: the gate needs the HostFs itself.
+        let b = host(model, "walk-race");
+        let opts = HostOptions {
+            security_model: model,
+            ..HostOptions::default()
+        };
+        walk_raced_by_a_rename(HostFs::new(b.host.as_ref().unwrap(), opts).unwrap());
     }
 }

@@ -80,6 +80,16 @@ pub trait Hook: Send + Sync + 'static {
         let _ = op;
         len
     }
+    /// After an operation that changes nothing (see [`OpKind::is_mutating`]), before its
+    /// result reaches the caller: may wait. The result is already decided, so this is a
+    /// slow way back (a host thread descheduled after its syscall), which lets a test put
+    /// another request between a lookup and what its caller does with the answer. Never
+    /// called after a mutating operation: waiting after an effect would make it
+    /// cancellable once it happened.
+    fn deliver(&self, op: OpKind) -> impl Future<Output = ()> + Send {
+        let _ = op;
+        std::future::ready(())
+    }
 }
 
 /// A filesystem with a hook around every operation.
@@ -96,10 +106,14 @@ impl<F: Filesystem, H: Hook> HookedFs<F, H> {
     async fn wrap<T>(&self, op: OpKind, fut: impl Future<Output = FsResult<T>>) -> FsResult<T> {
         self.hook.before(op).await?;
         let r = fut.await;
-        match self.hook.after(op, r.is_ok()) {
+        let r = match self.hook.after(op, r.is_ok()) {
             Some(e) => Err(e),
             None => r,
+        };
+        if !op.is_mutating() {
+            self.hook.deliver(op).await;
         }
+        r
     }
 }
 

@@ -174,7 +174,9 @@ pub(crate) struct SessionCore<F: Filesystem, E: Executor, R: Responder> {
     /// Orders renames against the requests that act through a fid's recorded entry
     /// (QEMU's rename lock): Trename and Trenameat hold it exclusively from the rename to
     /// the fix of the fids' records; Tremove and Trename read a record and act on it
-    /// under it, so they never act through a record a rename is about to move.
+    /// under it, so they never act through a record a rename is about to move; Twalk,
+    /// Tlcreate and Tattach hold it shared from finding an entry to recording it, so no
+    /// rename of that entry falls between (its fix would miss the record not yet made).
     pub names: crate::co::CoRwLock<()>,
 }
 

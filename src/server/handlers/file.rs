@@ -76,6 +76,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             Open::Closed => Err(Errno::ENOTDIR),
             _ => Err(Errno::EINVAL),
         })?;
+        // No rename between creating the entry and recording it (see Twalk).
+        let _names = self.names.read().await;
         let (node, file, qid) = self
             .fs
             .create(&dir, &name, flags, mode, Creds { uid, gid })

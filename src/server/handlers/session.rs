@@ -50,6 +50,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             // No authentication is offered, so no auth fid can exist.
             return Err(Errno::EBADF);
         }
+        // No rename between looking the path up and recording its last entry (see Twalk).
+        let _names = self.names.read().await;
         let (root, root_qid) = self.fs.root().await?;
         let _ = self.root_path.set(root_qid.path);
         let mut node = root;

@@ -25,6 +25,10 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         if newfid != fid && self.fids.get(newfid).is_ok() {
             return Err(Errno::EINVAL);
         }
+        // From the first lookup until newfid records the entry it reached, no rename may
+        // run: one that moved that entry in between would fix every record but this one,
+        // and newfid would name its file by a name it no longer has.
+        let _names = self.names.read().await;
         let mut cur = start;
         let mut wqids = Vec::with_capacity(wnames.len());
         for (i, w) in wnames.iter().enumerate() {
