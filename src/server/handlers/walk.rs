@@ -21,14 +21,15 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         let e = self.fids.get(fid)?;
         let _g = e.barrier.read().await;
         e.check()?;
+        // From reading fid's record (a clone copies it) or the first lookup until newfid
+        // records the entry it reached, no rename may run: one that moved that entry in
+        // between would fix every record but this one, and newfid would name its file by
+        // a name it no longer has.
+        let _names = self.names.read().await;
         let start = e.with(|s| s.walked());
         if newfid != fid && self.fids.get(newfid).is_ok() {
             return Err(Errno::EINVAL);
         }
-        // From the first lookup until newfid records the entry it reached, no rename may
-        // run: one that moved that entry in between would fix every record but this one,
-        // and newfid would name its file by a name it no longer has.
-        let _names = self.names.read().await;
         let mut cur = start;
         let mut wqids = Vec::with_capacity(wnames.len());
         for (i, w) in wnames.iter().enumerate() {
