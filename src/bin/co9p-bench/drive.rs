@@ -136,7 +136,7 @@ pub(super) fn step(
 /// Runs `w` on one connection until the deadline or the shared op budget is spent.
 pub(super) fn drive(
     w: Workload,
-    mut c: Conn,
+    c: &mut Conn,
     depth: usize,
     file_size: u64,
     deadline: Instant,
@@ -170,7 +170,7 @@ pub(super) fn drive(
             break;
         }
         s.started = Instant::now();
-        let m = step(w, &c, s, true, file_size, &mut t)?.expect("an op has a request");
+        let m = step(w, c, s, true, file_size, &mut t)?.expect("an op has a request");
         c.send(Tag(i as u16), m)?;
         inflight += 1;
     }
@@ -179,7 +179,7 @@ pub(super) fn drive(
         let s = slots
             .get_mut(tag.0 as usize)
             .ok_or_else(|| format!("reply with unknown tag {}", tag.0))?;
-        if let Some(m) = step(w, &c, s, false, file_size, &mut t)? {
+        if let Some(m) = step(w, c, s, false, file_size, &mut t)? {
             c.send(tag, m)?;
             continue;
         }
@@ -188,7 +188,7 @@ pub(super) fn drive(
         t.lat_ns.push(s.started.elapsed().as_nanos() as u64);
         if Instant::now() < deadline && take() {
             s.started = Instant::now();
-            let m = step(w, &c, s, true, file_size, &mut t)?.expect("an op has a request");
+            let m = step(w, c, s, true, file_size, &mut t)?.expect("an op has a request");
             c.send(tag, m)?;
         } else {
             inflight -= 1;
@@ -221,7 +221,10 @@ pub(super) fn run(side: &Side, args: &Args, w: Workload) -> Res<Figures> {
             .enumerate()
             .map(|(i, c)| {
                 let budget = &budget;
-                sc.spawn(move || drive(w, c, args.depth, file_size, deadline, budget, i))
+                sc.spawn(move || {
+                    let mut c = c;
+                    drive(w, &mut c, args.depth, file_size, deadline, budget, i)
+                })
             })
             .collect();
         hs.into_iter()

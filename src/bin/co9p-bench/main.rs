@@ -75,6 +75,41 @@ struct Args {
     /// --conns threads and no 9P in the way: the ceiling any server is bounded by.
     #[arg(long)]
     ceiling_dir: Option<std::path::PathBuf>,
+    /// How cost grows: instead of the workloads, sweep connections, held fids, directory
+    /// size (and with --server-pid memory) and write sweep.csv and SVG curves into DIR.
+    #[arg(long, value_name = "DIR")]
+    sweep: Option<std::path::PathBuf>,
+    /// The --addr server's process id, for the sweep's memory series (its VmRSS).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The --vs server's process id.
+    #[arg(long)]
+    vs_server_pid: Option<u32>,
+    /// The local path of what --aname attaches to: the sweep makes its big directories
+    /// there with local syscalls rather than through 9P.
+    #[arg(long)]
+    fixture_dir: Option<std::path::PathBuf>,
+    /// The local path of what --vs-aname attaches to.
+    #[arg(long)]
+    vs_fixture_dir: Option<std::path::PathBuf>,
+    /// The --addr server's name in the sweep's files.
+    #[arg(long, default_value = "A")]
+    name: String,
+    /// The --vs server's name in the sweep's files.
+    #[arg(long, default_value = "B")]
+    vs_name: String,
+    /// The sweep's most connections (points 1, 2, 4, … up to it).
+    #[arg(long, default_value_t = 256)]
+    sweep_max_conns: usize,
+    /// The sweep's most fids in one session (points 4, 16, 64, … up to it).
+    #[arg(long, default_value_t = 16_384)]
+    sweep_max_fids: usize,
+    /// The sweep's largest directory (points 10, 100, … up to it).
+    #[arg(long, default_value_t = 1_000_000)]
+    sweep_max_entries: u64,
+    /// Rounds per sweep point; the best is kept.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -131,6 +166,7 @@ mod ceiling;
 mod conn;
 mod drive;
 mod side;
+mod sweep;
 
 use conn::*;
 use drive::*;
@@ -173,6 +209,12 @@ fn main() -> ExitCode {
 }
 
 fn bench(args: &Args) -> Res<()> {
+    if let Some(out) = &args.sweep {
+        if args.sweep_max_conns == 0 || args.sweep_max_conns > 4000 || args.sweep_max_entries < 10 {
+            return Err("want 1 <= --sweep-max-conns <= 4000, --sweep-max-entries >= 10".into());
+        }
+        return sweep::sweep(args, out);
+    }
     if args.depth == 0 || args.conns == 0 || args.conns * args.depth > 4000 {
         return Err("want 1 <= conns * depth <= 4000".into());
     }
