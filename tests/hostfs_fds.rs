@@ -38,8 +38,17 @@ fn descriptors_return_to_start_and_are_bounded() {
                 keep.push((n, f, d, df, p));
             }
         }
-        // `d` is one node however often looked up, and `p` is the root itself.
-        assert_eq!(fs.fds_in_use(), 2 + keep.len() * 3);
+        // `d` is one node however often looked up, and `p` is the root itself. A created
+        // node borrows its open file's descriptor until something needs its own.
+        assert_eq!(fs.fds_in_use(), 2 + keep.len() * 2);
+        now(fs.getattr(&keep[0].0)).unwrap();
+        assert_eq!(
+            fs.fds_in_use(),
+            3 + keep.len() * 2,
+            "a created node used through itself made its own descriptor"
+        );
+        now(fs.getattr(&keep[0].0)).unwrap();
+        assert_eq!(fs.fds_in_use(), 3 + keep.len() * 2, "once");
         assert_eq!(
             fs.fds_reclaimed(),
             0,

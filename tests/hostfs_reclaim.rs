@@ -407,3 +407,77 @@ fn threads_share_a_tiny_budget() {
     assert!(fs.fds_in_use() <= 32);
     assert!(fs.fds_reclaimed() > 0);
 }
+
+/// A node made by create borrows its open file's descriptor: through the node, the file
+/// stays reachable while it is open whatever happens to its name (renamed or removed on
+/// the host or through the server), and when the file closes while the node lives on,
+/// the node makes its own descriptor of that same file.
+#[test]
+fn a_created_node_borrows_its_files_descriptor_and_outlives_it() {
+    let _s = serial();
+    let sb = Sandbox::new("lent");
+    for model in [SecurityModel::None, SecurityModel::MappedXattr] {
+        let fs = sb.fs(model);
+        let (r, _) = root(&fs);
+        let tag = format!("{model:?}");
+
+        // Renamed on the host while open: the node is still the file.
+        let (n, f, _) =
+            now(fs.create(&r, &name(&format!("a{tag}")), OpenFlags::RDWR, 0o644, ROOT)).unwrap();
+        now(fs.write(&f, 0, b"abc")).unwrap();
+        std::fs::rename(sb.path(&format!("a{tag}")), sb.path(&format!("b{tag}"))).unwrap();
+        assert_eq!(
+            now(fs.getattr(&n)).unwrap().size,
+            3,
+            "{tag}: reached by the open file"
+        );
+        drop(f);
+        assert_eq!(
+            now(fs.getattr(&n)).unwrap().size,
+            3,
+            "{tag}: its own descriptor now"
+        );
+        drop(n);
+
+        // Closed while the node lives on: the node keeps the file itself, even once its
+        // name holds another file.
+        let (n, f, _) =
+            now(fs.create(&r, &name(&format!("c{tag}")), OpenFlags::RDWR, 0o644, ROOT)).unwrap();
+        now(fs.write(&f, 0, b"c")).unwrap();
+        drop(f);
+        assert_eq!(
+            now(fs.getattr(&n)).unwrap().size,
+            1,
+            "{tag}: its own descriptor"
+        );
+        let (m, g, _) =
+            now(fs.create(&r, &name(&format!("d{tag}")), OpenFlags::RDWR, 0o644, ROOT)).unwrap();
+        drop(g);
+        std::fs::remove_file(sb.path(&format!("d{tag}"))).unwrap();
+        std::fs::write(sb.path(&format!("d{tag}")), b"another").unwrap();
+        assert_eq!(
+            now(fs.getattr(&m)).unwrap().size,
+            0,
+            "{tag}: the created file, not the one now named d"
+        );
+
+        // Removed through the server while open, then closed: still the file through the
+        // node (which made its own descriptor as the file closed).
+        let (n2, f2, _) =
+            now(fs.create(&r, &name(&format!("e{tag}")), OpenFlags::RDWR, 0o644, ROOT)).unwrap();
+        now(fs.write(&f2, 0, b"ee")).unwrap();
+        now(fs.unlink_node(&r, &name(&format!("e{tag}")), &n2, false)).unwrap();
+        assert_eq!(
+            now(fs.getattr(&n2)).unwrap().size,
+            2,
+            "{tag}: unlinked, still open"
+        );
+        drop(f2);
+        assert_eq!(
+            now(fs.getattr(&n2)).unwrap().size,
+            2,
+            "{tag}: unlinked and closed, still reachable through its node"
+        );
+        drop((n, n2));
+    }
+}

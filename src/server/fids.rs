@@ -98,6 +98,8 @@ pub struct FidState<F: Filesystem> {
     pub parent: Option<Parent<F>>,
     /// The uid from Tattach, for files this fid creates.
     pub uid: u32,
+    /// Last: fields drop in order, so the node is let go before the file closes (see
+    /// `end_fid` in handlers/clunk.rs).
     pub open: Open<F>,
 }
 

@@ -12,6 +12,7 @@
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use rustix::fs::{
     AtFlags, FileType, Gid, Mode, OFlags, Uid, chmodat, chownat, fchmod, fchown, fstat, linkat,
@@ -22,7 +23,7 @@ use crate::fs::{Creds, FsResult, Name};
 use crate::protocol::{Errno, OpenFlags, Qid};
 
 use super::cache::Probe;
-use super::node::{HostFile, HostNode, Kind};
+use super::node::{GiveBack, HostFile, HostNode, Kind};
 use super::resolve::{ProcPath, reopen_flags};
 use super::security::{
     MAPPED_DIR_MODE, MAPPED_FILE_MODE, Mapped, SecurityModel, write_mapped_fd, write_mapped_path,
@@ -172,10 +173,23 @@ impl HostFs {
             let p = Probe::of_fd(fd.as_fd())?;
             let made = Some((p.uid, p.gid));
             self.own_new_fd_as(fd.as_fd(), libc::S_IFREG | perm, None, creds, made)?;
-            let pfd = self.path_fd_of(fd.as_fd())?;
-            let qid = self.qid_probed(pfd.as_fd(), &p)?;
-            let node = self.intern_as(pfd, p.id, Some((dir, name)))?;
-            let file = HostFile::new(node.clone(), fd, file_slot, creds.uid)?;
+            let qid = self.qid_probed(fd.as_fd(), &p)?;
+            if self.registry.get((p.id.dev, p.id.ino)).is_some() {
+                // A live node of an inode number the kernel just reused (its file gone):
+                // the general path replaces it.
+                let pfd = self.path_fd_of(fd.as_fd())?;
+                let node = self.intern_as(pfd, p.id, Some((dir, name)))?;
+                let file = HostFile::new(node.clone(), fd, file_slot, creds.uid)?;
+                return Ok((node, file, qid));
+            }
+            // The node borrows the file's descriptor (see `NodeState::lender`).
+            let fd = Arc::new(fd);
+            let node = HostNode::new_lent(&fd, p.id, (dir.clone(), name.clone()), &self.registry);
+            let back = GiveBack {
+                proc_fd: self.proc_fd.clone(),
+                budget: self.budget.clone(),
+            };
+            let file = HostFile::lending(node.clone(), fd, file_slot, creds.uid, back);
             Ok((node, file, qid))
         })
     }
@@ -333,7 +347,7 @@ impl HostFs {
         let src = src.ok();
         let lost = self
             .losing_name(nd.fd(), new_name)
-            .filter(|(n, _)| Some(n.id()) != src);
+            .filter(|l| Some(l.id()) != src);
         renameat(od.fd(), old_name.as_bytes(), nd.fd(), new_name.as_bytes()).map_err(errno)?;
         if let Some(src) = src {
             self.moved(src, new_dir, nd.fd(), new_name);
@@ -364,12 +378,17 @@ impl HostFs {
             AtFlags::empty()
         };
         let d = self.node_fd(dir)?;
-        if let Some(n) = expect {
-            let found = statat(d.fd(), name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
-                .map(|st| (st.st_dev, st.st_ino));
-            same_inode(found, n)?;
-        }
-        let lost = self.losing_name(d.fd(), name);
+        let lost = match expect {
+            Some(n) => {
+                let found = statat(d.fd(), name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| (st.st_dev, st.st_ino));
+                same_inode(found, n)?;
+                // The name holds `n`'s inode: that stat already found the node losing it
+                // (a second one, as `losing_name` makes, would cost a syscall per Tremove).
+                self.registry.get(n.id()).and_then(|r| self.losing(r))
+            }
+            None => self.losing_name(d.fd(), name),
+        };
         unlinkat(d.fd(), name.as_bytes(), flags).map_err(errno)?;
         self.lost_name(lost, dir, name);
         Ok(())

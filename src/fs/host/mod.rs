@@ -89,7 +89,7 @@ pub const DEFAULT_NODE_CACHE: usize = 256;
 pub struct HostFs {
     root: HostNode,
     /// `/proc/self/fd`, opened once and checked to be procfs.
-    proc_fd: OwnedFd,
+    proc_fd: Arc<OwnedFd>,
     model: SecurityModel,
     readonly: bool,
     qids: QidMap,
@@ -189,7 +189,7 @@ impl HostFs {
         Ok(HostFs {
             qids: QidMap::new(st.st_dev),
             root,
-            proc_fd,
+            proc_fd: Arc::new(proc_fd),
             model: opts.security_model,
             readonly: opts.readonly,
             budget,

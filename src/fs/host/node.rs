@@ -206,8 +206,15 @@ pub(super) struct NodeInner {
 }
 
 struct NodeState {
-    /// `None` while reclaimed.
+    /// `None` while reclaimed, or while lent.
     held: Option<Arc<Held>>,
+    /// A node made with its file (Tlcreate) holds no descriptor of its own at first: it
+    /// borrows the open file's, and makes its `O_PATH` one from it only if something
+    /// needs it while the file is open. Most created files are used through the open
+    /// file and then clunked or removed, so the reopen through `/proc/self/fd` (an
+    /// `openat` and a `close` per create) is never paid. Once the file is closed, a node
+    /// still in use without a descriptor reopens by its record, as a reclaimed one does.
+    lender: Option<Weak<OwnedFd>>,
     /// Where the node was reached: `None` only for a pinned node.
     origin: Option<(HostNode, Name)>,
     /// Never reclaimed (see the module doc).
@@ -245,6 +252,7 @@ impl HostNode {
             registry: registry.clone(),
             state: Mutex::new(NodeState {
                 held: Some(Arc::new(Held { fd, _slot: slot })),
+                lender: None,
                 pinned: origin.is_none(),
                 origin,
                 open_files: 0,
@@ -256,6 +264,78 @@ impl HostNode {
             .insert((id.dev, id.ino), Arc::downgrade(&node.0));
         drop(old);
         node
+    }
+
+    /// A new node with no descriptor of its own, borrowing `lender`'s (the file just
+    /// created and opened, see [`NodeState::lender`]), registered as the node of its inode.
+    pub(super) fn new_lent(
+        lender: &Arc<OwnedFd>,
+        id: Identity,
+        origin: (HostNode, Name),
+        registry: &Arc<Registry>,
+    ) -> HostNode {
+        let node = HostNode(Arc::new(NodeInner {
+            id,
+            registry: registry.clone(),
+            state: Mutex::new(NodeState {
+                held: None,
+                lender: Some(Arc::downgrade(lender)),
+                pinned: false,
+                origin: Some(origin),
+                open_files: 0,
+                last_use: registry.tick(),
+            }),
+        }));
+        let old = registry
+            .map()
+            .insert((id.dev, id.ino), Arc::downgrade(&node.0));
+        drop(old);
+        node
+    }
+
+    /// The file `fd` that this node may borrow from is closing: if the node lives on
+    /// (someone besides that file holds it), it makes its own descriptor now, while the
+    /// file can still be reached; otherwise it just stops borrowing. If that reopen fails
+    /// (the budget is full), the node is left without one, as a reclaimed node is.
+    fn lender_closing(&self, fd: &Arc<OwnedFd>, back: &GiveBack) {
+        let lives_on = {
+            let mut s = self.state();
+            let lends = s
+                .lender
+                .as_ref()
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(fd)));
+            if !lends || s.held.is_some() {
+                return;
+            }
+            // The file being dropped holds one reference.
+            let lives_on = Arc::strong_count(&self.0) > 1;
+            if !lives_on {
+                s.lender = None;
+            }
+            lives_on
+        };
+        if !lives_on {
+            return;
+        }
+        let p = super::resolve::ProcPath::new(fd.as_raw_fd());
+        let own = rustix::fs::openat(
+            &*back.proc_fd,
+            p.rel(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        );
+        match (own, back.budget.take()) {
+            (Ok(own), Ok(slot)) => {
+                self.install(own, slot);
+            }
+            _ => self.state().lender = None,
+        }
+    }
+
+    /// The open file's descriptor a lent node may make its own from, while that file is
+    /// open.
+    pub(super) fn lent(&self) -> Option<Arc<OwnedFd>> {
+        self.state().lender.as_ref().and_then(Weak::upgrade)
     }
 
     fn state(&self) -> MutexGuard<'_, NodeState> {
@@ -311,6 +391,7 @@ impl HostNode {
         let mut s = self.state();
         let tick = self.0.registry.tick();
         s.last_use = tick;
+        s.lender = None;
         let h = s
             .held
             .get_or_insert_with(|| Arc::new(Held { fd, _slot: slot }))
@@ -356,7 +437,8 @@ impl HostNode {
     /// hold a [`NodeFd`] of it); a node without one stays as it is (it will be stale).
     pub(super) fn pin(&self) {
         let mut s = self.state();
-        if s.held.is_some() {
+        // A lent node makes its descriptor from the open file when next used.
+        if s.held.is_some() || s.lender.as_ref().is_some_and(|w| w.strong_count() > 0) {
             s.pinned = true;
         }
     }
@@ -445,15 +527,25 @@ impl fmt::Debug for HostNode {
 pub struct HostFile {
     pub(super) node: HostNode,
     pub(super) io: FileIo,
+    /// For a file whose node borrows its descriptor: what the node needs to make its
+    /// own when the file closes while the node lives on.
+    give_back: Option<GiveBack>,
     /// Who writes through it: any uid but 0 drops set-id bits (see
     /// [`Filesystem::open_by`](crate::fs::Filesystem::open_by)).
     pub(super) writer: u32,
     _slot: FdSlot,
 }
 
+/// What a lent node needs to make its own `O_PATH` descriptor from the file's (through
+/// `/proc/self/fd`) when the file closes: the `/proc/self/fd` directory and the budget.
+pub(super) struct GiveBack {
+    pub(super) proc_fd: Arc<OwnedFd>,
+    pub(super) budget: Arc<FdBudget>,
+}
+
 pub(super) enum FileIo {
-    /// A regular file.
-    Data(OwnedFd),
+    /// A regular file (shared with its node while lent, see [`NodeState::lender`]).
+    Data(Arc<OwnedFd>),
     /// A directory and its stream position.
     Dir(Mutex<DirStream>),
 }
@@ -483,15 +575,33 @@ impl HostFile {
                 buf: Vec::with_capacity(DIR_BUF),
                 at: Some(0),
             })),
-            _ => FileIo::Data(fd),
+            _ => FileIo::Data(Arc::new(fd)),
         };
+        Ok(HostFile::with_io(node, io, slot, writer))
+    }
+
+    /// A regular file whose descriptor its node borrows ([`HostNode::new_lent`]).
+    pub(super) fn lending(
+        node: HostNode,
+        fd: Arc<OwnedFd>,
+        slot: FdSlot,
+        writer: u32,
+        give_back: GiveBack,
+    ) -> HostFile {
+        let mut f = HostFile::with_io(node, FileIo::Data(fd), slot, writer);
+        f.give_back = Some(give_back);
+        f
+    }
+
+    fn with_io(node: HostNode, io: FileIo, slot: FdSlot, writer: u32) -> HostFile {
         node.state().open_files += 1;
-        Ok(HostFile {
+        HostFile {
             node,
             io,
+            give_back: None,
             writer,
             _slot: slot,
-        })
+        }
     }
 
     /// Runs `f` with the file's descriptor (a directory's stream is locked meanwhile).
@@ -517,6 +627,9 @@ impl HostFile {
 impl Drop for HostFile {
     fn drop(&mut self) {
         self.node.state().open_files -= 1;
+        if let (Some(back), FileIo::Data(fd)) = (&self.give_back, &self.io) {
+            self.node.lender_closing(fd, back);
+        }
     }
 }
 

@@ -77,6 +77,12 @@ impl HostFs {
         if let Some(fd) = node.held() {
             return Ok(fd);
         }
+        // A node made with its file: its own descriptor from the open one (the magic
+        // link names the inode, so no name is involved).
+        if let Some(lent) = node.lent() {
+            let fd = self.path_fd_of(lent.as_fd())?;
+            return Ok(node.install(fd, self.slot()?));
+        }
         // Up to the nearest ancestor that holds its descriptor.
         let mut chain: Vec<(HostNode, Name)> = Vec::new();
         let mut cur = node.clone();
@@ -159,24 +165,42 @@ impl HostFs {
 
     /// The registered node now named `name` in `dir`, holding its descriptor (reopened if
     /// need be), for an operation about to take that name away.
-    pub(super) fn losing_name(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &Name,
-    ) -> Option<(HostNode, NodeFd)> {
+    pub(super) fn losing_name(&self, dir: BorrowedFd<'_>, name: &Name) -> Option<Losing> {
         let st = statat(dir, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let n = self.registry.get((st.st_dev, st.st_ino))?;
+        self.losing(n)
+    }
+
+    /// [`Self::losing_name`] for a node already known to be the one named. A node lent
+    /// its open file's descriptor keeps borrowing it (no descriptor of its own is made
+    /// for an unlink: the create+remove of a temporary file then never opens one).
+    pub(super) fn losing(&self, n: HostNode) -> Option<Losing> {
+        if let Some(lent) = n.lent() {
+            return Some(Losing {
+                node: n,
+                fd: LosingFd::Lent(lent),
+            });
+        }
         let fd = self.node_fd(&n).ok()?;
-        Some((n, fd))
+        Some(Losing {
+            node: n,
+            fd: LosingFd::Held(fd),
+        })
     }
 
     /// After `name` in `dir` was removed (unlink, or renamed over): pins the node that had
     /// it if that was its recorded name or its inode has no link left.
-    pub(super) fn lost_name(&self, lost: Option<(HostNode, NodeFd)>, dir: &HostNode, name: &Name) {
-        let Some((n, fd)) = lost else { return };
+    pub(super) fn lost_name(&self, lost: Option<Losing>, dir: &HostNode, name: &Name) {
+        let Some(Losing { node: n, fd }) = lost else {
+            return;
+        };
         self.cache.forget(&n);
         // The recorded name first: the stat is needed only when it was another link.
-        if n.reached_as(dir, name) || fstat(fd.fd()).map_or(true, |st| st.st_nlink == 0) {
+        let fd = match &fd {
+            LosingFd::Held(h) => h.fd(),
+            LosingFd::Lent(l) => l.as_fd(),
+        };
+        if n.reached_as(dir, name) || fstat(fd).map_or(true, |st| st.st_nlink == 0) {
             n.pin();
         }
     }
@@ -209,4 +233,22 @@ impl HostFs {
             }
         }
     }
+}
+
+/// The node losing a name, and the descriptor that keeps it reachable meanwhile.
+pub(super) struct Losing {
+    node: HostNode,
+    fd: LosingFd,
+}
+
+impl Losing {
+    pub(super) fn id(&self) -> (u64, u64) {
+        self.node.id()
+    }
+}
+
+enum LosingFd {
+    Held(NodeFd),
+    /// The open file's, which a lent node borrows (see `HostNode::new_lent`).
+    Lent(std::sync::Arc<OwnedFd>),
 }

@@ -91,11 +91,14 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         }
     }
 
-    /// Marks the fid clunked, takes it out of the table and returns what it had open (its
-    /// file closes when the last request holding it lets go).
-    fn end_fid(&self, fid: Fid, e: &Arc<FidEntry<F>>) -> Open<F> {
+    /// Marks the fid clunked and takes it out of the table. What it had open stays in
+    /// the entry and closes when the last request holding the entry lets go (each holds
+    /// it until just before its reply), after the entry's own hold on the node: so a
+    /// filesystem whose node borrows the file's descriptor (HostFs, for a file it
+    /// created) sees the node go with the file, and never makes it a descriptor of its
+    /// own for nothing.
+    fn end_fid(&self, fid: Fid, e: &Arc<FidEntry<F>>) {
         e.mark_clunked();
         self.fids.remove_entry(fid, e);
-        e.with(|s| std::mem::replace(&mut s.open, Open::Closed))
     }
 }
