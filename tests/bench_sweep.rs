@@ -97,9 +97,16 @@ fn sweep(tag: &str, serve_args: &[&str], extra: &[&str], memory: bool) {
     if memory {
         assert_eq!(xs("mem_conn_kib"), [4], "{csv}");
         assert_eq!(xs("mem_fid_kib"), [16, 64], "{csv}");
+        // The server's own CPU time per operation, beside the wall time.
+        assert_eq!(xs("conns_getattr_cpu_us"), [1, 2, 4], "{csv}");
+        assert_eq!(xs("fids_getattr_cpu_us"), [4, 16, 64], "{csv}");
+        assert_eq!(xs("fids_walk_clunk_cpu_us"), [4, 16, 64], "{csv}");
+        assert_eq!(xs("dir_readdir_cpu_ns_per_entry"), [10, 100, 1000], "{csv}");
+        assert_eq!(xs("dir_lookup_cpu_us"), [10, 100, 1000], "{csv}");
         figures.push("sweep-mem.svg");
     } else {
         assert!(!out.join("sweep-mem.svg").exists());
+        assert!(xs("fids_getattr_cpu_us").is_empty(), "{csv}");
     }
     for f in figures {
         let svg = std::fs::read_to_string(out.join(f)).unwrap();

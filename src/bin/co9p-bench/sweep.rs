@@ -14,13 +14,16 @@
 //!
 //! Each point runs `--rounds` times `--secs` seconds (at least one operation each) and
 //! keeps the best round: on a shared machine the others' load only ever makes a round
-//! worse. `--fixture-dir` (the local
+//! worse. With `--server-pid`, the series of cost per operation also have the server's own
+//! CPU time per operation (`*_cpu_*`, from its threads' schedstat), which waiting for a
+//! busy machine's CPUs does not inflate. `--fixture-dir` (the local
 //! path of what `--aname` attaches to) makes the big directory's files with local syscalls
 //! instead of through 9P: much faster at a million entries.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 use super::*;
@@ -190,6 +193,46 @@ fn timed(c: &mut Conn, w: Workload, secs: f64) -> Res<(u64, f64, Tally)> {
     Ok((t.ops, start.elapsed().as_secs_f64(), t))
 }
 
+/// CPU time the threads of process `pid` have used, in ns (their schedstat), if known.
+fn cpu_ns(pid: Option<u32>) -> Option<u64> {
+    let pid = pid?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0;
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            sum += s.split(' ').next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(sum)
+}
+
+/// CPU time process `pid` has used, in ns, counting threads that have ended (its
+/// utime + stime: clock-tick resolution).
+fn process_cpu_ns(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / hz)
+}
+
+/// The lowest of `rounds` runs of `f` (wall time per operation, and the server's CPU time
+/// per operation where known), each taken on its own.
+fn lowest(rounds: u32, mut f: impl FnMut() -> Res<(f64, Option<f64>)>) -> Res<(f64, Option<f64>)> {
+    let (mut wall, mut cpu) = (f64::INFINITY, None::<f64>);
+    for _ in 0..rounds.max(1) {
+        let (w, c) = f()?;
+        wall = wall.min(w);
+        cpu = match (cpu, c) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok((wall, cpu))
+}
+
 /// The best of `rounds` runs of `f`: the highest if `high`, else the lowest.
 fn best(rounds: u32, high: bool, mut f: impl FnMut() -> Res<f64>) -> Res<f64> {
     let mut b: Option<f64> = None;
@@ -267,27 +310,45 @@ pub(super) fn sweep(args: &Args, out: &Path) -> Res<()> {
     };
     fig(
         "sweep-conns.svg",
-        &[Panel {
-            series: "conns_getattr_ops_s",
-            title: "Tgetattr, 1 in flight per connection",
-            x: "connections",
-            y: "operations/s",
-        }],
+        &[
+            Panel {
+                series: &[("conns_getattr_ops_s", "")],
+                title: "Tgetattr, 1 in flight per connection",
+                x: "connections",
+                y: "operations/s",
+                log_y: false,
+            },
+            Panel {
+                series: &[("conns_getattr_cpu_us", "")],
+                title: "server CPU per Tgetattr",
+                x: "connections",
+                y: "µs of server CPU per request",
+                log_y: false,
+            },
+        ],
     )?;
     fig(
         "sweep-fids.svg",
         &[
             Panel {
-                series: "fids_getattr_us",
+                series: &[
+                    ("fids_getattr_us", " (wall)"),
+                    ("fids_getattr_cpu_us", " (server CPU)"),
+                ],
                 title: "Tgetattr, 1 in flight",
                 x: "fids held by the session",
                 y: "µs per request",
+                log_y: false,
             },
             Panel {
-                series: "fids_walk_clunk_us",
+                series: &[
+                    ("fids_walk_clunk_us", " (wall)"),
+                    ("fids_walk_clunk_cpu_us", " (server CPU)"),
+                ],
                 title: "Twalk (2 names) + Tclunk, 1 in flight",
                 x: "fids held by the session",
                 y: "µs per walk+clunk",
+                log_y: false,
             },
         ],
     )?;
@@ -295,16 +356,24 @@ pub(super) fn sweep(args: &Args, out: &Path) -> Res<()> {
         "sweep-dir.svg",
         &[
             Panel {
-                series: "dir_readdir_ns_per_entry",
+                series: &[
+                    ("dir_readdir_ns_per_entry", " (wall)"),
+                    ("dir_readdir_cpu_ns_per_entry", " (server CPU)"),
+                ],
                 title: "whole listing (walk, open, readdir…, clunk)",
                 x: "entries in the directory",
                 y: "ns per entry listed",
+                log_y: true,
             },
             Panel {
-                series: "dir_lookup_us",
+                series: &[
+                    ("dir_lookup_us", " (wall)"),
+                    ("dir_lookup_cpu_us", " (server CPU)"),
+                ],
                 title: "lookup: Twalk of 1 random name + Tclunk",
                 x: "entries in the directory",
                 y: "µs per lookup",
+                log_y: false,
             },
         ],
     )?;
@@ -313,16 +382,18 @@ pub(super) fn sweep(args: &Args, out: &Path) -> Res<()> {
             "sweep-mem.svg",
             &[
                 Panel {
-                    series: "mem_conn_kib",
+                    series: &[("mem_conn_kib", "")],
                     title: "server RSS per idle connection",
                     x: "idle connections",
                     y: "KiB per connection",
+                    log_y: false,
                 },
                 Panel {
-                    series: "mem_fid_kib",
+                    series: &[("mem_fid_kib", "")],
                     title: "server RSS per held fid",
                     x: "fids held by the session",
                     y: "KiB per fid",
+                    log_y: false,
                 },
             ],
         )?;
@@ -346,10 +417,24 @@ fn sweep_one(s: &Server, a: &Args, pts: &mut Vec<Point>) -> Res<()> {
         let mut b = a.clone();
         b.conns = n as usize;
         b.depth = 1;
+        let mut cpu = None::<f64>;
         let y = best(a.rounds, true, || {
-            Ok(run(&s.side, &b, Workload::Getattr)?.ops_s)
+            // Connections' threads end with them: count the whole process's time.
+            let cpu0 = process_cpu_ns(s.pid);
+            let f = run(&s.side, &b, Workload::Getattr)?;
+            if let Some(c) = process_cpu_ns(s.pid)
+                .zip(cpu0)
+                .map(|(b, a)| (b - a) as f64 / 1e3)
+            {
+                let per = c / f.ops.max(1) as f64;
+                cpu = Some(cpu.map_or(per, |c| c.min(per)));
+            }
+            Ok(f.ops_s)
         })?;
         add("conns_getattr_ops_s", n, y);
+        if let Some(y) = cpu {
+            add("conns_getattr_cpu_us", n, y);
+        }
     }
     // Memory per idle connection.
     if let Some(pid) = s.pid {
@@ -410,15 +495,23 @@ fn sweep_one(s: &Server, a: &Args, pts: &mut Vec<Point>) -> Res<()> {
                 add("mem_fid_kib", total, per);
             }
             let mut us = |w| {
-                best(a.rounds, false, || {
+                lowest(a.rounds, || {
+                    let cpu0 = cpu_ns(s.pid);
                     let (ops, secs, _) = timed(&mut c, w, a.secs)?;
-                    Ok(secs * 1e6 / ops as f64)
+                    let cpu = cpu_ns(s.pid).zip(cpu0).map(|(b, a)| (b - a) as f64 / 1e3);
+                    Ok((secs * 1e6 / ops as f64, cpu.map(|c| c / ops as f64)))
                 })
             };
-            let getattr = us(Workload::Getattr)?;
+            let (getattr, cpu) = us(Workload::Getattr)?;
             add("fids_getattr_us", total, getattr);
-            let walk = us(Workload::Walk)?;
+            if let Some(y) = cpu {
+                add("fids_getattr_cpu_us", total, y);
+            }
+            let (walk, cpu) = us(Workload::Walk)?;
             add("fids_walk_clunk_us", total, walk);
+            if let Some(y) = cpu {
+                add("fids_walk_clunk_cpu_us", total, y);
+            }
         }
         Ok(())
     })();
@@ -435,17 +528,24 @@ fn sweep_one(s: &Server, a: &Args, pts: &mut Vec<Point>) -> Res<()> {
         for n in points(10, 10, a.sweep_max_entries) {
             grow(s, &mut admin, "many", have..n, big_name)?;
             have = n;
-            let ns = best(a.rounds, false, || {
+            let (ns, cpu) = lowest(a.rounds, || {
+                let cpu0 = cpu_ns(s.pid);
                 let (ops, secs, t) = timed(&mut c, Workload::Readdir, a.secs)?;
+                let cpu = cpu_ns(s.pid).zip(cpu0).map(|(b, a)| (b - a) as f64);
                 let per = t.entries / ops.max(1);
                 if per < n {
                     return Err(format!("a listing of {n} entries gave {per}"));
                 }
-                Ok(secs * 1e9 / t.entries as f64)
+                let e = t.entries as f64;
+                Ok((secs * 1e9 / e, cpu.map(|c| c / e)))
             })?;
             add("dir_readdir_ns_per_entry", n, ns);
+            if let Some(y) = cpu {
+                add("dir_readdir_cpu_ns_per_entry", n, y);
+            }
             let mut rng = 0x2545_f491_4f6c_dd1du64;
-            let us = best(a.rounds, false, || {
+            let (us, cpu) = lowest(a.rounds, || {
+                let cpu0 = cpu_ns(s.pid);
                 let start = Instant::now();
                 let mut ops = 0u64;
                 while ops == 0 || start.elapsed().as_secs_f64() < a.secs {
@@ -456,9 +556,16 @@ fn sweep_one(s: &Server, a: &Args, pts: &mut Vec<Point>) -> Res<()> {
                     c.clunk(LOOKED)?;
                     ops += 1;
                 }
-                Ok(start.elapsed().as_secs_f64() * 1e6 / ops as f64)
+                let cpu = cpu_ns(s.pid).zip(cpu0).map(|(b, a)| (b - a) as f64 / 1e3);
+                Ok((
+                    start.elapsed().as_secs_f64() * 1e6 / ops as f64,
+                    cpu.map(|c| c / ops as f64),
+                ))
             })?;
             add("dir_lookup_us", n, us);
+            if let Some(y) = cpu {
+                add("dir_lookup_cpu_us", n, y);
+            }
         }
         Ok(())
     })();
@@ -470,10 +577,13 @@ fn sweep_one(s: &Server, a: &Args, pts: &mut Vec<Point>) -> Res<()> {
 
 /// One panel of a figure: a series, a line per server.
 struct Panel {
-    series: &'static str,
+    /// Each series drawn, with what follows the server's name in the legend.
+    series: &'static [(&'static str, &'static str)],
     title: &'static str,
     x: &'static str,
     y: &'static str,
+    /// A log y axis (for costs that span decades).
+    log_y: bool,
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -494,52 +604,93 @@ fn draw(
     root.fill(&WHITE)?;
     let areas = root.split_evenly((1, panels.len()));
     for (area, p) in areas.iter().zip(panels) {
-        let of = |server: &str| -> Vec<(f64, f64)> {
+        let of = |series: &str, server: &str| -> Vec<(f64, f64)> {
             pts.iter()
-                .filter(|q| q.series == p.series && q.server == server)
+                .filter(|q| q.series == series && q.server == server)
                 .map(|q| (q.x, q.y))
                 .collect()
         };
-        let all: Vec<(f64, f64)> = servers.iter().flat_map(|s| of(s)).collect();
-        let xmin = all.iter().map(|q| q.0).fold(f64::INFINITY, f64::min);
-        let xmax = all.iter().map(|q| q.0).fold(0.0, f64::max);
-        let ymax = all.iter().map(|q| q.1).fold(0.0, f64::max);
+        let all: Vec<(f64, f64)> = servers
+            .iter()
+            .flat_map(|s| p.series.iter().flat_map(|(series, _)| of(series, s)))
+            .collect();
         if all.is_empty() {
             continue;
         }
-        let mut chart = ChartBuilder::on(area)
-            .caption(p.title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(
-                (xmin * 0.8..xmax * 1.25).log_scale(),
-                0.0..(ymax * 1.15).max(1e-9),
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc(p.x)
-            .y_desc(p.y)
-            .x_label_formatter(&|x| format!("{}", x.round()))
-            .draw()?;
+        let xmin = all.iter().map(|q| q.0).fold(f64::INFINITY, f64::min);
+        let xmax = all.iter().map(|q| q.0).fold(0.0, f64::max);
+        let ymax = all.iter().map(|q| q.1).fold(0.0, f64::max);
+        let ymin = all.iter().map(|q| q.1).fold(f64::INFINITY, f64::min);
+        let builder = |area| {
+            let mut b = ChartBuilder::on(area);
+            b.caption(p.title, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(64);
+            b
+        };
+        let x = (xmin * 0.8..xmax * 1.25).log_scale();
+        if p.log_y {
+            let y = ((ymin * 0.7).max(1e-9)..(ymax * 1.4).max(1e-8)).log_scale();
+            let chart = builder(area).build_cartesian_2d(x, y)?;
+            lines(chart, p, servers, &of)?;
+        } else {
+            let chart = builder(area).build_cartesian_2d(x, 0.0..(ymax * 1.15).max(1e-9))?;
+            lines(chart, p, servers, &of)?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The points of a series (first) for a server (second).
+type PointsOf<'p> = dyn Fn(&str, &str) -> Vec<(f64, f64)> + 'p;
+
+/// The mesh, a line per server and series, and the legend of one panel.
+fn lines<'a, Y>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<LogCoord<f64>, Y>>,
+    p: &Panel,
+    servers: &[String],
+    of: &PointsOf<'_>,
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(p.x)
+        .y_desc(p.y)
+        .x_label_formatter(&|x| format!("{}", x.round()))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    {
         for (i, s) in servers.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let line = of(s);
-            chart
-                .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))?
-                .label(s.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart.draw_series(line.iter().map(|&q| Circle::new(q, 3, color.filled())))?;
+            for (k, (series, suffix)) in p.series.iter().enumerate() {
+                let line = of(series, s);
+                if line.is_empty() {
+                    continue;
+                }
+                // The server's colour; its second series (server CPU) paler.
+                let color = COLORS[i % COLORS.len()].mix(if k == 0 { 1.0 } else { 0.45 });
+                chart
+                    .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(format!("{s}{suffix}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(line.iter().map(|&q| Circle::new(q, 3, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .draw()?;
+            .draw()
+            .map_err(|e| e.to_string())?;
     }
-    root.present()?;
     Ok(())
 }
