@@ -13,8 +13,10 @@
 //! A kick takes the queue lock, walks every available chain ([`chain::parse`] checks each:
 //! loops, nested indirect tables, buffers outside guest memory, readable after writable),
 //! and releases the lock; only then is each request read out of its readable buffers (as
-//! one `Vec`, bounded by the negotiated msize — also for a large `Twrite`, whose data is
-//! copied once) and submitted to the [`Session`]. Requests run concurrently on the executor
+//! one `Vec`, bounded by the negotiated msize) and submitted to the [`Session`]. A large
+//! `Twrite` (1 KiB of data or more) is the exception: only its 23-byte header is read, and
+//! the filesystem writes its data from the guest pages where they are (`IoSlice`s over
+//! guest memory, no copy). Requests run concurrently on the executor
 //! and complete in any order. Each reply is written into its chain's writable buffers by
 //! its [`VirtioResponder`]; `Rread`/`Rreaddir` data goes straight into the guest pages
 //! (the responder lends them to the filesystem as `IoSliceMut`s after the 11-byte header,
