@@ -50,6 +50,21 @@ pub use rwlock::{CoRwLock, CoRwLockRead, CoRwLockReadGuard, CoRwLockWrite, CoRwL
 #[cfg(not(loom))]
 pub use timer::Sleep;
 
+/// Whether a coroutine about to wait for a lock held elsewhere may spin a moment first (see
+/// [`CoMutex`]'s `lock`): on a pool thread with nothing else to run. Under loom, always, so
+/// the models cover the spin.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn may_spin() -> bool {
+    worker::may_spin()
+}
+
+#[cfg(loom)]
+#[inline]
+pub(crate) fn may_spin() -> bool {
+    true
+}
+
 /// What the server needs from a scheduler of coroutines.
 ///
 /// Implemented by the production [`ThreadPool`]'s [`PoolHandle`] and by the simulator's

@@ -6,10 +6,14 @@
 //! code rather than of a copy.
 
 #[cfg(loom)]
+pub use loom::hint::spin_loop;
+#[cfg(loom)]
 pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub use loom::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(not(loom))]
+pub use std::hint::spin_loop;
 #[cfg(not(loom))]
 pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]

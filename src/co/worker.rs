@@ -280,6 +280,16 @@ pub(crate) fn wake_self(task: *const Header) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the calling thread may busy-wait a moment for a lock held elsewhere: it runs a
+/// pool's loop (not a helper, which has a transport's work to get back to) and nothing else
+/// is queued for it, so spinning delays no other coroutine. On a thread that runs no pool
+/// (the simulator's executor, a foreign runtime) it never does: there a lock's holder may
+/// well be a coroutine of the same thread, which no amount of spinning lets run.
+#[inline]
+pub(crate) fn may_spin() -> bool {
+    with_worker(|w| !w.helper && w.nothing_else_runnable()).unwrap_or(false)
+}
+
 thread_local! {
     /// The task cache of this thread's last worker, kept between workers (one `block_on`
     /// after another) so the next one starts warm.
