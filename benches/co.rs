@@ -436,7 +436,7 @@ fn summary(v: &mut [f64]) -> (f64, f64, f64) {
 /// The QEMU-shaped cases: `--rounds N` rounds (default 5), each running co9p's case, then
 /// QEMU's (when `CO9P_QEMU_AIO_TEST` names its binary), then tokio's, so all three see the
 /// same load; prints every round, then median ops/s, ns/op and the spread (highest minus
-/// lowest over the median). `--secs S` overrides a case's duration. Where there are at
+/// lowest over the median), and the median (and range) of the per-round co9p/QEMU ratios. `--secs S` overrides a case's duration. Where there are at
 /// least as many CPUs as coroutines, the thread of coroutine (or iothread) `i` is pinned to
 /// CPU `i` (see [`pin`]) in all three, unless `--no-pin`; with more coroutines than CPUs
 /// (the contended case on two cores) pinning cannot give each its own core and would only
@@ -453,11 +453,15 @@ fn qemu_shaped(filter: &[String]) {
         let secs = arg_value("--secs").unwrap_or(case.secs);
         let pin = !flag("--no-pin") && case.coroutines <= cpus;
         let (mut ours, mut theirs, mut tokio) = (Vec::new(), Vec::new(), Vec::new());
+        // co9p over QEMU round by round: the two ran seconds apart, so a change of load on
+        // the machine between rounds cancels out of each ratio.
+        let mut ratios = Vec::new();
         for round in 1..=rounds {
             let (rate, waited) = co9p_rate(case, secs, pin);
             ours.push(rate);
-            if let Some(bin) = &qemu {
-                theirs.extend(qemu_rate(bin, case, pin));
+            if let Some(q) = qemu.as_deref().and_then(|bin| qemu_rate(bin, case, pin)) {
+                theirs.push(q);
+                ratios.push(rate / q);
             }
             if !flag("--only-co9p") {
                 tokio.push(tokio_rate(case, secs, pin));
@@ -476,6 +480,7 @@ fn qemu_shaped(filter: &[String]) {
             summary(&mut ours),
             summary(&mut theirs),
             summary(&mut tokio),
+            summary(&mut ratios),
         ));
     }
     if rows.is_empty() {
@@ -483,26 +488,26 @@ fn qemu_shaped(filter: &[String]) {
     }
     println!();
     println!(
-        "{:<40} {:>9} {:>11} {:>7} {:>11} {:>7} {:>10} {:>11}",
+        "{:<40} {:>9} {:>11} {:>7} {:>11} {:>7} {:>17} {:>11}",
         "case (median of rounds)",
         "co9p ns",
         "co9p ops/s",
         "spread",
         "QEMU ops/s",
         "spread",
-        "co9p/QEMU",
+        "co9p/QEMU (range)",
         "tokio ops/s"
     );
     let spread = |(med, lo, hi): (f64, f64, f64)| 100.0 * (hi - lo) / med;
-    for (name, o, q, t) in rows {
+    for (name, o, q, t, r) in rows {
+        let ratio = format!("{:.2}x ({:.2}-{:.2})", r.0, r.1, r.2);
         println!(
-            "{name:<40} {:>9.1} {:>11.0} {:>6.1}% {:>11.0} {:>6.1}% {:>9.2}x {:>11.0}",
+            "{name:<40} {:>9.1} {:>11.0} {:>6.1}% {:>11.0} {:>6.1}% {ratio:>17} {:>11.0}",
             1e9 / o.0,
             o.0,
             spread(o),
             q.0,
             spread(q),
-            o.0 / q.0,
             t.0
         );
     }
