@@ -16,14 +16,20 @@ const LOCKED: usize = 1;
 /// The waiter queue is non-empty; unlock must take the slow path and hand the lock over.
 const QUEUED: usize = 2;
 
-/// How many times a locker looks at a lock held by another thread before it queues and
-/// sleeps (see [`CoMutexLock::spin`]). QEMU's `qemu_co_mutex_lock` spins up to 1000 times.
+/// How many pauses (`spin_loop`) a locker spends at most looking at a lock held by another
+/// thread before it queues and sleeps (see [`CoMutexLock::spin`]): QEMU's
+/// `qemu_co_mutex_lock` spins up to 1000 times, a pause each.
 #[cfg(not(loom))]
-const SPIN_LIMIT: u32 = 1000;
+const SPIN_PAUSES: u32 = 1000;
+/// The longest gap, in pauses, between two looks at the lock while spinning.
+#[cfg(not(loom))]
+const SPIN_GAP_MAX: u32 = 16;
 /// Under loom two looks are enough to cover both outcomes of the spin (the lock freed
 /// meanwhile, or not) without multiplying the interleavings to explore.
 #[cfg(loom)]
-const SPIN_LIMIT: u32 = 2;
+const SPIN_PAUSES: u32 = 2;
+#[cfg(loom)]
+const SPIN_GAP_MAX: u32 = 1;
 
 /// A mutex whose `lock` is a future, so a coroutine that must wait gives its thread to others.
 ///
@@ -44,10 +50,14 @@ const SPIN_LIMIT: u32 = 2;
 /// Cancellation safety: dropping a [`CoMutexLock`] future while it is queued removes it from
 /// the queue; dropping it after the lock was handed to it but before it ran passes the lock on
 /// to the next waiter (or releases it).
+// `repr(C)`, data right after the state word: a small value then shares the state's cache
+// line, so passing the lock to another thread moves one line instead of two (Rust's own
+// layout put the waiter list in between).
+#[repr(C)]
 pub struct CoMutex<T> {
     state: AtomicUsize,
-    waiters: Mutex<WaitList<()>>,
     data: UnsafeCell<T>,
+    waiters: Mutex<WaitList<()>>,
 }
 
 // SAFETY: the lock gives exclusive access to `data`, so sharing the mutex only requires that
@@ -214,7 +224,7 @@ impl<'a, T> CoMutexLock<'a, T> {
         }
     }
 
-    /// Before queueing: waits up to [`SPIN_LIMIT`] looks for the lock to come free while it
+    /// Before queueing: waits up to [`SPIN_PAUSES`] pauses for the lock to come free while it
     /// is held with nobody queued, then takes it as `try_lock` does; `true` if taken.
     ///
     /// Why: without it, each hand-off between threads puts the locker to sleep and makes
@@ -222,9 +232,14 @@ impl<'a, T> CoMutexLock<'a, T> {
     /// microseconds against a critical section of nanoseconds. Why only then: once someone
     /// is queued the lock goes to them (FIFO), and a thread with other coroutines to run,
     /// or whose own coroutine may hold the lock, must not be kept from them (`may_spin`).
+    ///
+    /// The gap between looks doubles up to [`SPIN_GAP_MAX`] pauses: every look pulls the
+    /// lock's cache line away from the holder, whose next lock or unlock must then fetch it
+    /// back, so looking at every pause would slow down the very holder we wait for.
     #[inline(never)]
     fn spin(mutex: &CoMutex<T>) -> bool {
-        for _ in 0..SPIN_LIMIT {
+        let (mut paused, mut gap) = (0, 1);
+        while paused < SPIN_PAUSES {
             let s = mutex.state.load(Ordering::Relaxed);
             if s == 0 {
                 if mutex.try_lock_raw() {
@@ -233,7 +248,11 @@ impl<'a, T> CoMutexLock<'a, T> {
             } else if s & QUEUED != 0 || !may_spin() {
                 return false;
             }
-            spin_loop();
+            for _ in 0..gap {
+                spin_loop();
+            }
+            paused += gap;
+            gap = (gap * 2).min(SPIN_GAP_MAX);
         }
         false
     }
