@@ -276,24 +276,33 @@ fn pin(tid: libc::pid_t, cpu: usize) {
     }
 }
 
-/// What a QEMU-shaped run's coroutines share.
+/// What a QEMU-shaped run's coroutines share, laid out as QEMU's test lays out its globals
+/// (its `comutex`, `counter` and `atomic_counter` share one cache line, `now_stopping` is in
+/// the next): the counters bumped on every operation sit in the lock's line, so an operation
+/// moves one contended line between the threads, not two; the stop flag, read on every
+/// operation and written once, has a line of its own.
+#[repr(C, align(64))]
 struct MutexRun {
-    counter: CoMutex<u64>,
     /// Bumped after each unlock; equals the counter at the end (QEMU's `atomic_counter`).
     after: AtomicU64,
-    stop: AtomicBool,
     running: AtomicUsize,
     /// Locks that had to wait (their future was pending at least once): how often the lock
     /// really changed hands between threads rather than being retaken by its last owner.
     waited: AtomicU64,
+    counter: CoMutex<u64>,
+    stop: StopFlag,
 }
+
+/// The stop flag on a cache line of its own.
+#[repr(align(64))]
+struct StopFlag(AtomicBool);
 
 impl MutexRun {
     fn new(coroutines: usize) -> Arc<Self> {
         Arc::new(Self {
             counter: CoMutex::new(0),
             after: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
+            stop: StopFlag(AtomicBool::new(false)),
             running: AtomicUsize::new(coroutines),
             waited: AtomicU64::new(0),
         })
@@ -304,7 +313,7 @@ impl MutexRun {
     /// waited.
     fn finish(&self, start: Instant, secs: f64) -> (f64, f64) {
         std::thread::sleep(Duration::from_secs_f64(secs));
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.0.store(true, Ordering::Relaxed);
         let elapsed = start.elapsed().as_secs_f64();
         while self.running.load(Ordering::Acquire) > 0 {
             std::thread::sleep(Duration::from_millis(1));
@@ -321,7 +330,7 @@ async fn mutex_loop(run: Arc<MutexRun>, pin_cpu: Option<usize>) {
     if let Some(cpu) = pin_cpu {
         pin(0, cpu);
     }
-    while !run.stop.load(Ordering::Relaxed) {
+    while !run.stop.0.load(Ordering::Relaxed) {
         let mut lock = std::pin::pin!(run.counter.lock());
         let mut waited = false;
         let mut g = std::future::poll_fn(|cx| {
@@ -367,7 +376,7 @@ fn tokio_rate(case: &QemuCase, secs: f64, pin_threads: bool) -> f64 {
                     pin(0, i);
                 }
                 tokio_rt().block_on(async {
-                    while !run.stop.load(Ordering::Relaxed) {
+                    while !run.stop.0.load(Ordering::Relaxed) {
                         *m.lock().await += 1;
                         run.after.fetch_add(1, Ordering::Relaxed);
                     }
@@ -377,7 +386,7 @@ fn tokio_rate(case: &QemuCase, secs: f64, pin_threads: bool) -> f64 {
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
-    run.stop.store(true, Ordering::Relaxed);
+    run.stop.0.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     threads.into_iter().for_each(|t| t.join().unwrap());
     let n = *m.try_lock().unwrap();
