@@ -441,13 +441,13 @@ fn a_stale_unix_socket_is_replaced_and_a_file_never() {
             "--socket-mode",
             "660",
             "--socket-group",
-            &unsafe { libc::getegid() }.to_string(),
+            &egid().to_string(),
         ],
         t.path("s.log"),
     );
     let meta = std::fs::symlink_metadata(&sock).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
-    assert_eq!(meta.gid(), unsafe { libc::getegid() });
+    assert_eq!(meta.gid(), egid());
     let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     assert_eq!(version(&mut c, 8192), 8192);
     drop(c);
@@ -873,4 +873,9 @@ fn the_attach_name_rules() {
         );
     }
     assert!(s.stop().0.success());
+}
+
+fn egid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
 }

@@ -63,6 +63,7 @@ pub struct CoMutex<T> {
 // SAFETY: the lock gives exclusive access to `data`, so sharing the mutex only requires that
 // the value can be sent to whichever thread holds the lock.
 unsafe impl<T: Send> Send for CoMutex<T> {}
+// SAFETY: as above: only the holder of the lock reaches `data`, one thread at a time.
 unsafe impl<T: Send> Sync for CoMutex<T> {}
 
 impl<T> CoMutex<T> {
@@ -294,6 +295,7 @@ pub struct CoMutexGuard<'a, T> {
 // SAFETY: a guard gives `&mut T`, so moving it needs `T: Send` and sharing it needs `T: Sync`;
 // the lock itself has no thread affinity.
 unsafe impl<T: Send> Send for CoMutexGuard<'_, T> {}
+// SAFETY: a shared guard only gives `&T`.
 unsafe impl<T: Sync> Sync for CoMutexGuard<'_, T> {}
 
 impl<'a, T> CoMutexGuard<'a, T> {

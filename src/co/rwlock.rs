@@ -89,6 +89,7 @@ pub struct CoRwLock<T> {
 // SAFETY: readers share `&T` across threads (needs `Sync`), a writer gets `&mut T` on any
 // thread (needs `Send`).
 unsafe impl<T: Send> Send for CoRwLock<T> {}
+// SAFETY: as above: shared readers need `T: Sync`, a writer on another thread `T: Send`.
 unsafe impl<T: Send + Sync> Sync for CoRwLock<T> {}
 
 impl<T> CoRwLock<T> {
@@ -273,6 +274,7 @@ pub struct CoRwLockReadGuard<'a, T> {
 
 // SAFETY: a read guard only hands out `&T`.
 unsafe impl<T: Sync> Send for CoRwLockReadGuard<'_, T> {}
+// SAFETY: a read guard only hands out `&T`, shared or not.
 unsafe impl<T: Sync> Sync for CoRwLockReadGuard<'_, T> {}
 
 impl<'a, T> CoRwLockReadGuard<'a, T> {
@@ -331,6 +333,7 @@ pub struct CoRwLockWriteGuard<'a, T> {
 
 // SAFETY: as for a mutex guard.
 unsafe impl<T: Send> Send for CoRwLockWriteGuard<'_, T> {}
+// SAFETY: a shared write guard only gives `&T`.
 unsafe impl<T: Sync> Sync for CoRwLockWriteGuard<'_, T> {}
 
 impl<'a, T> CoRwLockWriteGuard<'a, T> {

@@ -108,6 +108,7 @@ impl<F: Future<Output = ()> + Send + 'static> VTable<F> {
         let Some(fut) = slot.as_mut() else {
             return Poll::Ready(());
         };
+        // SAFETY: the future lives in its heap cell until dropped there; it is never moved.
         let res = unsafe { Pin::new_unchecked(fut) }.poll(cx);
         if res.is_ready() {
             // `take` first, so a panicking destructor cannot leave a half-dropped future.
@@ -377,6 +378,8 @@ impl TaskRef {
             }
             Err(payload) => {
                 // The future may be in any state; dropping it may panic again, which we ignore.
+                // SAFETY: this worker still holds the RUNNING bit, so it has the future alone;
+                // COMPLETE, stored next, keeps anyone from polling or dropping it again.
                 let _ = catch_unwind(AssertUnwindSafe(|| unsafe { (vt.drop_future)(ptr) }));
                 h.state.store(COMPLETE, Ordering::Release);
                 RunOutcome::Panicked(payload)
@@ -509,6 +512,7 @@ fn raw_waker(ptr: NonNull<Header>) -> RawWaker {
 
 #[inline]
 unsafe fn waker_clone(p: *const ()) -> RawWaker {
+    // SAFETY: a waker's data pointer is always the non-null header of its task (raw_waker).
     let ptr = unsafe { NonNull::new_unchecked(p as *mut Header) };
     // SAFETY: the waker being cloned holds or borrows a reference.
     unsafe { acquire(ptr) };
@@ -517,6 +521,7 @@ unsafe fn waker_clone(p: *const ()) -> RawWaker {
 
 #[inline]
 unsafe fn waker_wake(p: *const ()) {
+    // SAFETY: the waker's non-null header; waking by value hands its reference to `task`.
     let task = TaskRef(unsafe { NonNull::new_unchecked(p as *mut Header) });
     if TaskRef::transition_to_scheduled(task.header()) {
         Shared::schedule(task);
@@ -525,11 +530,13 @@ unsafe fn waker_wake(p: *const ()) {
 
 #[inline]
 unsafe fn waker_wake_by_ref(p: *const ()) {
+    // SAFETY: the waker's non-null header (raw_waker).
     let ptr = unsafe { NonNull::new_unchecked(p as *mut Header) };
     // A task waking itself while it runs (a yield): the worker requeues it after the poll.
     if wake_self(ptr.as_ptr()) {
         return;
     }
+    // SAFETY: the waker holds or borrows a reference, so the header is alive.
     let h = unsafe { ptr.as_ref() };
     if TaskRef::transition_to_scheduled(h) {
         // SAFETY: the waker holds or borrows a reference.
@@ -540,5 +547,6 @@ unsafe fn waker_wake_by_ref(p: *const ()) {
 
 #[inline]
 unsafe fn waker_drop(p: *const ()) {
+    // SAFETY: the waker's non-null header; dropping the waker gives back its reference.
     drop(TaskRef(unsafe { NonNull::new_unchecked(p as *mut Header) }));
 }

@@ -157,6 +157,7 @@ fn parse_group(s: &str) -> Result<u32, String> {
         return Ok(gid);
     }
     let name = std::ffi::CString::new(s).map_err(|_| "a group name has no NUL".to_string())?;
+    // SAFETY: `libc::group` is plain C data (pointers and integers): all zeroes is valid.
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut out: *mut libc::group = std::ptr::null_mut();
