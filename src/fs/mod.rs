@@ -16,6 +16,7 @@ use std::io::{IoSlice, IoSliceMut};
 
 use crate::protocol::{Attr, Errno, LockType, OpenFlags, Qid, SetAttr, StatFs};
 
+#[cfg(feature = "testing")]
 pub mod hooked;
 pub mod host;
 pub mod mem;

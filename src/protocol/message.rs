@@ -6,10 +6,7 @@
 
 use std::fmt;
 
-use rand::Rng;
-
 use super::errno::Errno;
-use super::sample::Sample;
 use super::types::*;
 use super::wire::{Data, DecodeErrorKind, DirentList, EncodeError, Reader, Wire, Writer};
 
@@ -27,7 +24,8 @@ pub trait Message: Sized + Clone + fmt::Debug + PartialEq {
     fn decode_body(ty: u8, r: &mut Reader<'_>) -> Result<Self, DecodeErrorKind>;
     fn trace_fields(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
     /// A random message of type `ty`, or `None` if `ty` is not one of [`Self::TYPES`].
-    fn sample<R: Rng + ?Sized>(ty: u8, rng: &mut R) -> Option<Self>;
+    #[cfg(feature = "testing")]
+    fn sample<R: rand::Rng + ?Sized>(ty: u8, rng: &mut R) -> Option<Self>;
 }
 
 macro_rules! messages {
@@ -86,8 +84,10 @@ macro_rules! messages {
                 Ok(())
             }
 
+            #[cfg(feature = "testing")]
             #[allow(unused_variables)]
-            fn sample<R: Rng + ?Sized>(ty: u8, rng: &mut R) -> Option<Self> {
+            fn sample<R: rand::Rng + ?Sized>(ty: u8, rng: &mut R) -> Option<Self> {
+                use super::sample::Sample;
                 match ty {
                     $( $num => Some(Self::$var { $($field: <$fty as Sample>::sample(rng)),* }), )*
                     _ => None,

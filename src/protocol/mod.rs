@@ -14,6 +14,7 @@
 mod errno;
 mod fmt;
 mod message;
+#[cfg(feature = "testing")]
 mod sample;
 mod types;
 mod wire;
@@ -21,13 +22,12 @@ mod wire;
 pub use errno::Errno;
 pub use fmt::{TraceFmt, Traced};
 pub use message::{Message, Rmessage, Tmessage};
+#[cfg(feature = "testing")]
 pub use sample::Sample;
 pub use types::*;
 pub use wire::{
     Data, DecodeError, DecodeErrorKind, DirentList, EncodeError, MAXWELEM, Reader, Wire, Writer,
 };
-
-use rand::Rng;
 
 /// Bytes of `size[4] type[1] tag[2]`.
 pub const HEADER_LEN: usize = 7;
@@ -135,7 +135,8 @@ impl<M: Message> Pdu<M> {
     }
 
     /// A random PDU of message type `ty` (see [`Message::TYPES`]).
-    pub fn sample<R: Rng + ?Sized>(ty: u8, rng: &mut R) -> Option<Self> {
+    #[cfg(feature = "testing")]
+    pub fn sample<R: rand::Rng + ?Sized>(ty: u8, rng: &mut R) -> Option<Self> {
         let tag = Tag::sample(rng);
         M::sample(ty, rng).map(|msg| Pdu { tag, msg })
     }

@@ -1,6 +1,6 @@
 //! How PDUs reach a session: `stream` (size-prefixed frames over unix and tcp sockets) and
-//! `virtio` (descriptor chains in guest memory, with a virtio-mmio register front and a
-//! virtual-guest harness).
+//! `virtio` (descriptor chains in guest memory, with a virtio-mmio register front and, with
+//! feature `testing`, a virtual-guest harness).
 
 pub mod stream;
 #[cfg(not(loom))]

@@ -5,8 +5,8 @@
 //! of `le16 tag_len` followed by the mount tag. Its API is transport-neutral (status,
 //! features, queue set-up, [`activate`](Virtio9p::activate), [`handle_kick`](Virtio9p::handle_kick),
 //! [`reset`](Virtio9p::reset)); [`mmio::MmioFront`] maps it onto the virtio-mmio (version 2)
-//! register layout for a VMM with an MMIO bus, and [`harness`] is a virtual guest (RAM plus
-//! the driver side of the virtqueue) for tests and the simulator.
+//! register layout for a VMM with an MMIO bus, and `harness` (feature `testing`) is a virtual
+//! guest (RAM plus the driver side of the virtqueue) for tests and the simulator.
 //!
 //! # A request's way
 //!
@@ -47,6 +47,7 @@
 
 pub mod chain;
 mod handover;
+#[cfg(feature = "testing")]
 pub mod harness;
 pub mod mmio;
 mod request;
