@@ -6,18 +6,66 @@
 //! record ([`crate::guest::MFid`]): the file (by identity) and the entry it was reached by,
 //! which moves when a rename through its session takes effect ([`Effect::Renamed`]), at
 //! that moment — not when the rename's reply comes back.
+//!
+//! A request is judged in three phases, each a dispatch below with one line per message:
+//! [`precheck`] (the handler's early answer, before any filesystem call), [`on_fs`] (each
+//! filesystem call it makes, which steps the model) and [`on_reply`] (the reply, and the
+//! fid-table change it shows). Each message's checks of all three live in one file, one
+//! per family as the server's `handlers/` has them:
+//!
+//! | message | file |
+//! |---|---|
+//! | Tversion, Tauth, Tattach | `session.rs` |
+//! | Twalk | `walk.rs` |
+//! | Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync | `file.rs` (passes: `passes.rs`) |
+//! | Tclunk, Tremove | `clunk.rs` |
+//! | Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Tunlinkat, Treadlink | `dir.rs` |
+//! | Tgetattr, Tsetattr, Tstatfs | `attr.rs` |
+//! | Txattrwalk, Txattrcreate | `xattr.rs` |
+//! | Tlock, Tgetlock | `lock.rs` |
 
 use co9p::fs::hooked::OpKind as FsOp;
-use co9p::protocol::{Errno, LockType, OpenFlags, PAYLOAD_HEADER_LEN, Tmessage};
+use co9p::protocol::{Errno, Fid, OpenFlags, Qid, Rmessage, Tmessage};
 
 use crate::guest::{DirEntry, FidOpen, Guest, MFid};
 use crate::journal::{FsEvent, Outcome};
 use crate::model::{Entry, Held, Maker, Model, NodeId, R};
 
-mod dirs;
-mod reply;
-pub use dirs::Passes;
-pub use reply::on_reply;
+mod attr;
+mod clunk;
+mod dir;
+mod file;
+mod lock;
+mod passes;
+mod session;
+mod walk;
+mod xattr;
+pub use passes::Passes;
+pub use walk::{WalkNext, WalkState, walk_state};
+
+/// A check that failed: which one (`check`, the name a shrunk run must fail again) and
+/// what it saw. Shown as `check: detail`, the form a failing run prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub check: &'static str,
+    pub detail: String,
+}
+
+impl Violation {
+    /// The server disagrees with the model: a call or reply it should not have made.
+    pub fn model(detail: String) -> Violation {
+        Violation {
+            check: "model",
+            detail,
+        }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.check, self.detail)
+    }
+}
 
 /// The model's answer to one filesystem call.
 #[derive(Debug, Clone)]
@@ -194,8 +242,6 @@ pub enum Effect {
     Touched(DirEntry),
 }
 
-pub type Check = Result<(), String>;
-
 /// A message in its one-line trace form (`Twalk fid=0 newfid=1 wnames=["a"]`).
 pub struct Show<'a, M>(pub &'a M);
 
@@ -206,12 +252,15 @@ impl<M: co9p::protocol::Message> std::fmt::Display for Show<'_, M> {
     }
 }
 
+// ---- the fid rules every handler starts with ----
+
 /// The node of `fid` and its state (for pre-checks), or the handler's `ENOENT`.
-fn fid(g: &Guest, f: co9p::protocol::Fid) -> Result<&MFid, Errno> {
+fn fid(g: &Guest, f: Fid) -> Result<&MFid, Errno> {
     g.fids.get(&f.0).ok_or(Errno::ENOENT)
 }
 
-fn dir_of(g: &Guest, m: &Model, f: co9p::protocol::Fid) -> Result<NodeId, Errno> {
+/// `fid` names a directory, or the handler's `ENOTDIR`.
+fn dir_of(g: &Guest, m: &Model, f: Fid) -> Result<NodeId, Errno> {
     let e = fid(g, f)?;
     if m.node(e.node).is_dir() {
         Ok(e.node)
@@ -220,25 +269,8 @@ fn dir_of(g: &Guest, m: &Model, f: co9p::protocol::Fid) -> Result<NodeId, Errno>
     }
 }
 
-fn new_name(n: &[u8]) -> Result<&[u8], Errno> {
-    match n {
-        b"." | b".." => Err(Errno::EEXIST),
-        n => co9p::fs::Name::new(n)
-            .map(|_| n)
-            .map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e }),
-    }
-}
-
-fn old_name(n: &[u8]) -> Result<&[u8], Errno> {
-    match n {
-        b"." | b".." => Err(Errno::EINVAL),
-        n => co9p::fs::Name::new(n)
-            .map(|_| n)
-            .map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e }),
-    }
-}
-
-fn open_file(g: &Guest, f: co9p::protocol::Fid) -> Result<(NodeId, OpenFlags, u64), Errno> {
+/// `fid` is a file opened by Tlopen/Tlcreate, or the handler's `EBADF`.
+fn open_file(g: &Guest, f: Fid) -> Result<(NodeId, OpenFlags, u64), Errno> {
     let e = fid(g, f)?;
     match e.open {
         FidOpen::File { flags, owner } => Ok((e.node, flags, owner)),
@@ -246,470 +278,219 @@ fn open_file(g: &Guest, f: co9p::protocol::Fid) -> Result<(NodeId, OpenFlags, u6
     }
 }
 
-/// The lock range of a request: `end` inclusive, 0 length to the end of the file.
-pub fn lock_end(start: u64, length: u64) -> u64 {
-    if length == 0 {
-        u64::MAX
-    } else {
-        start.saturating_add(length - 1)
-    }
-}
+// ---- phase 1: before any filesystem call ----
 
 /// What the handler decides before any filesystem call: `Err` is its early reply.
 fn precheck(g: &Guest, m: &Model, msg: &Tmessage) -> Result<(), Errno> {
     use Tmessage as T;
     match msg {
         T::Lerror {} => Err(Errno::EOPNOTSUPP),
+        T::Version { .. } | T::Flush { .. } => Ok(()),
         T::Auth { .. } => Err(Errno::ENOENT),
-        T::Attach { afid, .. } if *afid != co9p::protocol::Fid::NOFID => Err(Errno::EBADF),
-        T::Attach { .. } => Ok(()),
-        T::Walk { fid: f, newfid, .. } => {
-            fid(g, *f)?;
-            if newfid != f && g.fids.contains_key(&newfid.0) {
-                return Err(Errno::EINVAL);
-            }
-            Ok(())
+        T::Attach { afid, .. } => session::attach_pre(*afid),
+        T::Walk { fid, newfid, .. } => walk::walk_pre(g, *fid, *newfid),
+        T::Lopen { fid, .. } => file::lopen_pre(g, *fid),
+        T::Lcreate { fid, name, .. } => file::lcreate_pre(g, m, *fid, name.as_bytes()),
+        T::Read { fid, .. } => file::read_pre(g, *fid),
+        T::Write { fid, offset, data } => file::write_pre(g, *fid, *offset, &data.0),
+        T::Readdir { fid, .. } | T::Fsync { fid, .. } => open_file(g, *fid).map(drop),
+        T::Mkdir { dfid, name, .. } | T::Mknod { dfid, name, .. } => {
+            dir::make_pre(g, m, *dfid, name.as_bytes())
         }
-        T::Lopen { fid: f, .. } => match fid(g, *f)?.open {
-            FidOpen::Closed => Ok(()),
-            _ => Err(Errno::EINVAL),
-        },
-        T::Lcreate { fid: f, name, .. } => {
-            let e = fid(g, *f)?;
-            new_name(name.as_bytes())?;
-            match e.open {
-                FidOpen::Closed if m.node(e.node).is_dir() => Ok(()),
-                FidOpen::Closed => Err(Errno::ENOTDIR),
-                _ => Err(Errno::EINVAL),
-            }
-        }
-        T::Read { fid: f, .. } => match &fid(g, *f)?.open {
-            FidOpen::File { flags, .. } if flags.readable() => Ok(()),
-            FidOpen::XattrRead(_) => Ok(()),
-            _ => Err(Errno::EBADF),
-        },
-        T::Write {
-            fid: f,
-            offset,
-            data,
-        } => match &fid(g, *f)?.open {
-            FidOpen::File { flags, .. } if flags.writable() => Ok(()),
-            FidOpen::XattrWrite { value, .. } => {
-                if *offset as usize + data.0.len() > value.len() {
-                    Err(Errno::EINVAL)
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Err(Errno::EBADF),
-        },
-        T::Readdir { fid: f, .. }
-        | T::Fsync { fid: f, .. }
-        | T::Lock { fid: f, .. }
-        | T::Getlock { fid: f, .. } => open_file(g, *f).map(drop),
-        T::Mkdir { dfid, name, .. }
-        | T::Mknod { dfid, name, .. }
-        | T::Symlink {
-            fid: dfid, name, ..
-        } => {
-            fid(g, *dfid)?;
-            new_name(name.as_bytes())?;
-            dir_of(g, m, *dfid).map(drop)
-        }
-        T::Link { dfid, fid: f, name } => {
-            fid(g, *dfid)?;
-            new_name(name.as_bytes())?;
-            dir_of(g, m, *dfid)?;
-            fid(g, *f).map(drop)
-        }
-        T::Rename { fid: f, dfid, name } => {
-            let e = fid(g, *f)?;
-            new_name(name.as_bytes())?;
-            fid(g, *dfid)?;
-            dir_of(g, m, *dfid)?;
-            e.entry.as_ref().map(drop).ok_or(Errno::EBUSY)
-        }
+        T::Symlink { fid, name, .. } => dir::make_pre(g, m, *fid, name.as_bytes()),
+        T::Link { dfid, fid, name } => dir::link_pre(g, m, *dfid, *fid, name.as_bytes()),
+        T::Rename { fid, dfid, name } => dir::rename_pre(g, m, *fid, *dfid, name.as_bytes()),
         T::Renameat {
             olddirfid,
             oldname,
             newdirfid,
             newname,
-        } => {
-            fid(g, *olddirfid)?;
-            old_name(oldname.as_bytes())?;
-            new_name(newname.as_bytes())?;
-            dir_of(g, m, *olddirfid)?;
-            fid(g, *newdirfid)?;
-            dir_of(g, m, *newdirfid).map(drop)
-        }
+        } => dir::renameat_pre(
+            g,
+            m,
+            *olddirfid,
+            oldname.as_bytes(),
+            *newdirfid,
+            newname.as_bytes(),
+        ),
         T::Unlinkat {
             dirfid,
             name,
             flags,
-        } => {
-            fid(g, *dirfid)?;
-            if name.as_bytes() == b".." {
-                return Err(Errno::ENOTEMPTY);
-            }
-            old_name(name.as_bytes())?;
-            if flags & !co9p::protocol::AT_REMOVEDIR != 0 {
-                return Err(Errno::EINVAL);
-            }
-            dir_of(g, m, *dirfid).map(drop)
+        } => dir::unlinkat_pre(g, m, *dirfid, name.as_bytes(), *flags),
+        T::Readlink { fid } => self::fid(g, *fid).map(drop),
+        T::Getattr { fid, .. } | T::Setattr { fid, .. } | T::Statfs { fid } => {
+            self::fid(g, *fid).map(drop)
         }
-        T::Readlink { fid: f }
-        | T::Getattr { fid: f, .. }
-        | T::Setattr { fid: f, .. }
-        | T::Statfs { fid: f } => fid(g, *f).map(drop),
-        T::Xattrwalk { fid: f, newfid, .. } => {
-            fid(g, *f)?;
-            if g.fids.contains_key(&newfid.0) {
-                return Err(Errno::EINVAL);
-            }
-            Ok(())
-        }
+        T::Xattrwalk { fid, newfid, .. } => xattr::xattrwalk_pre(g, *fid, *newfid),
         T::Xattrcreate {
-            fid: f,
+            fid,
             name,
             attr_size,
             flags,
-        } => {
-            fid(g, *f)?;
-            if flags & !3 != 0 || name.as_bytes().is_empty() {
-                return Err(Errno::EINVAL);
-            }
-            if *attr_size > co9p::server::XATTR_SIZE_MAX as u64 {
-                return Err(Errno::E2BIG);
-            }
-            match fid(g, *f)?.open {
-                FidOpen::Closed => Ok(()),
-                _ => Err(Errno::EINVAL),
-            }
-        }
-        T::Remove { fid: f } => fid(g, *f).map(drop),
-        T::Clunk { fid: f } => match &fid(g, *f)?.open {
-            FidOpen::XattrWrite { value, written, .. } if *written != value.len() => {
-                Err(Errno::EINVAL)
-            }
-            _ => Ok(()),
-        },
-        T::Version { .. } | T::Flush { .. } => Ok(()),
-    }
-}
-
-/// Where a Twalk (or a Tattach's aname) stands, given the filesystem calls it has made:
-/// the nodes of the steps done (a `.`, or a `..` at the root, needs no call), and what
-/// comes next.
-pub struct WalkState {
-    pub nodes: Vec<NodeId>,
-    pub next: WalkNext,
-}
-
-pub enum WalkNext {
-    /// Every name walked.
-    Done,
-    /// Stopped: a call failed, or a name that cannot exist (no call).
-    Failed(Errno),
-    /// The next step's call: `..` of the node (`true`) or a lookup of the name in it.
-    Call {
-        from: NodeId,
-        dotdot: bool,
-        name: usize,
-    },
-}
-
-/// The names an attach walks from the root: its aname's components, unless the aname
-/// names the root itself.
-pub fn attach_names(aname: &[u8]) -> Vec<Vec<u8>> {
-    if aname.is_empty() || aname == b"/" {
-        return Vec::new();
-    }
-    aname
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(|c| c.to_vec())
-        .collect()
-}
-
-/// Walks `names` from `start` through the calls made so far.
-fn steps(start: NodeId, names: &[&[u8]], calls: &[Call], attach: bool) -> WalkState {
-    let mut cur = start;
-    let mut nodes = Vec::new();
-    let mut calls = calls.iter();
-    for (i, &b) in names.iter().enumerate() {
-        let dotdot = b == b".." && !attach;
-        if !attach && (b == b"." || (dotdot && cur == crate::model::ROOT)) {
-            nodes.push(cur);
-            continue;
-        }
-        // A name that cannot exist fails without a call: ENAMETOOLONG if too long, else
-        // ENOENT (empty, or with a '/' or NUL), as the server answers. (An attach's
-        // components all fail ENOENT.)
-        if !dotdot && let Err(e) = co9p::fs::Name::new(b) {
-            let e = if e == Errno::ENAMETOOLONG && !attach {
-                e
-            } else {
-                Errno::ENOENT
-            };
-            return WalkState {
-                nodes,
-                next: WalkNext::Failed(e),
-            };
-        }
-        match calls.next() {
-            None => {
-                let next = WalkNext::Call {
-                    from: cur,
-                    dotdot,
-                    name: i,
-                };
-                return WalkState { nodes, next };
-            }
-            Some(c) => match (&c.res, c.error()) {
-                (Res::Node(Ok(n)), None) => {
-                    cur = *n;
-                    nodes.push(cur);
-                }
-                (_, e) => {
-                    let next = WalkNext::Failed(e.unwrap_or(Errno::EIO));
-                    return WalkState { nodes, next };
-                }
-            },
-        }
-    }
-    WalkState {
-        nodes,
-        next: WalkNext::Done,
-    }
-}
-
-/// `None` if the walk's fid is no longer in the guest's table (a reset or Tversion).
-pub fn walk_state(g: &Guest, req: &Req) -> Option<WalkState> {
-    match &req.msg {
-        Tmessage::Walk { fid: f, wnames, .. } => {
-            let start = g.fids.get(&f.0)?.node;
-            let names: Vec<&[u8]> = wnames.iter().map(|w| w.as_bytes()).collect();
-            Some(steps(start, &names, &req.calls, false))
-        }
-        Tmessage::Attach { aname, .. } => {
-            let names = attach_names(aname.as_bytes());
-            let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
-            // The first call is the root's.
-            let calls = req.calls.get(1..).unwrap_or(&[]);
-            Some(steps(crate::model::ROOT, &names, calls, true))
-        }
-        _ => unreachable!("a Twalk or Tattach"),
+        } => xattr::xattrcreate_pre(g, *fid, name.as_bytes(), *attr_size, *flags),
+        T::Lock { fid, .. } | T::Getlock { fid, .. } => open_file(g, *fid).map(drop),
+        T::Remove { fid } => self::fid(g, *fid).map(drop),
+        T::Clunk { fid } => clunk::clunk_pre(g, *fid),
     }
 }
 
 /// The filesystem calls a request makes after its pre-checks, given the calls so far:
 /// `true` once the handler has made its last one.
-fn calls_done(g: &Guest, req: &Req) -> bool {
+fn calls_done(g: &Guest, msg: &Tmessage, calls: &[Call]) -> bool {
     use Tmessage as T;
-    let n = req.calls.len();
-    let failed = req.calls.last().is_some_and(|c| c.error().is_some());
-    match &req.msg {
-        T::Walk { wnames, .. } => match walk_state(g, req) {
-            Some(s) => !matches!(s.next, WalkNext::Call { .. }),
-            // The fid is gone from this guest's table: judged by the calls alone.
-            None => failed || n >= wnames.len(),
-        },
-        T::Attach { .. } => {
-            n >= 1
-                && (failed
-                    || !matches!(
-                        walk_state(g, req).map(|s| s.next),
-                        Some(WalkNext::Call { .. })
-                    ))
-        }
-        T::Read { fid: f, .. } => {
-            n >= 1
-                || matches!(
-                    g.fids.get(&f.0).map(|m| &m.open),
-                    Some(FidOpen::XattrRead(_))
-                )
-        }
-        T::Write { fid: f, .. } => {
-            n >= 1
-                || matches!(
-                    g.fids.get(&f.0).map(|m| &m.open),
-                    Some(FidOpen::XattrWrite { .. })
-                )
-        }
+    let made = !calls.is_empty();
+    let open = |f: &Fid| g.fids.get(&f.0).map(|e| &e.open);
+    match msg {
+        T::Attach { .. } => session::attach_done(g, msg, calls),
+        T::Walk { wnames, .. } => walk::walk_done(g, msg, calls, wnames.len()),
+        // Reading or writing an xattr's buffer makes no call; Txattrcreate never does; a
+        // Tremove of no name fails EBUSY without one; a Tclunk calls only to set an xattr.
+        T::Read { fid, .. } => made || matches!(open(fid), Some(FidOpen::XattrRead(_))),
+        T::Write { fid, .. } => made || matches!(open(fid), Some(FidOpen::XattrWrite { .. })),
         T::Xattrcreate { .. } => true,
-        T::Remove { fid: f } => n >= 1 || g.fids.get(&f.0).is_some_and(|e| e.entry.is_none()),
-        T::Clunk { fid: f } => {
-            n >= 1
-                || !matches!(
-                    g.fids.get(&f.0).map(|m| &m.open),
-                    Some(FidOpen::XattrWrite { .. })
-                )
-        }
-        _ => n >= 1,
+        T::Remove { fid } => made || g.fids.get(&fid.0).is_some_and(|e| e.entry.is_none()),
+        T::Clunk { fid } => made || !matches!(open(fid), Some(FidOpen::XattrWrite { .. })),
+        _ => made,
     }
 }
 
 /// Whether the request must be answered: its handler made its last call (nothing can
 /// cancel it after that) — judged with the fid table of its own session.
 pub fn must_reply(g: &Guest, req: &Req) -> bool {
-    !req.calls.is_empty() && calls_done(g, req)
+    !req.calls.is_empty() && calls_done(g, &req.msg, &req.calls)
+}
+
+// ---- phase 2: each filesystem call ----
+
+/// One filesystem call of a request, as its message's checker steps the model for it.
+struct FsCall<'a> {
+    g: &'a Guest,
+    ev: &'a FsEvent,
+    msg: &'a Tmessage,
+    /// The request's calls before this one.
+    calls: &'a [Call],
+    conn: usize,
+    /// The call ran (no fault before it): the model takes its effect.
+    ran: bool,
+    /// The entry the fid being made will record ([`Req::entry`]).
+    entry: &'a mut Option<Option<DirEntry>>,
+    effects: Vec<Effect>,
+}
+
+impl FsCall<'_> {
+    /// The handler makes call `op` here; any other is the server's mistake.
+    fn expect(&self, op: FsOp) -> Result<(), Violation> {
+        if self.ev.op == op {
+            Ok(())
+        } else {
+            Err(Violation::model(format!(
+                "unexpected filesystem call {:?} for {}",
+                self.ev.op,
+                Show(self.msg)
+            )))
+        }
+    }
+
+    /// A call this message makes at no point.
+    fn stray(&self, why: &str) -> Violation {
+        Violation::model(format!("filesystem call {:?} {why}", self.ev.op))
+    }
+
+    /// The model's answer to a call that changes the tree: `step`'s if the call ran,
+    /// else `skipped` (a fault before it: nothing happened, and the fault is the answer).
+    fn effect<T>(&self, skipped: T, step: impl FnOnce() -> R<T>) -> R<T> {
+        if self.ran { step() } else { Ok(skipped) }
+    }
+
+    /// The call added, removed or replaced `entry`, if it ran and succeeded.
+    fn touched<T>(&mut self, r: &R<T>, entry: DirEntry) {
+        if r.is_ok() && self.ran {
+            self.effects.push(Effect::Touched(entry));
+        }
+    }
+
+    /// A rename's effects: names touched if it happened; the session's records move only
+    /// if it was also reported done (a fault after the effect leaves them where they were).
+    fn renamed(&mut self, r: &R<()>, from: DirEntry, to: DirEntry) {
+        if !(self.ran && r.is_ok()) {
+            return;
+        }
+        self.effects.push(Effect::Touched(from.clone()));
+        self.effects.push(Effect::Touched(to.clone()));
+        if matches!(self.ev.outcome, Outcome::Done { ok: true }) {
+            let conn = self.conn;
+            self.effects.push(Effect::Renamed { conn, from, to });
+        }
+    }
+
+    /// The fid `f` (prechecked: it is there).
+    fn fid(&self, f: Fid) -> &MFid {
+        &self.g.fids[&f.0]
+    }
+
+    /// The open file of fid `f` (prechecked: it is one), its open flags and lock owner.
+    fn open(&self, f: Fid) -> (NodeId, OpenFlags, u64) {
+        open_file(self.g, f).expect("prechecked")
+    }
+
+    /// Who makes a file through fid `f`: its attach uid, and the request's `gid`.
+    fn by(&self, f: Fid, gid: u32) -> Maker {
+        Maker {
+            uid: self.fid(f).uid,
+            gid,
+        }
+    }
 }
 
 /// Steps the model for one filesystem call of `req`; returns what else it changed.
-pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Result<Vec<Effect>, String> {
+pub fn on_fs(
+    m: &mut Model,
+    g: &Guest,
+    req: &mut Req,
+    ev: &FsEvent,
+) -> Result<Vec<Effect>, Violation> {
     use Tmessage as T;
-    let expect_op = |ops: &[FsOp]| -> Check {
-        if ops.contains(&ev.op) {
-            Ok(())
-        } else {
-            Err(format!(
-                "unexpected filesystem call {:?} for {}",
-                ev.op,
-                Show(&req.msg)
-            ))
-        }
-    };
-    if precheck(g, m, &req.msg).is_err() || calls_done(g, req) {
-        return Err(format!(
+    if precheck(g, m, &req.msg).is_err() || calls_done(g, &req.msg, &req.calls) {
+        return Err(Violation::model(format!(
             "filesystem call {:?} after the handler should have returned: {}",
             ev.op,
             Show(&req.msg)
-        ));
+        )));
     }
-    let ran = ev.outcome.ran();
-    let done_ok = matches!(ev.outcome, Outcome::Done { ok: true });
-    let mut effects = Vec::new();
-    let by = |f: &co9p::protocol::Fid, gid: u32| Maker {
-        uid: g.fids[&f.0].uid,
-        gid,
+    let mut c = FsCall {
+        g,
+        ev,
+        msg: &req.msg,
+        calls: &req.calls,
+        conn: req.conn,
+        ran: ev.outcome.ran(),
+        entry: &mut req.entry,
+        effects: Vec::new(),
     };
+    let c = &mut c;
     let res = match &req.msg {
-        T::Attach { .. } if req.calls.is_empty() => {
-            expect_op(&[FsOp::Root])?;
-            req.entry = Some(None);
-            Res::Node(Ok(crate::model::ROOT))
-        }
-        T::Attach { aname, .. } => match walk_state(g, req).map(|s| s.next) {
-            Some(WalkNext::Call { from, name, .. }) => {
-                expect_op(&[FsOp::Lookup])?;
-                let n = &attach_names(aname.as_bytes())[name];
-                req.entry = Some(Some((from, n.clone())));
-                Res::Node(m.lookup(from, n))
-            }
-            _ => unreachable!("checked by calls_done"),
-        },
-        T::Walk { wnames, .. } => match walk_state(g, req).map(|s| s.next) {
-            Some(WalkNext::Call {
-                from, dotdot: true, ..
-            }) => {
-                expect_op(&[FsOp::Parent])?;
-                req.entry = Some(None);
-                Res::Node(m.parent(from))
-            }
-            Some(WalkNext::Call { from, name, .. }) => {
-                expect_op(&[FsOp::Lookup])?;
-                let n = wnames[name].as_bytes();
-                req.entry = Some(Some((from, n.to_vec())));
-                Res::Node(m.lookup(from, n))
-            }
-            _ => unreachable!("checked by calls_done"),
-        },
-        T::Lopen { fid: f, flags } => {
-            expect_op(&[FsOp::Open])?;
-            let node = g.fids[&f.0].node;
-            Res::Open(if ran {
-                m.open(node, *flags).map(|()| m.new_owner())
-            } else {
-                Ok(0)
-            })
-        }
+        T::Attach { aname, .. } => session::attach_call(c, m, aname.as_bytes())?,
+        T::Walk { wnames, .. } => walk::walk_call(c, m, wnames)?,
+        T::Lopen { fid, flags } => file::lopen_call(c, m, *fid, *flags)?,
         T::Lcreate {
-            fid: f,
+            fid,
             name,
             flags,
             mode,
             gid,
-        } => {
-            expect_op(&[FsOp::Create])?;
-            let dir = g.fids[&f.0].node;
-            req.entry = Some(Some((dir, name.0.clone())));
-            let r = if ran {
-                m.create(dir, name.as_bytes(), *flags, *mode, by(f, *gid))
-            } else {
-                Ok(0)
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((dir, name.0.clone())));
-            }
-            Res::Node(r)
-        }
-        T::Read {
-            fid: f,
-            offset,
-            count,
-        } => {
-            expect_op(&[FsOp::Read])?;
-            let (node, flags, _) = open_file(g, *f).expect("prechecked");
-            let count = (*count as usize).min(g.msize as usize - PAYLOAD_HEADER_LEN);
-            let len = ev.len.unwrap_or(count).min(count);
-            Res::Data(m.read(node, flags, *offset, len))
-        }
-        T::Write {
-            fid: f,
-            offset,
-            data,
-        } => {
-            expect_op(&[FsOp::Write])?;
-            let (node, flags, _) = open_file(g, *f).expect("prechecked");
-            let len = ev.len.unwrap_or(data.0.len()).min(data.0.len());
-            let uid = g.fids[&f.0].uid;
-            Res::Count(if ran {
-                m.write(node, flags, *offset, &data.0[..len], uid)
-            } else {
-                Ok(0)
-            })
-        }
-        T::Readdir {
-            fid: f,
-            offset,
-            count,
-        } => {
-            expect_op(&[FsOp::Readdir])?;
-            let (node, _, _) = open_file(g, *f).expect("prechecked");
-            let count = (*count as usize).min(g.msize as usize - PAYLOAD_HEADER_LEN);
-            let listing = m.listing(node).unwrap_or_default();
-            Res::Entries(
-                m.readdir(node, *offset, count / 25 + 1),
-                listing,
-                m.touches.len(),
-            )
-        }
-        T::Fsync { .. } => {
-            expect_op(&[FsOp::Fsync])?;
-            Res::Unit(Ok(()))
-        }
-        T::Statfs { .. } => {
-            expect_op(&[FsOp::Statfs])?;
-            Res::Unit(Ok(()))
-        }
+        } => file::lcreate_call(c, m, *fid, name.as_bytes(), *flags, *mode, *gid)?,
+        T::Read { fid, offset, count } => file::read_call(c, m, *fid, *offset, *count)?,
+        T::Write { fid, offset, data } => file::write_call(c, m, *fid, *offset, &data.0)?,
+        T::Readdir { fid, offset, count } => file::readdir_call(c, m, *fid, *offset, *count)?,
+        T::Fsync { .. } => file::fsync_call(c)?,
+        T::Statfs { .. } => attr::statfs_call(c)?,
         T::Mkdir {
             dfid,
             name,
             mode,
             gid,
-        } => {
-            expect_op(&[FsOp::Mkdir])?;
-            let d = g.fids[&dfid.0].node;
-            let r = if ran {
-                m.mkdir(d, name.as_bytes(), *mode, by(dfid, *gid))
-            } else {
-                Ok(0)
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((d, name.0.clone())));
-            }
-            Res::Node(r)
-        }
+        } => dir::mkdir_call(c, m, *dfid, name.as_bytes(), *mode, *gid)?,
         T::Mknod {
             dfid,
             name,
@@ -717,208 +498,60 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Result<Ve
             major,
             minor,
             gid,
-        } => {
-            expect_op(&[FsOp::Mknod])?;
-            let d = g.fids[&dfid.0].node;
-            let rdev = co9p::fs::mem::makedev(*major, *minor);
-            let r = if ran {
-                m.mknod(d, name.as_bytes(), *mode, rdev, by(dfid, *gid))
-            } else {
-                Ok(0)
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((d, name.0.clone())));
-            }
-            Res::Node(r)
-        }
+        } => dir::mknod_call(c, m, *dfid, name.as_bytes(), *mode, (*major, *minor), *gid)?,
         T::Symlink {
-            fid: dfid,
+            fid,
             name,
             symtgt,
             gid,
-        } => {
-            expect_op(&[FsOp::Symlink])?;
-            let d = g.fids[&dfid.0].node;
-            let r = if ran {
-                m.symlink(d, name.as_bytes(), symtgt.as_bytes(), by(dfid, *gid))
-            } else {
-                Ok(0)
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((d, name.0.clone())));
-            }
-            Res::Node(r)
-        }
-        T::Link { dfid, fid: f, name } => {
-            expect_op(&[FsOp::Link])?;
-            let (d, t) = (g.fids[&dfid.0].node, g.fids[&f.0].node);
-            let r = if ran {
-                m.link(t, d, name.as_bytes())
-            } else {
-                Ok(())
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((d, name.0.clone())));
-            }
-            Res::Unit(r)
-        }
+        } => dir::symlink_call(c, m, *fid, name.as_bytes(), symtgt.as_bytes(), *gid)?,
+        T::Link { dfid, fid, name } => dir::link_call(c, m, *dfid, *fid, name.as_bytes())?,
         T::Renameat {
             olddirfid,
             oldname,
             newdirfid,
             newname,
-        } => {
-            expect_op(&[FsOp::Rename])?;
-            let (a, b) = (g.fids[&olddirfid.0].node, g.fids[&newdirfid.0].node);
-            let r = if ran {
-                m.rename(a, oldname.as_bytes(), b, newname.as_bytes())
-            } else {
-                Ok(())
-            };
-            let (from, to) = ((a, oldname.0.clone()), (b, newname.0.clone()));
-            renamed(&mut effects, req.conn, from, to, ran && r.is_ok(), done_ok);
-            Res::Unit(r)
-        }
-        T::Rename { fid: f, dfid, name } => {
-            expect_op(&[FsOp::Rename])?;
-            let e = &g.fids[&f.0];
-            let (od, on) = e.entry.clone().expect("prechecked");
-            let nd = g.fids[&dfid.0].node;
-            let r = if ran {
-                m.rename_node(e.node, od, &on, nd, name.as_bytes())
-            } else {
-                Ok(())
-            };
-            let (from, to) = ((od, on), (nd, name.0.clone()));
-            renamed(&mut effects, req.conn, from, to, ran && r.is_ok(), done_ok);
-            Res::Unit(r)
-        }
+        } => dir::renameat_call(
+            c,
+            m,
+            (*olddirfid, oldname.as_bytes()),
+            (*newdirfid, newname.as_bytes()),
+        )?,
+        T::Rename { fid, dfid, name } => dir::rename_call(c, m, *fid, *dfid, name.as_bytes())?,
         T::Unlinkat {
             dirfid,
             name,
             flags,
-        } => {
-            expect_op(&[FsOp::Unlink])?;
-            let d = g.fids[&dirfid.0].node;
-            let rmdir = flags & co9p::protocol::AT_REMOVEDIR != 0;
-            let r = if ran {
-                m.unlink(d, name.as_bytes(), rmdir)
-            } else {
-                Ok(())
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((d, name.0.clone())));
-            }
-            Res::Unit(r)
-        }
-        T::Remove { fid: f } => {
-            expect_op(&[FsOp::Unlink])?;
-            let e = &g.fids[&f.0];
-            let Some((dir, name)) = &e.entry else {
-                return Err(format!(
-                    "filesystem call {:?} for a Tremove of no name",
-                    ev.op
-                ));
-            };
-            let rmdir = m.node(e.node).is_dir();
-            let r = if ran {
-                m.unlink_node(*dir, name, e.node, rmdir)
-            } else {
-                Ok(())
-            };
-            if r.is_ok() && ran {
-                effects.push(Effect::Touched((*dir, name.clone())));
-            }
-            Res::Unit(r)
-        }
-        T::Readlink { fid: f } => {
-            expect_op(&[FsOp::Readlink])?;
-            Res::Data(m.readlink(g.fids[&f.0].node))
-        }
-        T::Getattr { fid: f, .. } => {
-            expect_op(&[FsOp::Getattr])?;
-            let node = g.fids[&f.0].node;
-            let mut snap = m.node(node).clone();
-            snap.content = match snap.content {
-                crate::model::Content::File(d) => crate::model::Content::File(vec![0; d.len()]),
-                crate::model::Content::Dir(_) => crate::model::Content::Dir(Default::default()),
-                c => c,
-            };
-            Res::Attr(node, Box::new(snap))
-        }
-        T::Setattr { fid: f, attr } => {
-            expect_op(&[FsOp::Setattr])?;
-            let node = g.fids[&f.0].node;
-            Res::Unit(if ran { m.setattr(node, attr) } else { Ok(()) })
-        }
-        T::Xattrwalk { fid: f, name, .. } => {
-            let e = &g.fids[&f.0];
-            // The new fid is made now: it records the entry its source records now.
-            req.entry = Some(e.entry.clone());
-            if name.as_bytes().is_empty() {
-                expect_op(&[FsOp::Listxattr])?;
-                Res::Data(Ok(m.listxattr(e.node)))
-            } else {
-                expect_op(&[FsOp::Getxattr])?;
-                Res::Data(m.getxattr(e.node, name.as_bytes()))
-            }
-        }
-        T::Clunk { fid: f } => {
-            let e = &g.fids[&f.0];
-            let FidOpen::XattrWrite {
-                name, flags, value, ..
-            } = &e.open
-            else {
-                return Err(format!("filesystem call {:?} from a plain Tclunk", ev.op));
-            };
-            if value.is_empty() {
-                expect_op(&[FsOp::Removexattr])?;
-                Res::Unit(if ran {
-                    m.removexattr(e.node, name)
-                } else {
-                    Ok(())
-                })
-            } else {
-                expect_op(&[FsOp::Setxattr])?;
-                Res::Unit(if ran {
-                    m.setxattr(e.node, name, value, *flags)
-                } else {
-                    Ok(())
-                })
-            }
-        }
+        } => dir::unlinkat_call(c, m, *dirfid, name.as_bytes(), *flags)?,
+        T::Remove { fid } => clunk::remove_call(c, m, *fid)?,
+        T::Readlink { fid } => dir::readlink_call(c, m, *fid)?,
+        T::Getattr { fid, .. } => attr::getattr_call(c, m, *fid)?,
+        T::Setattr { fid, attr } => attr::setattr_call(c, m, *fid, attr)?,
+        T::Xattrwalk { fid, name, .. } => xattr::xattrwalk_call(c, m, *fid, name.as_bytes())?,
+        T::Clunk { fid } => clunk::clunk_call(c, m, *fid)?,
         T::Lock {
-            fid: f,
+            fid,
             lock_type,
             start,
             length,
             ..
-        } => {
-            expect_op(&[FsOp::Lock])?;
-            let (node, flags, owner) = open_file(g, *f).expect("prechecked");
-            let end = lock_end(*start, *length);
-            let zombies = m.zombies.clone();
-            let zombie = |o: u64| zombies.contains(&o);
-            Res::Lock(if ran {
-                m.lock(node, owner, flags, *lock_type, *start, end, &zombie)
-            } else {
-                Ok(Some(true))
-            })
-        }
+        } => lock::lock_call(c, m, *fid, *lock_type, *start, *length)?,
         T::Getlock {
-            fid: f,
+            fid,
             lock_type,
             start,
             length,
             ..
-        } => {
-            expect_op(&[FsOp::Getlock])?;
-            let (node, _, owner) = open_file(g, *f).expect("prechecked");
-            let end = lock_end(*start, *length);
-            Res::Getlock(m.getlock(node, owner, *lock_type, *start, end))
+        } => lock::getlock_call(c, m, *fid, *lock_type, *start, *length)?,
+        other => {
+            return Err(Violation::model(format!(
+                "filesystem call {:?} from {}",
+                ev.op,
+                Show(other)
+            )));
         }
-        other => return Err(format!("filesystem call {:?} from {}", ev.op, Show(other))),
     };
+    let effects = std::mem::take(&mut c.effects);
     // A fault after the effect is injected only after the backend succeeded.
     let backend_ok = match ev.outcome {
         Outcome::Done { ok } => Some(ok),
@@ -928,13 +561,13 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Result<Ve
     if let Some(ok) = backend_ok
         && ok != res.ok()
     {
-        return Err(format!(
+        return Err(Violation::model(format!(
             "the backend {} {:?} for {} but the model says {:?}",
             if ok { "did" } else { "refused" },
             ev.op,
             Show(&req.msg),
             res
-        ));
+        )));
     }
     req.calls.push(Call {
         op: ev.op,
@@ -944,27 +577,157 @@ pub fn on_fs(m: &mut Model, g: &Guest, req: &mut Req, ev: &FsEvent) -> Result<Ve
     Ok(effects)
 }
 
-/// A rename's effects: names touched if it happened; the session's records move only if
-/// it was also reported done (a fault after the effect leaves them where they were).
-fn renamed(
-    effects: &mut Vec<Effect>,
-    conn: usize,
-    from: DirEntry,
-    to: DirEntry,
-    happened: bool,
-    reported: bool,
-) {
-    if !happened {
-        return;
+// ---- phase 3: the reply ----
+
+/// A reply being judged, for its message's checker.
+struct Answer<'a> {
+    req: &'a Req,
+    got: &'a Rmessage,
+    /// `reply to T...`: what every complaint starts with.
+    what: String,
+    /// The request's last filesystem call.
+    last: Option<&'a Call>,
+    /// The entry a new fid records: decided by its call, moved by renames since.
+    entry: Option<DirEntry>,
+}
+
+impl Answer<'_> {
+    /// The complaint `detail` about this reply.
+    fn fail(&self, detail: impl std::fmt::Display) -> Violation {
+        Violation::model(format!("{}: {detail}", self.what))
     }
-    effects.push(Effect::Touched(from.clone()));
-    effects.push(Effect::Touched(to.clone()));
-    if reported {
-        effects.push(Effect::Renamed { conn, from, to });
+
+    /// The reply must be `Rlerror(e)`.
+    fn error(&self, e: Errno) -> Result<(), Violation> {
+        match self.got {
+            Rmessage::Lerror { ecode } if *ecode == e => Ok(()),
+            got => Err(self.fail(format_args!("expected Rlerror({e:?}), got {}", Show(got)))),
+        }
+    }
+
+    /// A reply of a kind this request is never answered with.
+    fn unexpected(&self) -> Violation {
+        self.fail(format_args!("unexpected {}", Show(self.got)))
+    }
+
+    /// A reply with nothing to judge but its kind (`is`: whether it is the right one).
+    fn bare(&self, is: bool) -> Result<(), Violation> {
+        if is { Ok(()) } else { Err(self.unexpected()) }
+    }
+
+    /// The reply's qid names model node `node` (whose inode number it learns, once).
+    fn qid(&self, m: &mut Model, node: NodeId, q: &Qid) -> Result<(), Violation> {
+        if q.ty.0 != m.node(node).qid_type() || !m.learn_ino(node, q.path) {
+            return Err(self.fail(format_args!("qid {q:?} does not name model node {node}")));
+        }
+        Ok(())
+    }
+
+    /// The model's answer to the last call (which succeeded: the reply is not an error).
+    fn res(&self) -> &Res {
+        &self.last.expect("a call made").res
+    }
+
+    /// The node the last call made or found.
+    fn node(&self) -> NodeId {
+        match self.res() {
+            Res::Node(Ok(node)) => *node,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The bytes the last call read.
+    fn data(&self) -> &Vec<u8> {
+        match self.res() {
+            Res::Data(Ok(d)) => d,
+            _ => unreachable!(),
+        }
     }
 }
 
-/// Whether a lock type is one a Getlock may report.
-pub fn reportable(ty: LockType) -> bool {
-    ty != LockType::Unlock
+/// Judges a reply and applies what it shows to the client's fid table.
+pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Result<(), Violation> {
+    use Rmessage as R;
+    use Tmessage as T;
+    let a = Answer {
+        req,
+        got,
+        what: format!("reply to {}", Show(&req.msg)),
+        last: req.calls.last(),
+        entry: req.entry.clone().flatten(),
+    };
+    if let Err(e) = precheck(g, m, &req.msg) {
+        if !req.calls.is_empty() {
+            return Err(a.fail(format_args!("filesystem calls made despite {e:?}")));
+        }
+        if let T::Clunk { fid } = &req.msg
+            && e == Errno::EINVAL
+        {
+            // The xattr was never set, but the fid is gone all the same.
+            g.fids.remove(&fid.0);
+            g.passes.forget(fid.0);
+        }
+        return a.error(e);
+    }
+    if !calls_done(g, &req.msg, &req.calls) {
+        return Err(a.fail(format_args!(
+            "answered {} before its filesystem calls were made ({} so far)",
+            Show(got),
+            req.calls.len()
+        )));
+    }
+    // Walks answer partial progress; every other failed call is the reply.
+    if !matches!(
+        req.msg,
+        T::Walk { .. } | T::Clunk { .. } | T::Remove { .. } | T::Attach { .. }
+    ) && let Some(e) = a.last.and_then(Call::error)
+    {
+        return a.error(e);
+    }
+    match &req.msg {
+        T::Attach {
+            fid,
+            n_uname,
+            aname,
+            ..
+        } => session::attach_reply(&a, m, g, *fid, *n_uname, aname.as_bytes()),
+        T::Walk {
+            fid,
+            newfid,
+            wnames,
+        } => walk::walk_reply(&a, m, g, *fid, *newfid, wnames.len()),
+        T::Lopen { fid, flags } => file::lopen_reply(&a, m, g, *fid, *flags),
+        T::Lcreate { fid, flags, .. } => file::lcreate_reply(&a, m, g, *fid, *flags),
+        T::Read { fid, offset, count } => file::read_reply(&a, g, *fid, *offset, *count),
+        T::Write { fid, offset, data } => file::write_reply(&a, g, *fid, *offset, &data.0),
+        T::Readdir { fid, offset, count } => file::readdir_reply(&a, m, g, *fid, *offset, *count),
+        T::Fsync { .. } => a.bare(matches!(got, R::Fsync {})),
+        T::Statfs { .. } => attr::statfs_reply(&a),
+        T::Mkdir { .. } | T::Mknod { .. } | T::Symlink { .. } => dir::made_reply(&a, m),
+        T::Renameat { .. } => a.bare(matches!(got, R::Renameat {})),
+        T::Rename { .. } => a.bare(matches!(got, R::Rename {})),
+        T::Link { .. } => a.bare(matches!(got, R::Link {})),
+        T::Unlinkat { .. } => a.bare(matches!(got, R::Unlinkat {})),
+        T::Readlink { .. } => dir::readlink_reply(&a),
+        T::Getattr { .. } => attr::getattr_reply(&a, m),
+        T::Setattr { .. } => a.bare(matches!(got, R::Setattr {})),
+        T::Xattrwalk { fid, newfid, .. } => xattr::xattrwalk_reply(&a, g, *fid, *newfid),
+        T::Xattrcreate {
+            fid,
+            name,
+            attr_size,
+            flags,
+        } => xattr::xattrcreate_reply(&a, g, *fid, name.as_bytes(), *attr_size, *flags),
+        T::Remove { fid } => clunk::remove_reply(&a, m, g, *fid),
+        T::Clunk { fid } => clunk::clunk_reply(&a, m, g, *fid),
+        T::Lock {
+            fid,
+            lock_type,
+            start,
+            length,
+            ..
+        } => lock::lock_reply(&a, m, g, *fid, *lock_type, *start, *length),
+        T::Getlock { start, length, .. } => lock::getlock_reply(&a, *start, *length),
+        T::Version { .. } | T::Flush { .. } | T::Auth { .. } | T::Lerror {} => Err(a.unexpected()),
+    }
 }

@@ -14,7 +14,7 @@ use rand::RngExt;
 
 use super::{RunEnd, STEP_BUDGET, World};
 use crate::journal::Event;
-use crate::oracle::{self, Effect, Req, Show};
+use crate::oracle::{self, Effect, Req, Show, Violation};
 
 impl World {
     /// Runs up to `n` scheduling steps, judging after each.
@@ -320,7 +320,7 @@ impl World {
         let res = oracle::on_fs(&mut self.model, &self.guests[g], &mut req, &ev);
         self.reqs[r] = req;
         match res {
-            Err(e) => self.fail("model", e),
+            Err(v) => self.violated(v),
             Ok(effects) => effects.into_iter().for_each(|e| self.apply(e)),
         }
     }
@@ -584,7 +584,7 @@ impl World {
                             Show(&req.msg),
                             Show(got)
                         );
-                        self.fail("model", detail);
+                        self.violated(Violation::model(detail));
                     }
                     return self.forget_tombstone(c);
                 }
@@ -605,8 +605,8 @@ impl World {
         if let Some(c) = req.after_clunk {
             self.forget_tombstone(c);
         }
-        if let Err(e) = res {
-            self.fail("model", e);
+        if let Err(v) = res {
+            self.violated(v);
         }
     }
 

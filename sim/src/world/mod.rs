@@ -28,6 +28,7 @@ use crate::knobs::{Feature, Off};
 use crate::link::{Link, Transport, VirtioDev};
 use crate::locks::LockSwarm;
 use crate::model::{Backend, Model};
+pub use crate::oracle::Violation;
 use crate::oracle::{Req, Show};
 use crate::script::{Move, Target};
 use crate::timeline::Kind as TlKind;
@@ -187,13 +188,6 @@ impl RunConfig {
     }
 }
 
-/// A failed check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub check: &'static str,
-    pub detail: String,
-}
-
 /// What a run reports.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -203,7 +197,7 @@ pub struct Report {
     pub vtime: std::time::Duration,
     /// 9P requests answered (every kind).
     pub ops: u64,
-    pub failure: Option<Failure>,
+    pub failure: Option<Violation>,
     /// Decoded PDUs, one per line (with `log`).
     pub pdus: Vec<String>,
     /// Every event: scheduling, PDUs, filesystem calls (with `log`).
@@ -534,7 +528,7 @@ pub struct World {
     sent: u64,
     answered: u64,
     actions: u64,
-    failure: Option<Failure>,
+    failure: Option<Violation>,
     pdus: Vec<String>,
     /// Moves performed in the workload phase, and the moves kept (with `record`).
     nmoves: usize,
@@ -583,7 +577,7 @@ impl World {
             Backend::Host(m) => match SimFs::host(m, &cfg.seed.to_string()) {
                 Ok(fs) => fs,
                 Err(e) => {
-                    failure = Some(Failure {
+                    failure = Some(Violation {
                         check: "host backend",
                         detail: format!("no scratch directory for HostFs: {e}"),
                     });
@@ -833,8 +827,13 @@ impl World {
                     )
                 });
             }
-            self.failure = Some(Failure { check, detail });
+            self.failure = Some(Violation { check, detail });
         }
+    }
+
+    /// [`World::fail`] with a check's own report of what failed.
+    fn violated(&mut self, v: Violation) {
+        self.fail(v.check, v.detail);
     }
 
     /// `/shared` and one private directory per client, made before the run; the model

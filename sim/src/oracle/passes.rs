@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use co9p::protocol::Dirent;
 
+use super::Violation;
 use crate::model::{Model, NodeId};
 
 #[derive(Debug, Clone)]
@@ -70,7 +71,7 @@ impl Passes {
         relists: bool,
         since: &[(NodeId, Vec<u8>)],
         what: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Violation> {
         let pass = match self.0.remove(&fid) {
             _ if offset == 0 => Some(Pass {
                 dir,
@@ -90,11 +91,11 @@ impl Passes {
         for d in entries {
             let name = d.name.as_bytes();
             let Some(&node) = listing.get(name) else {
-                return Err(format!(
+                return Err(Violation::model(format!(
                     "{what}: lists {:?}, which the directory does not hold (it holds {:?})",
                     d.name,
                     names(listing)
-                ));
+                )));
             };
             let n = m.node(node);
             // Under mapped-xattr a non-directory entry may come as the host sees it: a
@@ -102,20 +103,20 @@ impl Passes {
             let host_view = unknown_type && d.ty == 0 && d.qid.ty.0 == 0 && !n.is_dir();
             let ty_ok = host_view || (d.ty == n.dtype() && d.qid.ty.0 == n.qid_type());
             if !ty_ok {
-                return Err(format!(
+                return Err(Violation::model(format!(
                     "{what}: {:?} has type {} and qid type {:#x}; the model's file is {} ({:#x})",
                     d.name,
                     d.ty,
                     d.qid.ty.0,
                     n.dtype(),
                     n.qid_type()
-                ));
+                )));
             }
             if !m.learn_ino(node, d.qid.path) {
-                return Err(format!(
+                return Err(Violation::model(format!(
                     "{what}: {:?} has qid path {:#x}, not model node {node}'s",
                     d.name, d.qid.path
-                ));
+                )));
             }
         }
         let Some(mut pass) = pass else {
@@ -125,7 +126,10 @@ impl Passes {
             let name = d.name.as_bytes();
             let excused = pass.volatile.contains(name) || (relists && !pass.volatile.is_empty());
             if !pass.seen.insert(name.to_vec()) && !excused {
-                return Err(format!("{what}: lists {:?} twice in one pass", d.name));
+                return Err(Violation::model(format!(
+                    "{what}: lists {:?} twice in one pass",
+                    d.name
+                )));
             }
         }
         let excused = relists && !pass.volatile.is_empty();
@@ -140,13 +144,13 @@ impl Passes {
                 let show = |v: &BTreeSet<Vec<u8>>| -> Vec<String> {
                     v.iter().map(|n| n.escape_ascii().to_string()).collect()
                 };
-                return Err(format!(
+                return Err(Violation::model(format!(
                     "{what}: the pass ended without listing {missing:?}, there all along \
                      (the pass began with {:?}, listed {:?}; changed meanwhile {:?})",
                     show(&pass.start),
                     show(&pass.seen),
                     show(&pass.volatile)
-                ));
+                )));
             }
             return Ok(());
         }
