@@ -10,35 +10,10 @@
 //! the usable buffers, so a bad chain can still be answered with an `Rlerror` when its header
 //! and some writable room survived.
 
+pub use super::guest_mem::Region;
+use super::guest_mem::RegionSpan;
 use super::walk::Walk;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion, MemoryRegionAddress, Permissions,
-};
-
-/// One guest buffer `[addr, addr + len)`, already checked to lie inside guest memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
-    pub addr: GuestAddress,
-    pub len: u32,
-    /// Where the buffer is mapped in this process when it lies inside one memory region
-    /// (found once, by [`parse`]), else 0. Valid while the `GuestMemoryMmap` it was found
-    /// in lives: whoever turns it into a slice holds that memory.
-    pub host: usize,
-}
-
-impl Region {
-    /// The host address of `[addr, addr + len)` if it lies inside one region.
-    fn host_ptr(&self) -> Option<*mut u8> {
-        (self.host != 0).then_some(self.host as *mut u8)
-    }
-
-    /// The host address of this buffer in `mem`: the one found by [`parse`], or looked up.
-    pub fn host_in(&self, mem: &GuestMemoryMmap) -> Option<*mut u8> {
-        self.host_ptr()
-            .or_else(|| host_range(mem, self.addr, self.len as usize))
-    }
-}
+use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 /// Why a chain cannot be served as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,124 +166,11 @@ fn push_merged(list: &mut Vec<Region>, r: Region, span: Option<RegionSpan>) {
     list.push(r);
 }
 
-/// A guest memory region's bounds and where it is mapped.
-#[derive(Clone, Copy)]
-struct RegionSpan {
-    start: u64,
-    len: u64,
-    base: *mut u8,
-}
-
-impl RegionSpan {
-    /// The region holding `addr`, if any.
-    fn of(mem: &GuestMemoryMmap, addr: GuestAddress) -> Option<RegionSpan> {
-        let region = mem.find_region(addr)?;
-        let base = region.get_host_address(MemoryRegionAddress(0)).ok()?;
-        Some(RegionSpan {
-            start: region.start_addr().raw_value(),
-            len: region.len(),
-            base,
-        })
-    }
-
-    /// The host address of `[addr, addr + len)` if it lies inside this region.
-    #[inline]
-    fn host(&self, addr: GuestAddress, len: u64) -> Option<*mut u8> {
-        let off = addr.raw_value().checked_sub(self.start)?;
-        if off.checked_add(len)? > self.len {
-            return None;
-        }
-        // SAFETY: `off` is inside the region's mapping of `self.len` bytes from `base`.
-        Some(unsafe { self.base.add(off as usize) })
-    }
-}
-
-/// The host address of `[addr, addr + len)` when it lies inside one memory region (the
-/// fast path; a range spanning regions gets `None` and takes vm-memory's slice iterator).
-pub fn host_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> Option<*mut u8> {
-    RegionSpan::of(mem, addr)?.host(addr, len as u64)
-}
-
-/// Copies up to `buf.len()` bytes from the start of `regions` into `buf`; returns how many.
-pub fn read_from(mem: &GuestMemoryMmap, regions: &[Region], buf: &mut [u8]) -> usize {
-    let mut done = 0;
-    for r in regions {
-        if done == buf.len() {
-            break;
-        }
-        let n = (r.len as usize).min(buf.len() - done);
-        if mem.read_slice(&mut buf[done..done + n], r.addr).is_err() {
-            break;
-        }
-        done += n;
-    }
-    done
-}
-
-/// Copies `data` into `regions` from their start, skipping the first `skip` bytes of room;
-/// returns the bytes written.
-pub fn write_to(mem: &GuestMemoryMmap, regions: &[Region], mut skip: usize, data: &[u8]) -> usize {
-    let mut done = 0;
-    for r in regions {
-        if done == data.len() {
-            break;
-        }
-        let len = r.len as usize;
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let n = (len - skip).min(data.len() - done);
-        let Some(addr) = r.addr.checked_add(skip as u64) else {
-            break;
-        };
-        if mem.write_slice(&data[done..done + n], addr).is_err() {
-            break;
-        }
-        done += n;
-        skip = 0;
-    }
-    done
-}
-
-/// The part `[skip, skip + len)` of the bytes `regions` hold in order.
-pub fn sub_regions(
-    regions: &[Region],
-    mut skip: u64,
-    mut len: u64,
-) -> impl Iterator<Item = Region> + '_ {
-    regions
-        .iter()
-        .map_while(move |r| {
-            if len == 0 {
-                return None;
-            }
-            let rlen = u64::from(r.len);
-            if skip >= rlen {
-                skip -= rlen;
-                return Some(None);
-            }
-            let take = (rlen - skip).min(len);
-            let addr = r.addr.checked_add(skip)?;
-            let host = if r.host != 0 {
-                r.host + skip as usize
-            } else {
-                0
-            };
-            len -= take;
-            skip = 0;
-            Some(Some(Region {
-                addr,
-                len: take as u32,
-                host,
-            }))
-        })
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::guest_mem::host_range;
     use super::*;
+    use vm_memory::Bytes;
 
     /// Writes `descs` (address, length, flags) as a chain from index 0 of a table at `at`.
     fn table(mem: &GuestMemoryMmap, at: u64, descs: &[(u64, u32, u16)]) {

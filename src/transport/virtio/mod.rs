@@ -46,6 +46,7 @@
 //! latch `reset` returns, as QEMU waits for its in-flight PDUs on reset.
 
 pub mod chain;
+mod guest_mem;
 mod handover;
 #[cfg(feature = "testing")]
 pub mod harness;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::{self, Chain, read_from};
+use super::chain::Chain;
+use super::guest_mem::{Region, read_from, sub_regions};
 use super::{MIN_REPLY_ROOM, Virtio9p, VirtioResponder};
 use crate::co::Executor;
 use crate::fs::Filesystem;
@@ -79,10 +80,10 @@ const IN_PLACE_WRITE_MIN: u64 = 1024;
 /// ordinary path (which also answers malformed ones).
 fn in_place_write(
     mem: &GuestMemoryMmap,
-    readable: &[chain::Region],
+    readable: &[Region],
     size: u32,
     readable_len: u64,
-) -> Option<(Fid, u64, Vec<chain::Region>)> {
+) -> Option<(Fid, u64, Vec<Region>)> {
     let size = u64::from(size);
     if size < TWRITE_HEADER_LEN as u64 + IN_PLACE_WRITE_MIN || readable_len < size {
         return None;
@@ -100,6 +101,6 @@ fn in_place_write(
     Some((
         Fid(fid),
         offset,
-        chain::sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)).collect(),
+        sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)).collect(),
     ))
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
-use super::chain::{Region, sub_regions, write_to};
+use super::guest_mem::{Region, sub_regions, write_to};
 use crate::protocol::{
     Errno, HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Rmessage, Tag,
     encode_payload_header,

@@ -18,7 +18,7 @@ use std::mem::{align_of, size_of};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::chain::host_range;
+use super::guest_mem::host_range;
 
 /// `VIRTQ_DESC_F_*` are read through [`Descriptor`]'s own methods; this is only the size.
 const DESC: u64 = size_of::<Descriptor>() as u64;
