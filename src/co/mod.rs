@@ -11,7 +11,9 @@
 //!   on [`std::task::Waker`] only, so they work on any executor. All are FIFO and
 //!   cancellation-safe, since a flushed request is cancelled by dropping its future;
 //! - [`yield_now`], [`spawn_handle`] / [`JoinHandle`] and [`block_on`], small helpers that
-//!   work with any executor.
+//!   work with any executor;
+//! - [`Latch`]: a countdown that opens once, awaited by a coroutine or blocked on by a
+//!   thread (a closing session's requests counting down).
 //!
 //! [`sync`] swaps std's atomics and mutex for loom's under `cfg(loom)`; the locks use nothing
 //! else, so `tests/loom.rs` model-checks the real code.
@@ -22,6 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 mod join;
+mod latch;
 mod mutex;
 mod queue;
 mod rwlock;
@@ -42,6 +45,7 @@ mod worker;
 #[cfg(not(loom))]
 pub use block_on::{block_on, block_on_timeout};
 pub use join::{JoinError, JoinHandle, spawn_handle};
+pub use latch::{Latch, LatchWait};
 pub use mutex::{CoMutex, CoMutexGuard, CoMutexLock};
 #[cfg(not(loom))]
 pub use pool::{PoolHandle, ThreadPool};

@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use crate::co::Latch;
 use crate::protocol::Tag;
 
 /// A request's cancellation state, shared by its coroutine and by whoever flushes it.
@@ -262,62 +263,6 @@ impl<R> Inflight<R> {
             e.waiters.push(Waiter::Latch(latch.clone()));
         }
         latch
-    }
-}
-
-/// Opens once it has been counted down to zero.
-pub struct Latch {
-    count: AtomicUsize,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Latch {
-    pub fn new(count: usize) -> Self {
-        Latch {
-            count: AtomicUsize::new(count),
-            waker: Mutex::new(None),
-        }
-    }
-
-    pub fn count_down(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some(w) = lock(&self.waker).take()
-        {
-            w.wake();
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.count.load(Ordering::Acquire) == 0
-    }
-
-    /// Waits until the latch opens.
-    pub fn wait(self: &Arc<Self>) -> LatchWait {
-        LatchWait(self.clone())
-    }
-
-    /// Blocks the calling thread until the latch opens, at most `timeout`; whether it
-    /// opened. (One waiter at a time: the latch keeps a single waker.)
-    #[cfg(not(loom))]
-    pub fn wait_timeout(self: &Arc<Self>, timeout: std::time::Duration) -> bool {
-        crate::co::block_on_timeout(self.wait(), timeout).is_some()
-    }
-}
-
-pub struct LatchWait(Arc<Latch>);
-
-impl Future for LatchWait {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.is_open() {
-            return Poll::Ready(());
-        }
-        *lock(&self.0.waker) = Some(cx.waker().clone());
-        if self.0.is_open() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 }
 

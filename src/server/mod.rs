@@ -29,7 +29,7 @@ use crate::protocol::{
     Rmessage, Tag, Tmessage,
 };
 
-pub use inflight::Latch;
+pub use crate::co::Latch;
 
 use fids::FidTable;
 use inflight::{Cancellable, FlushOutcome, Inflight, RegisterError};

@@ -449,7 +449,7 @@ pub fn run_connection<F: Filesystem, E: Executor>(
     // Cancel what is left; replies of requests that finish anyway are still written out
     // if the socket lives, then the writer ends.
     let latch = session.close();
-    if !wait_latch(&latch, Duration::from_secs(2)) {
+    if !latch.wait_timeout(Duration::from_secs(2)) {
         tracing::warn!(
             requests = session.inflight(),
             "requests of a closed connection still running after 2 s; not waiting for them"
@@ -463,21 +463,6 @@ pub fn run_connection<F: Filesystem, E: Executor>(
     }
     let _ = writer.join();
     result
-}
-
-/// Waits for the requests of a closed connection to end, at most `timeout`.
-#[cfg(not(loom))]
-fn wait_latch(latch: &Arc<crate::server::Latch>, timeout: Duration) -> bool {
-    latch.wait_timeout(timeout)
-}
-
-#[cfg(loom)]
-fn wait_latch(latch: &Arc<crate::server::Latch>, timeout: Duration) -> bool {
-    let end = std::time::Instant::now() + timeout;
-    while !latch.is_open() && std::time::Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    latch.is_open()
 }
 
 fn read_loop<F: Filesystem, E: Executor>(
