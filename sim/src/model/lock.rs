@@ -1,0 +1,118 @@
+//! The model's POSIX byte-range locks, owned by open files: conflicts, set, test,
+//! release (and, where the checks cannot say, a grant taken as answered).
+
+use co9p::protocol::{Errno, LockType, OpenFlags};
+
+use super::{Held, Model, NodeId, R};
+
+impl Model {
+    /// The locks that conflict with a lock of `ty` over `start..=end` by `owner`.
+    fn conflicts(&self, id: NodeId, owner: u64, ty: LockType, start: u64, end: u64) -> Vec<Held> {
+        self.nodes[id]
+            .locks
+            .iter()
+            .filter(|h| {
+                h.owner != owner
+                    && h.start <= end
+                    && start <= h.end
+                    && (ty == LockType::Write || h.ty == LockType::Write)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// F_SETLK by `owner`: `Ok(Some(true))` granted, `Ok(Some(false))` conflict. Locks
+    /// held by `zombies` (files being closed at an uncertain moment) make the answer
+    /// uncertain: `Ok(None)` means either answer is right.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lock(
+        &mut self,
+        id: NodeId,
+        owner: u64,
+        flags: OpenFlags,
+        ty: LockType,
+        start: u64,
+        end: u64,
+        zombie: &dyn Fn(u64) -> bool,
+    ) -> R<Option<bool>> {
+        match ty {
+            LockType::Read if !flags.readable() => return Err(Errno::EBADF),
+            LockType::Write if !flags.writable() => return Err(Errno::EBADF),
+            _ => {}
+        }
+        if ty != LockType::Unlock {
+            let c = self.conflicts(id, owner, ty, start, end);
+            if c.iter().any(|h| !zombie(h.owner)) {
+                return Ok(Some(false));
+            }
+            if !c.is_empty() {
+                return Ok(None);
+            }
+        }
+        self.set_lock(id, owner, ty, start, end);
+        Ok(Some(true))
+    }
+
+    fn set_lock(&mut self, id: NodeId, owner: u64, ty: LockType, start: u64, end: u64) {
+        let n = &mut self.nodes[id];
+        let mut kept = Vec::new();
+        for h in n.locks.drain(..) {
+            if h.owner != owner || h.end < start || end < h.start {
+                kept.push(h);
+                continue;
+            }
+            if h.start < start {
+                kept.push(Held {
+                    end: start - 1,
+                    ..h.clone()
+                });
+            }
+            if h.end > end {
+                kept.push(Held {
+                    start: end + 1,
+                    ..h
+                });
+            }
+        }
+        if ty != LockType::Unlock {
+            kept.push(Held {
+                owner,
+                ty,
+                start,
+                end,
+            });
+        }
+        n.locks = kept;
+    }
+
+    /// F_GETLK by `owner`: the locks any of which may be reported (none: `Unlock` must
+    /// come back), and whether that list holds only zombies' locks (then either answer).
+    pub fn getlock(
+        &self,
+        id: NodeId,
+        owner: u64,
+        ty: LockType,
+        start: u64,
+        end: u64,
+    ) -> R<(Vec<Held>, bool)> {
+        if ty == LockType::Unlock {
+            return Err(Errno::EINVAL);
+        }
+        let c = self.conflicts(id, owner, ty, start, end);
+        let only_zombies = !c.is_empty() && c.iter().all(|h| self.zombies.contains(&h.owner));
+        Ok((c, only_zombies))
+    }
+
+    /// An uncertain lock request that was answered `granted`: apply it.
+    pub fn force_lock(&mut self, id: NodeId, owner: u64, ty: LockType, start: u64, end: u64) {
+        self.set_lock(id, owner, ty, start, end);
+    }
+
+    /// Drops every lock of `owner` (its file was closed).
+    pub fn release(&mut self, owner: u64) {
+        self.zombies.remove(&owner);
+        for n in &mut self.nodes {
+            n.locks.retain(|h| h.owner != owner);
+        }
+    }
+}
