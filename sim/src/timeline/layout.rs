@@ -1,182 +1,14 @@
-//! The timeline: one self-contained HTML page (inline script and style, nothing fetched)
-//! that draws a run over its scheduling steps and virtual time, a lane per client and
-//! lanes for the request coroutines, so an interleaving can be seen.
-//!
-//! What it shows, and where it comes from:
-//! - client lanes: each request sent (`->`), each reply (`<-`), flushes, Tversions, client
-//!   resets, and for virtio clients the kicks and the device's interrupts (the world);
-//! - coroutine lanes (one bar per request coroutine, packed into rows per client; other
-//!   coroutines, such as the lock swarm's, below): its polls, its waits between a `Pending`
-//!   poll and the wake-up, and who woke it, drawn as an arrow from the waker's lane — the
-//!   hand-off of a `CoMutex`/`CoRwLock`/`CoQueue` or of the fid barrier shows up this way,
-//!   since the locks themselves (in `co9p::co`) are not instrumented; yields (a coroutine
-//!   that woke itself), virtual sleeps (filesystem latency), stalls until a flush, each
-//!   filesystem call with its outcome and injected fault, cancellation by a flush, a
-//!   Tversion or a reset (the executor and the fault hook);
-//! - the failed check, as a red line where it was found.
-//!
-//! Hovering an item shows its decoded PDU or event. Events are watched, never hashed:
-//! keeping them changes nothing in the run.
+//! The timeline's layout: a run's events laid out on lanes (a lane per client, rows of
+//! request coroutines, other coroutines below) as bars, marks and arrows over the
+//! scheduling steps, each with its tooltip — everything the page draws, as data.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
-/// Who woke a coroutine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum By {
-    /// The coroutine being polled then (a lock or barrier hand-off, a queue, a latch).
-    Task(u64),
-    /// A virtual-time timer.
-    Timer,
-    /// The world, between steps (a flush, a reset, a reply read).
-    World,
-}
-
-/// Why a poll returned `Pending`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pend {
-    /// It woke itself first: a yield.
-    Yield,
-    /// It set a timer for this virtual time.
-    Sleep(Duration),
-    /// Anything else: a lock, a barrier, a queue, a stall, a latch.
-    Wait,
-}
-
-/// One timeline event.
-#[derive(Debug, Clone)]
-pub enum Kind {
-    Spawn {
-        task: u64,
-    },
-    Poll {
-        task: u64,
-        /// Runnable coroutines it was chosen from.
-        of: usize,
-    },
-    Pending {
-        task: u64,
-        how: Pend,
-    },
-    Done {
-        task: u64,
-    },
-    Wake {
-        task: u64,
-        by: By,
-    },
-    /// Virtual time jumped to the next timer.
-    Time,
-    Send {
-        req: usize,
-        client: usize,
-        text: String,
-    },
-    Reply {
-        req: usize,
-        client: usize,
-        text: String,
-    },
-    /// A request cancelled: by a flush, a Tversion or a reset (`why`).
-    Cancel {
-        req: usize,
-        why: &'static str,
-    },
-    Fs {
-        op: String,
-        outcome: String,
-        /// `None`: done; `Some(true)`: a fault before the effect; `Some(false)`: after.
-        fault: Option<bool>,
-        ok: bool,
-    },
-    Latency {
-        d: Duration,
-    },
-    Stall {
-        op: String,
-    },
-    ShortIo {
-        op: String,
-    },
-    Kick {
-        dev: usize,
-    },
-    Irq {
-        dev: usize,
-    },
-    Reset {
-        client: usize,
-    },
-    Phase(&'static str),
-    Failed {
-        check: String,
-        detail: String,
-    },
-}
-
-/// An event, stamped with the scheduling step, the virtual time and the coroutine being
-/// polled when it happened.
-#[derive(Debug, Clone)]
-pub struct Ev {
-    pub step: u64,
-    pub at: Duration,
-    pub task: Option<u64>,
-    pub kind: Kind,
-}
-
-/// A request of the run, as the timeline names it.
-#[derive(Debug, Clone)]
-pub struct TlReq {
-    pub client: usize,
-    pub task: Option<u64>,
-    pub text: String,
-}
-
-/// Everything a timeline page draws.
-#[derive(Debug, Clone, Default)]
-pub struct Timeline {
-    pub title: String,
-    pub subtitle: Vec<String>,
-    pub clients: usize,
-    /// The virtio device of each client, if it is a guest on one.
-    pub client_dev: Vec<Option<usize>>,
-    pub reqs: Vec<TlReq>,
-    /// Names of coroutines that run no request (the lock swarm's).
-    pub named_tasks: BTreeMap<u64, String>,
-    pub events: Vec<Ev>,
-}
+use super::{By, Ev, Kind, Pend, Timeline};
 
 /// Most steps drawn: a longer run shows its last ones (where a failure is).
 const MAX_STEPS: u64 = 30_000;
-
-fn js_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '<' => o.push_str("\\u003c"),
-            '>' => o.push_str("\\u003e"),
-            '&' => o.push_str("\\u0026"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn html_esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn dur(d: Duration) -> String {
     let ns = d.as_nanos();
@@ -195,20 +27,20 @@ fn dur(d: Duration) -> String {
 
 /// A drawn item: kind, lane, from, to (bars), other lane and position (arrows), class,
 /// tooltip, label.
-struct Item {
-    shape: char, // 'b' bar, 'm' mark, 'a' arrow
-    lane: usize,
-    x0: f64,
-    x1: f64,
-    lane2: usize,
-    class: &'static str,
-    tip: String,
-    label: String,
+pub(super) struct Item {
+    pub(super) shape: char, // 'b' bar, 'm' mark, 'a' arrow
+    pub(super) lane: usize,
+    pub(super) x0: f64,
+    pub(super) x1: f64,
+    pub(super) lane2: usize,
+    pub(super) class: &'static str,
+    pub(super) tip: String,
+    pub(super) label: String,
 }
 
-struct Lane {
-    label: String,
-    kind: &'static str,
+pub(super) struct Lane {
+    pub(super) label: String,
+    pub(super) kind: &'static str,
 }
 
 struct Builder<'a> {
@@ -291,9 +123,9 @@ fn positions(events: &[Ev]) -> Vec<f64> {
 
 /// Lays the run out: lanes, bars, marks, arrows.
 /// Lanes, items, time ticks, first and last step drawn.
-type Layout = (Vec<Lane>, Vec<Item>, Vec<(f64, String)>, u64, u64);
+pub(super) type Layout = (Vec<Lane>, Vec<Item>, Vec<(f64, String)>, u64, u64);
 
-fn build(tl: &Timeline) -> Layout {
+pub(super) fn build(tl: &Timeline) -> Layout {
     let last = tl.events.last().map_or(0, |e| e.step);
     let first = last.saturating_sub(MAX_STEPS);
     let events: Vec<Ev> = tl
@@ -672,167 +504,3 @@ fn build(tl: &Timeline) -> Layout {
     }
     (b.lanes, b.items, ticks, b.first, last + 1)
 }
-
-/// The page.
-pub fn render_html(tl: &Timeline) -> String {
-    let (lanes, items, ticks, first, end) = build(tl);
-    let mut data = String::from("{\"lanes\":[");
-    for (i, l) in lanes.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
-        }
-        let _ = write!(data, "[{},{}]", js_str(&l.label), js_str(l.kind));
-    }
-    data.push_str("],\"items\":[");
-    for (i, it) in items.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
-        }
-        let _ = write!(
-            data,
-            "[{},{},{:.3},{:.3},{},{},{},{}]",
-            js_str(&it.shape.to_string()),
-            it.lane,
-            it.x0,
-            it.x1,
-            it.lane2,
-            js_str(it.class),
-            js_str(&it.tip),
-            js_str(&it.label)
-        );
-    }
-    data.push_str("],\"ticks\":[");
-    for (i, (x, t)) in ticks.iter().enumerate() {
-        if i > 0 {
-            data.push(',');
-        }
-        let _ = write!(data, "[{x:.3},{}]", js_str(t));
-    }
-    let _ = write!(data, "],\"first\":{first},\"end\":{end}}}");
-    let sub: String = tl
-        .subtitle
-        .iter()
-        .map(|s| format!("<div class=\"sub\">{}</div>", html_esc(s)))
-        .collect();
-    PAGE.replace("@TITLE@", &html_esc(&tl.title))
-        .replace("@SUB@", &sub)
-        .replace("@DATA@", &data)
-}
-
-const PAGE: &str = r##"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>@TITLE@</title>
-<script>window.__errors=[];window.addEventListener('error',function(e){window.__errors.push(String(e.message));document.documentElement.setAttribute('data-errors',window.__errors.join(' | '));});</script>
-<style>
-body{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;margin:0;background:#fafafa;color:#222}
-header{padding:8px 12px;background:#fff;border-bottom:1px solid #ddd}
-h1{font-size:15px;margin:0 0 4px}
-.sub{color:#555;white-space:pre-wrap}
-#bar{padding:6px 12px;display:flex;gap:8px;align-items:center;flex-wrap:wrap;border-bottom:1px solid #ddd;background:#fff}
-#bar button{font:inherit}
-.key{display:inline-flex;align-items:center;gap:3px;margin-right:6px}
-.sw{display:inline-block;width:12px;height:10px;border:1px solid #999}
-#wrap{position:relative;overflow:auto;height:calc(100vh - 150px);min-height:300px}
-#grid{display:flex;align-items:flex-start}
-#labels{position:sticky;left:0;z-index:2;background:#fff;border-right:1px solid #ccc;min-width:210px}
-.lane-label{height:20px;line-height:20px;padding:0 6px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:260px;border-bottom:1px solid #f0f0f0}
-.lane-label.client{font-weight:bold;background:#eef4ff}
-.lane-label.world{font-weight:bold;background:#f5f5f5}
-#tip{position:fixed;pointer-events:none;background:#222;color:#fff;padding:6px 8px;border-radius:4px;white-space:pre-wrap;max-width:760px;display:none;z-index:10;font-size:12px}
-svg text{font:10px ui-monospace,Menlo,Consolas,monospace;pointer-events:none}
-.life{fill:#dfe8f3;stroke:#9fb3cc}
-.wait{fill:#f4b6b6}.sleep{fill:#f7dc8f}.yield{fill:#cfe9c9}.stall{fill:#d9a0e8}
-.poll{stroke:#2f6db5;stroke-width:1.5}
-.send{fill:#1f77b4}.flush{fill:#ff7f0e}.version{fill:#8c564b}.reply{fill:#2ca02c}.rerror{fill:#d62728}
-.cancel{fill:#000}.fsok{fill:#17becf}.fserr{fill:#9467bd}.fbefore{fill:#d62728}.fafter{fill:#e377c2}
-.latency{fill:#bcbd22}.shortio{fill:#7f7f7f}.kick{fill:#393b79}.irq{fill:#637939}.reset{fill:#000}
-.wworld{fill:#aaa}
-.handoff{stroke:#c0392b;fill:none;stroke-width:1.2;marker-end:url(#ah)}
-.sendarrow{stroke:#1f77b4;fill:none;stroke-dasharray:2 2;opacity:.5}
-.phase{stroke:#888;stroke-dasharray:4 3}
-.failed{stroke:#e00;stroke-width:2.5}
-.hit:hover{stroke:#000;stroke-width:2}
-</style></head><body>
-<header><h1>@TITLE@</h1>@SUB@</header>
-<div id="bar">
-<button id="zin">zoom +</button><button id="zout">zoom &minus;</button><button id="fit">fit</button>
-<label><input type="checkbox" id="polls" checked> polls</label>
-<label><input type="checkbox" id="arrows" checked> hand-offs</label>
-<span id="info"></span>
-<span class="key"><span class="sw" style="background:#1f77b4"></span>-&gt; T</span>
-<span class="key"><span class="sw" style="background:#2ca02c"></span>&lt;- R</span>
-<span class="key"><span class="sw" style="background:#d62728"></span>Rlerror / fault before</span>
-<span class="key"><span class="sw" style="background:#e377c2"></span>fault after</span>
-<span class="key"><span class="sw" style="background:#ff7f0e"></span>Tflush</span>
-<span class="key"><span class="sw" style="background:#000"></span>cancel/reset</span>
-<span class="key"><span class="sw" style="background:#17becf"></span>fs call</span>
-<span class="key"><span class="sw" style="background:#bcbd22"></span>latency</span>
-<span class="key"><span class="sw" style="background:#393b79"></span>kick</span>
-<span class="key"><span class="sw" style="background:#637939"></span>irq</span>
-<span class="key"><span class="sw" style="background:#dfe8f3"></span>coroutine</span>
-<span class="key"><span class="sw" style="background:#f4b6b6"></span>waiting</span>
-<span class="key"><span class="sw" style="background:#f7dc8f"></span>sleeping</span>
-<span class="key"><span class="sw" style="background:#cfe9c9"></span>yield</span>
-<span class="key"><span class="sw" style="background:#d9a0e8"></span>stalled</span>
-<span class="key"><span class="sw" style="border-color:#c0392b;background:#fff"></span>&rarr; woke (hand-off)</span>
-</div>
-<div id="wrap"><div id="grid"><div id="labels"></div><div id="chart"></div></div></div>
-<div id="tip"></div>
-<script>
-"use strict";
-const D = @DATA@;
-const LH = 20, TOP = 24;
-let px = 0;
-function fitPx(){const w=Math.max(600,document.getElementById('wrap').clientWidth-520);return Math.max(0.05,Math.min(24,w/Math.max(1,D.end-D.first)));}
-function X(x){return ((x-D.first)*px).toFixed(1);}
-function Y(l){return TOP+l*LH;}
-function render(){
-  const showPolls=document.getElementById('polls').checked, showArrows=document.getElementById('arrows').checked;
-  const W=Math.ceil((D.end-D.first)*px)+260, H=TOP+D.lanes.length*LH+4;
-  const o=[];
-  o.push('<svg xmlns="http://www.w3.org/2000/svg" width="'+W+'" height="'+H+'"><defs><marker id="ah" viewBox="0 0 6 6" refX="5" refY="3" markerWidth="5" markerHeight="5" orient="auto"><path d="M0,0L6,3L0,6z" fill="#c0392b"/></marker></defs>');
-  for(let l=0;l<D.lanes.length;l++){const k=D.lanes[l][1];o.push('<rect x="0" y="'+Y(l)+'" width="'+W+'" height="'+LH+'" fill="'+(k==='client'?'#eef4ff':(l%2?'#fff':'#fbfbfb'))+'"/>');}
-  let step=Math.max(1,Math.pow(10,Math.ceil(Math.log10(60/px))));
-  for(let s=Math.ceil(D.first/step)*step;s<D.end;s+=step){o.push('<line x1="'+X(s)+'" x2="'+X(s)+'" y1="'+(TOP-6)+'" y2="'+H+'" stroke="#eee"/><text x="'+(+X(s)+2)+'" y="10" fill="#888">#'+s+'</text>');}
-  let lastT=-1e9;
-  for(const t of D.ticks){if((t[0]-lastT)*px<70)continue;lastT=t[0];o.push('<line x1="'+X(t[0])+'" x2="'+X(t[0])+'" y1="12" y2="'+TOP+'" stroke="#bcbd22"/><text x="'+(+X(t[0])+2)+'" y="20" fill="#8a8a00">t='+t[1]+'</text>');}
-  D.items.forEach(function(it,i){
-    const [s,l,x0,x1,l2,c,,label]=it;
-    if(s==='b'){const w=Math.max(1,(x1-x0)*px);const h=c==='life'?LH-4:LH-10;const y=c==='life'?Y(l)+2:Y(l)+5;
-      o.push('<rect class="'+c+' hit" data-i="'+i+'" x="'+X(x0)+'" y="'+y+'" width="'+w.toFixed(1)+'" height="'+h+'"'+(c==='life'?' rx="3"':'')+'/>');
-      if(label&&w>30){o.push('<text x="'+(+X(x0)+3)+'" y="'+(Y(l)+14)+'" fill="#234">'+esc(label.slice(0,Math.floor(w/6)))+'</text>');}}
-    else if(s==='a'){if(!showArrows)return;o.push('<path class="'+c+' hit" data-i="'+i+'" d="M'+X(x0)+','+(Y(l)+LH/2)+' L'+X(x1)+','+(Y(l2)+LH/2)+'"/>');}
-    else if(c==='poll'){if(!showPolls)return;o.push('<line class="poll hit" data-i="'+i+'" x1="'+X(x0)+'" x2="'+X(x0)+'" y1="'+(Y(l)+2)+'" y2="'+(Y(l)+LH-2)+'"/>');}
-    else if(c==='phase'||c==='failed'){o.push('<line class="'+c+' hit" data-i="'+i+'" x1="'+X(x0)+'" x2="'+X(x0)+'" y1="'+TOP+'" y2="'+H+'"/><text x="'+(+X(x0)+3)+'" y="'+(Y(l)+13)+'" fill="'+(c==='failed'?'#e00':'#555')+'">'+esc(label)+'</text>');}
-    else {const r=(c==='send'||c==='reply'||c==='rerror'||c==='flush'||c==='version')?4:3.2;
-      if(c==='send'||c==='flush'||c==='version'){o.push('<path class="'+c+' hit" data-i="'+i+'" d="M'+(+X(x0)-r)+','+(Y(l)+LH/2-r)+' L'+(+X(x0)+r)+','+(Y(l)+LH/2)+' L'+(+X(x0)-r)+','+(Y(l)+LH/2+r)+'z"/>');}
-      else if(c==='reply'||c==='rerror'){o.push('<path class="'+c+' hit" data-i="'+i+'" d="M'+(+X(x0)+r)+','+(Y(l)+LH/2-r)+' L'+(+X(x0)-r)+','+(Y(l)+LH/2)+' L'+(+X(x0)+r)+','+(Y(l)+LH/2+r)+'z"/>');}
-      else {o.push('<circle class="'+c+' hit" data-i="'+i+'" cx="'+X(x0)+'" cy="'+(Y(l)+LH/2)+'" r="'+r+'"/>');}}
-  });
-  o.push('</svg>');
-  document.getElementById('chart').innerHTML=o.join('');
-  document.getElementById('info').textContent='steps '+D.first+'..'+D.end+' · '+D.lanes.length+' lanes · '+D.items.length+' items';
-}
-function esc(s){return String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;');}
-function labels(){const o=['<div style="height:'+TOP+'px;border-bottom:1px solid #ddd"></div>'];
-  for(const l of D.lanes){o.push('<div class="lane-label '+l[1]+'" title="'+esc(l[0])+'">'+esc(l[0])+'</div>');}
-  document.getElementById('labels').innerHTML=o.join('');}
-const tip=document.getElementById('tip');
-document.getElementById('chart').addEventListener('mousemove',function(e){const i=e.target.getAttribute&&e.target.getAttribute('data-i');
-  if(i===null||i===undefined){tip.style.display='none';return;}
-  tip.textContent=D.items[+i][6];tip.style.display='block';
-  tip.style.left=Math.min(e.clientX+14,window.innerWidth-780)+'px';tip.style.top=(e.clientY+14)+'px';});
-document.getElementById('chart').addEventListener('mouseleave',function(){tip.style.display='none';});
-document.getElementById('zin').onclick=function(){px*=1.6;render();};
-document.getElementById('zout').onclick=function(){px/=1.6;render();};
-document.getElementById('fit').onclick=function(){px=fitPx();render();};
-document.getElementById('polls').onchange=render;
-document.getElementById('arrows').onchange=render;
-labels();px=fitPx();render();
-const fail=D.items.find(function(it){return it[5]==='failed';});
-if(fail){const w=document.getElementById('wrap');w.scrollLeft=Math.max(0,(fail[2]-D.first)*px-w.clientWidth*0.6);}
-document.body.setAttribute('data-lanes',String(D.lanes.length));
-document.body.setAttribute('data-ready','1');
-</script>
-</body></html>
-"##;
