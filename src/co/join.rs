@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use super::Executor;
-use super::sync::{Arc, Mutex, lock};
+use super::sync::{Arc, LockExt, Mutex};
 
 /// Why a [`JoinHandle`] has no output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct JoinHandle<T> {
 impl<T> JoinHandle<T> {
     /// Whether the coroutine has finished (or died).
     pub fn is_finished(&self) -> bool {
-        !matches!(*lock(&self.slot), Slot::Running(_))
+        !matches!(*self.slot.lock_unpoisoned(), Slot::Running(_))
     }
 }
 
@@ -53,7 +53,7 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = lock(&self.slot);
+        let mut slot = self.slot.lock_unpoisoned();
         match std::mem::replace(&mut *slot, Slot::Taken) {
             Slot::Done(out) => Poll::Ready(out),
             Slot::Running(_) => {
@@ -81,7 +81,7 @@ struct Reporter<T> {
 impl<T> Reporter<T> {
     fn finish(&self, out: Result<T, JoinError>) {
         let waker = {
-            let mut slot = lock(&self.slot);
+            let mut slot = self.slot.lock_unpoisoned();
             match std::mem::replace(&mut *slot, Slot::Done(out)) {
                 Slot::Running(w) => w,
                 // Already reported: keep the first outcome.

@@ -5,10 +5,11 @@
 //! blocks in [`Latch::wait_timeout`] on a condition variable. Not model-checked: it uses
 //! std's mutex and condition variable under loom too, so it works outside a loom model.
 
+use super::sync::LockExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ impl Latch {
     pub fn count_down(&self) {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Under the mutex: a waiter checks `is_open` under it before it sleeps.
-            let mut waker = self.lock();
+            let mut waker = self.waker.lock_unpoisoned();
             self.opened.notify_all();
             if let Some(w) = waker.take() {
                 w.wake();
@@ -56,16 +57,12 @@ impl Latch {
     /// Blocks the calling thread until the latch opens, at most `timeout`; whether it
     /// opened.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let guard = self.lock();
+        let guard = self.waker.lock_unpoisoned();
         let _guard = self
             .opened
             .wait_timeout_while(guard, timeout, |_| !self.is_open())
             .unwrap_or_else(|p| p.into_inner());
         self.is_open()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Waker>> {
-        self.waker.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -78,7 +75,7 @@ impl Future for LatchWait {
         if self.0.is_open() {
             return Poll::Ready(());
         }
-        *self.0.lock() = Some(cx.waker().clone());
+        *self.0.waker.lock_unpoisoned() = Some(cx.waker().clone());
         if self.0.is_open() {
             Poll::Ready(())
         } else {

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::may_spin;
-use super::sync::{AtomicUsize, Mutex, Ordering, UnsafeCell, lock, spin_loop};
+use super::sync::{AtomicUsize, LockExt, Mutex, Ordering, UnsafeCell, spin_loop};
 use super::waitlist::{Cancelled, WaitList, wake_all};
 
 /// The lock is held.
@@ -117,7 +117,7 @@ impl<T> CoMutex<T> {
 
     /// Queues the caller, or takes the lock if it became free meanwhile (`None`).
     fn enqueue(&self, cx: &Context<'_>) -> Option<u64> {
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock_unpoisoned();
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             let (new, take) = if s == 0 {
@@ -150,7 +150,7 @@ impl<T> CoMutex<T> {
 
     #[cold]
     fn unlock_slow(&self) {
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock_unpoisoned();
         match w.grant_front() {
             Some(waker) => {
                 // Ownership moves to the head waiter without the lock ever being free.
@@ -215,7 +215,7 @@ impl<'a, T> CoMutexLock<'a, T> {
                     Poll::Pending
                 }
             },
-            Some(id) => match lock(&mutex.waiters).poll_grant(id, cx.waker()) {
+            Some(id) => match mutex.waiters.lock_unpoisoned().poll_grant(id, cx.waker()) {
                 Some(()) => {
                     self.ticket = None;
                     Poll::Ready(CoMutexGuard::new(mutex))
@@ -261,7 +261,7 @@ impl<'a, T> CoMutexLock<'a, T> {
     /// Leaves the queue (our future is dropped while waiting).
     #[cold]
     fn cancel(&self, id: u64) {
-        let mut w = lock(&self.mutex.waiters);
+        let mut w = self.mutex.waiters.lock_unpoisoned();
         match w.cancel(id) {
             // The lock was handed to us but we will never run: pass it on.
             Some(Cancelled::Granted(())) => {

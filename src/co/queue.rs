@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::mutex::{CoMutex, CoMutexGuard, CoMutexLock};
-use super::sync::{Mutex, lock};
+use super::sync::{LockExt, Mutex};
 use super::waitlist::{Cancelled, WaitList, wake_all};
 
 /// A queue of coroutines waiting for a condition protected by a [`CoMutex`], as QEMU's
@@ -49,7 +49,7 @@ impl CoQueue {
 
     /// Wakes the first waiter; returns whether there was one.
     pub fn next(&self) -> bool {
-        let waker = lock(&self.waiters).grant_front_as(true);
+        let waker = self.waiters.lock_unpoisoned().grant_front_as(true);
         let woke = waker.is_some();
         wake_all(waker);
         woke
@@ -59,7 +59,7 @@ impl CoQueue {
     pub fn restart_all(&self) -> usize {
         let mut wakers = Vec::new();
         {
-            let mut w = lock(&self.waiters);
+            let mut w = self.waiters.lock_unpoisoned();
             while let Some(waker) = w.grant_front_as(false) {
                 wakers.push(waker);
             }
@@ -71,7 +71,7 @@ impl CoQueue {
 
     /// Whether nobody is waiting (waiters already woken do not count).
     pub fn is_empty(&self) -> bool {
-        lock(&self.waiters).is_empty()
+        self.waiters.lock_unpoisoned().is_empty()
     }
 }
 
@@ -114,7 +114,11 @@ impl<'a, T> Future for CoQueueWait<'a, T> {
             match &mut this.state {
                 WaitState::Start(guard) => {
                     let guard = guard.take().expect("CoQueueWait polled after completion");
-                    let id = lock(&this.queue.waiters).push(false, Some(cx.waker()));
+                    let id = this
+                        .queue
+                        .waiters
+                        .lock_unpoisoned()
+                        .push(false, Some(cx.waker()));
                     let mutex = guard.mutex;
                     drop(guard);
                     this.state = WaitState::Waiting(id, mutex);
@@ -122,7 +126,10 @@ impl<'a, T> Future for CoQueueWait<'a, T> {
                 }
                 WaitState::Waiting(id, mutex) => {
                     let (id, mutex) = (*id, *mutex);
-                    if lock(&this.queue.waiters)
+                    if this
+                        .queue
+                        .waiters
+                        .lock_unpoisoned()
                         .poll_grant(id, cx.waker())
                         .is_none()
                     {
@@ -139,7 +146,7 @@ impl<'a, T> Future for CoQueueWait<'a, T> {
 impl<T> Drop for CoQueueWait<'_, T> {
     fn drop(&mut self) {
         if let WaitState::Waiting(id, _) = self.state {
-            let cancelled = lock(&self.queue.waiters).cancel(id);
+            let cancelled = self.queue.waiters.lock_unpoisoned().cancel(id);
             if cancelled == Some(Cancelled::Granted(true)) {
                 self.queue.next();
             }

@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use super::sync::{Mutex, UnsafeCell, lock};
+use super::sync::{LockExt, Mutex, UnsafeCell};
 use super::waitlist::{Cancelled, WaitList, wake_all};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,14 +116,16 @@ impl<T> CoRwLock<T> {
 
     /// Shared access if available now without jumping the queue.
     pub fn try_read(&self) -> Option<CoRwLockReadGuard<'_, T>> {
-        lock(&self.state)
+        self.state
+            .lock_unpoisoned()
             .try_acquire(Kind::Read)
             .then(|| CoRwLockReadGuard::new(self))
     }
 
     /// Exclusive access if available now.
     pub fn try_write(&self) -> Option<CoRwLockWriteGuard<'_, T>> {
-        lock(&self.state)
+        self.state
+            .lock_unpoisoned()
             .try_acquire(Kind::Write)
             .then(|| CoRwLockWriteGuard::new(self))
     }
@@ -142,7 +144,7 @@ impl<T> CoRwLock<T> {
     /// Releases `kind` and admits whoever that unblocks.
     fn release(&self, kind: Kind) {
         let wakers = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock_unpoisoned();
             st.release(kind);
             st.admit()
         };
@@ -158,7 +160,7 @@ impl<T: Default> Default for CoRwLock<T> {
 
 impl<T> fmt::Debug for CoRwLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let owners = lock(&self.state).owners;
+        let owners = self.state.lock_unpoisoned().owners;
         f.debug_struct("CoRwLock")
             .field("owners", &owners)
             .finish_non_exhaustive()
@@ -192,7 +194,7 @@ impl<'a, T> Acquire<'a, T> {
     fn poll_acquire(&mut self, cx: &Context<'_>) -> Poll<()> {
         let granted = match self.state {
             AcqState::Init => {
-                let mut st = lock(&self.lock.state);
+                let mut st = self.lock.state.lock_unpoisoned();
                 if st.try_acquire(self.kind) {
                     true
                 } else {
@@ -200,7 +202,10 @@ impl<'a, T> Acquire<'a, T> {
                     false
                 }
             }
-            AcqState::Queued(id) => lock(&self.lock.state)
+            AcqState::Queued(id) => self
+                .lock
+                .state
+                .lock_unpoisoned()
                 .waiters
                 .poll_grant(id, cx.waker())
                 .is_some(),
@@ -222,7 +227,7 @@ impl<T> Drop for Acquire<'_, T> {
             AcqState::Held => self.lock.release(self.kind),
             AcqState::Queued(id) => {
                 let wakers = {
-                    let mut st = lock(&self.lock.state);
+                    let mut st = self.lock.state.lock_unpoisoned();
                     match st.waiters.cancel(id) {
                         Some(Cancelled::Granted(kind)) => st.release(kind),
                         Some(Cancelled::Removed(_)) | None => {}
@@ -295,7 +300,7 @@ impl<'a, T> CoRwLockReadGuard<'a, T> {
         let rw = this.lock;
         let mut acq = Acquire::new(rw, Kind::Write);
         let wakers = {
-            let mut st = lock(&rw.state);
+            let mut st = rw.state.lock_unpoisoned();
             if st.owners == 1 && st.waiters.is_empty() {
                 st.owners = -1;
                 acq.state = AcqState::Held;
@@ -350,7 +355,7 @@ impl<'a, T> CoRwLockWriteGuard<'a, T> {
         let this = ManuallyDrop::new(self);
         let rw = this.lock;
         let wakers = {
-            let mut st = lock(&rw.state);
+            let mut st = rw.state.lock_unpoisoned();
             debug_assert_eq!(st.owners, -1);
             st.owners = 1;
             st.admit()

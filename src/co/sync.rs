@@ -19,13 +19,45 @@ pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Locks `m`, ignoring poison.
+/// Locking that carries on past poison, for every mutex of the crate (std's, and loom's
+/// under loom).
 ///
-/// The internal mutexes of `co` only guard short, non-panicking bookkeeping (waiter queues,
-/// counters), so a poisoned lock still holds consistent data; refusing it would turn one
-/// contained panic into a dead lock for every later user.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Every critical section in co9p keeps its data consistent at each step (short bookkeeping:
+/// waiter queues, counters, tables checked before they change), so a mutex a panicking
+/// holder poisoned still holds consistent data; refusing it would turn one contained panic
+/// (a handler's is caught and counted) into a dead lock for every later user.
+pub(crate) trait LockExt {
+    /// What locking gives.
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// Locks, ignoring poison.
+    fn lock_unpoisoned(&self) -> Self::Guard<'_>;
+}
+
+impl<T: ?Sized> LockExt for std::sync::Mutex<T> {
+    type Guard<'a>
+        = std::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    #[inline]
+    fn lock_unpoisoned(&self) -> Self::Guard<'_> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(loom)]
+impl<T> LockExt for loom::sync::Mutex<T> {
+    type Guard<'a>
+        = loom::sync::MutexGuard<'a, T>
+    where
+        Self: 'a;
+    #[inline]
+    fn lock_unpoisoned(&self) -> Self::Guard<'_> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// An `UnsafeCell` with the same interface under std and loom.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use super::sync::lock;
+use super::sync::LockExt;
 use super::worker::Shared;
 
 /// One registered deadline. The entry is shared with its [`Sleep`] so the waker can be
@@ -22,7 +22,7 @@ pub(crate) struct Timer {
 impl Timer {
     /// The waker to call when the deadline passes (`None` if the sleep was dropped).
     pub(crate) fn fire(self) -> Option<Waker> {
-        lock(&self.entry).take()
+        self.entry.lock_unpoisoned().take()
     }
 }
 
@@ -73,13 +73,13 @@ impl Future for Sleep {
         let this = self.get_mut();
         if Instant::now() >= this.deadline {
             if let Some(e) = this.entry.take() {
-                lock(&e).take();
+                e.lock_unpoisoned().take();
             }
             return Poll::Ready(());
         }
         match &this.entry {
             Some(e) => {
-                let mut slot = lock(e);
+                let mut slot = e.lock_unpoisoned();
                 if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *slot = Some(cx.waker().clone());
                 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
-use super::sync::lock;
+use super::sync::LockExt;
 use super::task::{CACHE_BYTES, HELPER_CACHE_BYTES, Header, RunOutcome, TaskCache, TaskRef};
 use super::timer::Timer;
 
@@ -94,7 +94,7 @@ impl Shared {
     }
 
     fn global(&self) -> MutexGuard<'_, Global> {
-        lock(&self.global)
+        self.global.lock_unpoisoned()
     }
 
     /// Spawns `fut` on the pool `shared`: with one look at this thread's worker, the task's

@@ -13,7 +13,7 @@ use crate::co::CoRwLock;
 use crate::fs::{Filesystem, Name};
 use crate::protocol::{Errno, Fid, OpenFlags, Qid};
 
-use super::inflight::lock;
+use crate::co::sync::LockExt;
 
 /// What a fid refers to beyond its node.
 pub enum Open<F: Filesystem> {
@@ -147,7 +147,7 @@ pub struct Arrival<F: Filesystem> {
 impl<F: Filesystem> Drop for Arrival<F> {
     fn drop(&mut self) {
         let waiting = {
-            let mut a = lock(&self.entry.arrivals);
+            let mut a = self.entry.arrivals.lock_unpoisoned();
             a.pending.remove(&self.number);
             std::mem::take(&mut a.waiting)
         };
@@ -167,7 +167,7 @@ impl<F: Filesystem> std::future::Future for EarlierDone<'_, F> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        let mut a = lock(&self.entry.arrivals);
+        let mut a = self.entry.arrivals.lock_unpoisoned();
         if a.pending.first().is_some_and(|&first| first < self.number) {
             a.waiting.push(cx.waker().clone());
             std::task::Poll::Pending
@@ -189,7 +189,7 @@ impl<F: Filesystem> FidEntry<F> {
 
     /// Takes the next place in this fid's arrival order.
     pub fn arrive(self: &Arc<Self>) -> Arrival<F> {
-        let mut a = lock(&self.arrivals);
+        let mut a = self.arrivals.lock_unpoisoned();
         let number = a.next;
         a.next += 1;
         a.pending.insert(number);
@@ -221,7 +221,7 @@ impl<F: Filesystem> FidEntry<F> {
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut FidState<F>) -> T) -> T {
-        f(&mut lock(&self.state))
+        f(&mut self.state.lock_unpoisoned())
     }
 }
 
@@ -241,12 +241,16 @@ impl<F: Filesystem> FidTable<F> {
 
     /// The fid's entry; an unknown fid is `ENOENT`, as QEMU answers.
     pub fn get(&self, fid: Fid) -> Result<Arc<FidEntry<F>>, Errno> {
-        lock(&self.map).get(&fid).cloned().ok_or(Errno::ENOENT)
+        self.map
+            .lock_unpoisoned()
+            .get(&fid)
+            .cloned()
+            .ok_or(Errno::ENOENT)
     }
 
     /// Adds a new fid: `EINVAL` if it is in use (or is NOFID), `EMFILE` past the limit.
     pub fn insert(&self, fid: Fid, state: FidState<F>) -> Result<(), Errno> {
-        let mut map = lock(&self.map);
+        let mut map = self.map.lock_unpoisoned();
         if fid == Fid::NOFID || map.contains_key(&fid) {
             return Err(Errno::EINVAL);
         }
@@ -266,7 +270,7 @@ impl<F: Filesystem> FidTable<F> {
         source: &FidEntry<F>,
         f: impl FnOnce(&mut FidState<F>),
     ) -> Result<(), Errno> {
-        let mut map = lock(&self.map);
+        let mut map = self.map.lock_unpoisoned();
         if fid == Fid::NOFID || map.contains_key(&fid) {
             return Err(Errno::EINVAL);
         }
@@ -281,13 +285,13 @@ impl<F: Filesystem> FidTable<F> {
 
     /// Puts `state` at `fid`, replacing what is there (Twalk with newfid == fid).
     pub fn replace(&self, fid: Fid, state: FidState<F>) {
-        lock(&self.map).insert(fid, FidEntry::new(state));
+        self.map.lock_unpoisoned().insert(fid, FidEntry::new(state));
     }
 
     /// Removes `fid` if it is still `entry` (a clunk racing a Tversion must not remove a
     /// fid of the new session).
     pub fn remove_entry(&self, fid: Fid, entry: &Arc<FidEntry<F>>) -> bool {
-        let mut map = lock(&self.map);
+        let mut map = self.map.lock_unpoisoned();
         match map.get(&fid) {
             Some(e) if Arc::ptr_eq(e, entry) => {
                 map.remove(&fid);
@@ -300,14 +304,14 @@ impl<F: Filesystem> FidTable<F> {
     /// Removes every fid (Tversion, connection close); their files close as the last
     /// request using each one ends.
     pub fn clear(&self) -> usize {
-        let mut map = lock(&self.map);
+        let mut map = self.map.lock_unpoisoned();
         let n = map.len();
         map.clear();
         n
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.map).len()
+        self.map.lock_unpoisoned().len()
     }
 
     /// After `from_dir/from_name` was renamed to `to`: every fid reached by that entry now
@@ -316,7 +320,7 @@ impl<F: Filesystem> FidTable<F> {
     /// the rename keeps its record, and a stale record (its name taken over by another
     /// file) may be moved along: the filesystem refuses either if used (`ESTALE`).
     pub fn renamed(&self, from_dir: u64, from_name: &Name, to: &Parent<F>) {
-        let map = lock(&self.map);
+        let map = self.map.lock_unpoisoned();
         for e in map.values() {
             e.with(|s| {
                 if s.parent.as_ref().is_some_and(|p| p.is(from_dir, from_name)) {

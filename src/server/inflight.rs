@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::co::Latch;
+use crate::co::sync::LockExt;
 use crate::protocol::Tag;
 
 /// A request's cancellation state, shared by its coroutine and by whoever flushes it.
@@ -27,7 +28,7 @@ impl RequestCtl {
     /// Asks the request to stop; its coroutine notices at its next scheduling point.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
-        if let Some(w) = lock(&self.waker).take() {
+        if let Some(w) = self.waker.lock_unpoisoned().take() {
             w.wake();
         }
     }
@@ -73,7 +74,7 @@ impl<Fut: Future> Future for Cancellable<'_, Fut> {
             return Poll::Ready(None);
         }
         {
-            let mut w = lock(&this.ctl.waker);
+            let mut w = this.ctl.waker.lock_unpoisoned();
             if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *w = Some(cx.waker().clone());
             }
@@ -145,7 +146,7 @@ impl<R> Inflight<R> {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        self.entries.lock_unpoisoned().len()
     }
 
     pub fn limit(&self) -> usize {
@@ -164,7 +165,7 @@ impl<R> Inflight<R> {
     }
 
     fn insert(&self, tag: Tag, cap: usize) -> Result<Arc<RequestCtl>, RegisterError> {
-        let mut entries = lock(&self.entries);
+        let mut entries = self.entries.lock_unpoisoned();
         if entries.contains_key(&tag) {
             return Err(RegisterError::TagInUse);
         }
@@ -191,7 +192,7 @@ impl<R> Inflight<R> {
         oldtag: Tag,
         responder: R,
     ) -> Result<FlushOutcome<R>, (RegisterError, R)> {
-        let mut entries = lock(&self.entries);
+        let mut entries = self.entries.lock_unpoisoned();
         if entries.contains_key(&tag) {
             return Err((RegisterError::TagInUse, responder));
         }
@@ -228,7 +229,7 @@ impl<R> Inflight<R> {
     /// gone (and is answered after everything here), and a new request reusing the tag
     /// (clients do so as soon as they see the reply) never finds the old entry.
     pub fn finish(&self, tag: Tag, reply: impl FnOnce(), answer_flush: &mut dyn FnMut(Tag, R)) {
-        let mut entries = lock(&self.entries);
+        let mut entries = self.entries.lock_unpoisoned();
         let first = entries.remove(&tag);
         reply();
         let mut next: Vec<Vec<Waiter<R>>> = first.into_iter().map(|e| e.waiters).collect();
@@ -253,7 +254,7 @@ impl<R> Inflight<R> {
     /// Cancels every request in flight but `except` (the Tversion doing this) and returns a
     /// latch that opens when all of them have ended.
     pub fn cancel_all(&self, except: Option<Tag>) -> Arc<Latch> {
-        let mut entries = lock(&self.entries);
+        let mut entries = self.entries.lock_unpoisoned();
         let n = entries.len() - except.map_or(0, |t| entries.contains_key(&t) as usize);
         let latch = Arc::new(Latch::new(n));
         for (_, e) in entries.iter_mut().filter(|(t, _)| Some(**t) != except) {
@@ -264,10 +265,4 @@ impl<R> Inflight<R> {
         }
         latch
     }
-}
-
-/// Locks a std mutex, carrying on if a panicking holder poisoned it: every critical section
-/// here leaves the data consistent at each step.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -24,6 +24,7 @@ use rustix::fs::{AtFlags, StatxFlags, statx};
 
 use super::node::{HostNode, Identity, Kind};
 use super::qid::version_of;
+use crate::co::sync::LockExt;
 use crate::fs::{FsResult, Name};
 
 /// What one `statx` tells: enough to recognise a registered node, build its qid, and see
@@ -89,7 +90,7 @@ impl NodeCache {
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, VecDeque<HostNode>> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+        self.ring.lock_unpoisoned()
     }
 
     /// `node` was just looked up: it is the newest entry now.

@@ -25,6 +25,7 @@ use crate::protocol::{Errno, Qid, QidType};
 use super::node::{DIR_BUF, DirStream, FileIo, HostFile};
 use super::security::SecurityModel;
 use super::{HostFs, errno};
+use crate::co::sync::LockExt;
 
 fn dtype(t: FileType) -> u8 {
     match t {
@@ -49,7 +50,7 @@ impl HostFs {
         let FileIo::Dir(stream) = &file.io else {
             return Err(Errno::ENOTDIR);
         };
-        let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = stream.lock_unpoisoned();
         let s: &mut DirStream = &mut s;
         if s.at != Some(cookie) {
             let off = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use rustix::fs::{AtFlags, FileType, Stat, StatxFlags, statx};
 
+use crate::co::sync::LockExt;
 use crate::fs::{FsResult, Name};
 use crate::protocol::Errno;
 
@@ -146,7 +147,7 @@ pub(super) struct Registry {
 
 impl Registry {
     fn map(&self) -> MutexGuard<'_, BTreeMap<(u64, u64), Weak<NodeInner>>> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+        self.nodes.lock_unpoisoned()
     }
 
     /// The live node of inode `id`, if any. (Never drops a node while the map is locked:
@@ -339,7 +340,7 @@ impl HostNode {
     }
 
     fn state(&self) -> MutexGuard<'_, NodeState> {
-        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.state.lock_unpoisoned()
     }
 
     /// The same node (not merely the same inode number).
@@ -609,7 +610,7 @@ impl HostFile {
         match &self.io {
             FileIo::Data(fd) => f(fd.as_fd()),
             FileIo::Dir(stream) => {
-                let s = stream.lock().unwrap_or_else(|e| e.into_inner());
+                let s = stream.lock_unpoisoned();
                 f(s.fd.as_fd())
             }
         }

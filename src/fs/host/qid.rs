@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use rustix::fs::Stat;
 
+use crate::co::sync::LockExt;
 use crate::protocol::{Attr, GetattrMask, Qid, QidType, Timespec};
 
 const INO_BITS: u32 = 48;
@@ -54,7 +55,7 @@ impl QidMap {
         if fits && dev == self.root_dev {
             return ino;
         }
-        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.tables.lock_unpoisoned();
         if fits {
             if let Some(&p) = t.prefixes.get(&dev) {
                 return p << INO_BITS | ino;

@@ -25,8 +25,9 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::co::sync::LockExt;
 use crate::fs::FsResult;
 use crate::protocol::{Errno, OpenFlags, Timespec};
 
@@ -104,7 +105,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation checks before it changes anything, so a panic (a bug) cannot
         // leave a half-applied change behind; carry on rather than poison every caller.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock_unpoisoned()
     }
 }
 

@@ -13,6 +13,7 @@ use crate::server::fids::{FidEntry, Open, Parent};
 use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 
 use super::{new_entry_name, ok};
+use crate::co::sync::LockExt;
 
 /// Wire size of a directory entry without its name: qid, offset, type, name length.
 const DIRENT_FIXED: usize = 13 + 8 + 1 + 2;
@@ -148,7 +149,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         };
         let len = bufs.iter().map(|b| b.len()).sum::<usize>();
         let file = {
-            let mut s = crate::server::inflight::lock(&e.state);
+            let mut s = e.state.lock_unpoisoned();
             match &mut s.open {
                 Open::File { file, flags } if flags.writable() => file.clone(),
                 Open::XattrWrite { value, written, .. } => {

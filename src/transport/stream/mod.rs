@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::co::Executor;
+use crate::co::sync::LockExt;
 use crate::fs::Filesystem;
 use crate::protocol::{
     HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, encode_payload_header, frame_size,
@@ -387,10 +388,7 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
                     let id = next_id;
                     tracing::info!(conn = id, peer = %peer, "connection accepted");
                     if let Ok(c) = conn.try_clone() {
-                        self.conns
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((id, c));
+                        self.conns.lock_unpoisoned().push((id, c));
                     }
                     let session =
                         Session::new(self.fs.clone(), self.ex.clone(), self.config.clone());
@@ -409,10 +407,7 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
                                 "connection closed on an error"
                             ),
                         }
-                        conns
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .retain(|(i, _)| *i != id);
+                        conns.lock_unpoisoned().retain(|(i, _)| *i != id);
                         stats.active.fetch_sub(1, Ordering::Relaxed);
                     }));
                     threads.retain(|t| !t.is_finished());
@@ -427,7 +422,7 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
                 }
             }
         }
-        for (_, c) in self.conns.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (_, c) in self.conns.lock_unpoisoned().iter() {
             c.shutdown();
         }
         for t in threads {

@@ -15,6 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
 
 use super::Conn;
+use crate::co::sync::LockExt;
 use crate::protocol::frame_size;
 
 /// Spare reply buffers kept per connection (each up to msize).
@@ -71,7 +72,7 @@ impl OutQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, OutState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// A buffer for a new reply: a recycled one if there is one.

@@ -20,6 +20,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::co::Executor;
+use crate::co::sync::LockExt;
 use crate::fs::Filesystem;
 use crate::transport::virtio::{DEVICE_FEATURES, Stopped, Virtio9p};
 
@@ -84,7 +85,7 @@ impl<F: Filesystem, E: Executor> Vhost9p<F, E> {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Forgets the frontend: the ring's eventfds and the memory table are let go (the

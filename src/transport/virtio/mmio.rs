@@ -13,6 +13,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{Notifier, STATUS_DRIVER_OK, Virtio9p};
 use crate::co::Executor;
+use crate::co::sync::LockExt;
 use crate::fs::Filesystem;
 
 pub const MAGIC_VALUE: u64 = 0x000;
@@ -92,7 +93,7 @@ impl<F: Filesystem, E: Executor> MmioFront<F, E> {
     }
 
     fn sel(&self) -> std::sync::MutexGuard<'_, Selectors> {
-        self.sel.lock().unwrap_or_else(|p| p.into_inner())
+        self.sel.lock_unpoisoned()
     }
 
     fn read_reg(&self, offset: u64) -> u32 {

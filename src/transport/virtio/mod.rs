@@ -62,6 +62,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::co::Executor;
+use crate::co::sync::LockExt;
 use crate::fs::Filesystem;
 use crate::server::{Config, Latch, Session};
 
@@ -206,10 +207,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     }
 
     pub fn driver_features(&self) -> u64 {
-        *self
-            .driver_features
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        *self.driver_features.lock_unpoisoned()
     }
 
     /// The driver's feature acknowledgement; ignored unless the driver is negotiating
@@ -222,10 +220,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     }
 
     fn set_acked_features(&self, features: u64) {
-        *self
-            .driver_features
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = features;
+        *self.driver_features.lock_unpoisoned() = features;
     }
 
     /// The configuration space: `le16 tag_len`, then the tag.
@@ -397,10 +392,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
 
     /// The current session (replaced at every reset), for inspection.
     pub fn session(&self) -> Session<F, E, VirtioResponder> {
-        self.session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.session.lock_unpoisoned().clone()
     }
 
     /// Resets the device (the driver wrote status 0): forgets the queue, the features and
@@ -421,19 +413,13 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             st.queue.reset();
             st.mem = None;
             st.notifier = None;
-            *self
-                .driver_features
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = 0;
+            *self.driver_features.lock_unpoisoned() = 0;
             self.core.interrupt_status.store(0, Ordering::Release);
         }
         let fresh = Session::new(self.fs.clone(), self.ex.clone(), self.server_config.clone());
-        let old = std::mem::replace(
-            &mut *self.session.lock().unwrap_or_else(|p| p.into_inner()),
-            fresh,
-        );
+        let old = std::mem::replace(&mut *self.session.lock_unpoisoned(), fresh);
         let latch = old.close();
-        *self.last_reset.lock().unwrap_or_else(|p| p.into_inner()) = Some(latch.clone());
+        *self.last_reset.lock_unpoisoned() = Some(latch.clone());
         latch
     }
 
@@ -442,10 +428,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     /// has finished, so nothing of the old session touches guest memory any more. A VMM
     /// waits on it before it unmaps the memory of a reset guest.
     pub fn reset_latch(&self) -> Option<Arc<Latch>> {
-        self.last_reset
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_reset.lock_unpoisoned().clone()
     }
 
     /// The driver notified the queue: serve every available chain. Returns at once if the

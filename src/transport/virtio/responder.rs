@@ -13,6 +13,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use super::guest_mem::{Region, sub_regions, write_to};
+use crate::co::sync::LockExt;
 use crate::protocol::{
     Errno, HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Pdu, Reply, Rmessage, Tag,
     encode_payload_header,
@@ -99,7 +100,7 @@ impl QueueCore {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Marks the device as needing a reset and returns the notifier to call (after the lock
