@@ -154,6 +154,72 @@ fn rread_in_place_matches_the_encoder() {
 }
 
 #[test]
+fn twrite_header_is_what_the_encoder_writes_before_the_data() {
+    let data = b"data left in place".to_vec();
+    let msg = Tmessage::Write {
+        fid: Fid(9),
+        offset: 1 << 40,
+        data: Data(data.clone()),
+    };
+    let bytes = Request::new(Tag(3), msg).to_bytes().unwrap();
+    assert_eq!(bytes.len(), TWRITE_HEADER_LEN + data.len());
+    assert_eq!(&bytes[TWRITE_HEADER_LEN..], &data[..]);
+    let h = TwriteHeader::parse(bytes[..TWRITE_HEADER_LEN].try_into().unwrap()).unwrap();
+    let header = Header {
+        size: bytes.len() as u32,
+        ty: Ttype::Write as u8,
+        tag: Tag(3),
+    };
+    assert_eq!(
+        h,
+        TwriteHeader {
+            header,
+            fid: Fid(9),
+            offset: 1 << 40,
+            count: data.len() as u32,
+        }
+    );
+    // Another type is not a Twrite header.
+    let read = Request::new(
+        Tag(3),
+        Tmessage::Read {
+            fid: Fid(9),
+            offset: 0,
+            count: 4096,
+        },
+    );
+    let bytes = read.to_bytes().unwrap();
+    assert_eq!(
+        TwriteHeader::parse(bytes[..TWRITE_HEADER_LEN].try_into().unwrap()),
+        None
+    );
+}
+
+#[test]
+fn a_dirent_is_its_fixed_part_and_its_name() {
+    let d = Dirent {
+        qid: Qid {
+            ty: QidType::DIR,
+            version: 1,
+            path: 2,
+        },
+        offset: 3,
+        ty: 4,
+        name: "name".into(),
+    };
+    let bytes = Reply::new(
+        Tag(1),
+        Rmessage::Readdir {
+            entries: DirentList(vec![d.clone()]),
+        },
+    )
+    .to_bytes()
+    .unwrap();
+    assert_eq!(bytes.len(), PAYLOAD_HEADER_LEN + DIRENT_FIXED_LEN + 4);
+    assert_eq!(d.wire_len(), DIRENT_FIXED_LEN + 4);
+}
+
+#[test]
 fn rreaddir_in_place_stops_at_the_first_entry_that_does_not_fit() {
     let entries: Vec<Dirent> = (0..10u64)
         .map(|i| Dirent {

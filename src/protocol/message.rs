@@ -29,12 +29,23 @@ pub trait Message: Sized + Clone + fmt::Debug + PartialEq {
 }
 
 macro_rules! messages {
-    ($enum:ident, $prefix:literal, {
+    ($enum:ident, $kind:ident, $prefix:literal, {
         $( $(#[$doc:meta])* $var:ident = $num:literal { $($field:ident : $fty:ty),* $(,)? } ),* $(,)?
     }) => {
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum $enum {
             $( $(#[$doc])* $var { $($field: $fty),* } ),*
+        }
+
+        #[doc = concat!("The type number of each [`", stringify!($enum), "`], for code that ")]
+        #[doc = "reads or writes a header by hand: `Ttype::Write as u8` is Twrite's."]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum $kind {
+            $(
+                #[doc = concat!("[`", stringify!($enum), "::", stringify!($var), "`]'s.")]
+                $var = $num
+            ),*
         }
 
         impl Message for $enum {
@@ -97,7 +108,7 @@ macro_rules! messages {
     };
 }
 
-messages!(Tmessage, 'T', {
+messages!(Tmessage, Ttype, 'T', {
     /// Defined by the protocol's numbering but never sent by clients; the server answers it
     /// with `Rlerror(EOPNOTSUPP)`.
     Lerror = 6 {},
@@ -138,7 +149,7 @@ messages!(Tmessage, 'T', {
     Remove = 122 { fid: Fid },
 });
 
-messages!(Rmessage, 'R', {
+messages!(Rmessage, Rtype, 'R', {
     Lerror = 7 { ecode: Errno },
     Statfs = 9 { stat: StatFs },
     Lopen = 13 { qid: Qid, iounit: u32 },

@@ -21,7 +21,7 @@ mod wire;
 
 pub use errno::Errno;
 pub use fmt::{TraceFmt, Traced};
-pub use message::{Message, Rmessage, Tmessage};
+pub use message::{Message, Rmessage, Rtype, Tmessage, Ttype};
 #[cfg(feature = "testing")]
 pub use sample::Sample;
 pub use types::*;
@@ -34,7 +34,7 @@ pub const HEADER_LEN: usize = 7;
 /// Bytes of the `Rread`/`Rreaddir` header: the PDU header and the `count[4]` of the payload.
 pub const PAYLOAD_HEADER_LEN: usize = HEADER_LEN + 4;
 /// Bytes of a `Twrite` before its data: header, `fid[4] offset[8] count[4]`.
-pub const TWRITE_HEADER_LEN: usize = HEADER_LEN + 16;
+pub const TWRITE_HEADER_LEN: usize = HEADER_LEN + 4 + 8 + 4;
 /// The protocol version string this crate speaks.
 pub const VERSION_9P2000_L: &str = "9P2000.L";
 /// The smallest msize co9p agrees to: room for a header, a walk of 16 short names, and a
@@ -58,6 +58,58 @@ pub fn frame_size(prefix: [u8; 4]) -> u32 {
     u32::from_le_bytes(prefix)
 }
 
+/// The header every PDU starts with, `size[4] type[1] tag[2]`, for a transport that looks at
+/// a frame before it has all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of the whole PDU, the header included.
+    pub size: u32,
+    /// The message type number (see [`Ttype`], [`Rtype`]).
+    pub ty: u8,
+    pub tag: Tag,
+}
+
+impl Header {
+    /// Reads the header from the first [`HEADER_LEN`] bytes of a frame.
+    pub fn parse(b: &[u8; HEADER_LEN]) -> Header {
+        Header {
+            size: frame_size([b[0], b[1], b[2], b[3]]),
+            ty: b[4],
+            tag: Tag(u16::from_le_bytes([b[5], b[6]])),
+        }
+    }
+}
+
+/// The fields of a `Twrite` before its data ([`TWRITE_HEADER_LEN`] bytes), for a transport
+/// that leaves the data where it lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TwriteHeader {
+    pub header: Header,
+    pub fid: Fid,
+    pub offset: u64,
+    /// Bytes of data that follow.
+    pub count: u32,
+}
+
+impl TwriteHeader {
+    /// Reads a `Twrite`'s header, or `None` if the frame is of another type.
+    pub fn parse(b: &[u8; TWRITE_HEADER_LEN]) -> Option<TwriteHeader> {
+        let (head, body) = b.split_first_chunk::<HEADER_LEN>()?;
+        let header = Header::parse(head);
+        if header.ty != Ttype::Write as u8 {
+            return None;
+        }
+        // The fields of `Tmessage::Write` before `data`, then `data`'s count.
+        let mut r = Reader::new(body);
+        Some(TwriteHeader {
+            header,
+            fid: Fid::decode(&mut r).ok()?,
+            offset: u64::decode(&mut r).ok()?,
+            count: u32::decode(&mut r).ok()?,
+        })
+    }
+}
+
 impl<M: Message> Pdu<M> {
     pub fn new(tag: Tag, msg: M) -> Self {
         Pdu { tag, msg }
@@ -72,16 +124,18 @@ impl<M: Message> Pdu<M> {
     /// msize); the frame is rejected before anything is allocated if it is larger.
     pub fn decode(frame: &[u8], max_size: u32) -> Result<Self, DecodeError> {
         let fail = |tag, ty, kind| DecodeError { tag, ty, kind };
-        if frame.len() < HEADER_LEN {
+        let Some(head) = frame.first_chunk() else {
             return Err(fail(
                 None,
                 None,
                 DecodeErrorKind::Short { len: frame.len() },
             ));
-        }
-        let declared = frame_size([frame[0], frame[1], frame[2], frame[3]]);
-        let ty = frame[4];
-        let tag = Tag(u16::from_le_bytes([frame[5], frame[6]]));
+        };
+        let Header {
+            size: declared,
+            ty,
+            tag,
+        } = Header::parse(head);
         if declared as usize != frame.len() {
             let kind = DecodeErrorKind::SizeMismatch {
                 declared,
@@ -170,8 +224,8 @@ pub fn encode_payload_header(
         .checked_add(count)
         .ok_or(EncodeError::FieldTooLong { field: "count" })?;
     let ty: u8 = match kind {
-        PayloadReply::Read => 117,
-        PayloadReply::Readdir => 41,
+        PayloadReply::Read => Rtype::Read as u8,
+        PayloadReply::Readdir => Rtype::Readdir as u8,
     };
     let mut w = Writer::new(out);
     size.encode(&mut w)?;

@@ -282,10 +282,14 @@ pub struct Dirent {
     pub name: P9String,
 }
 
+/// Bytes of a [`Dirent`] but its name's: `qid[13] offset[8] type[1]` and the name's
+/// length `[2]`.
+pub const DIRENT_FIXED_LEN: usize = QID_LEN + 8 + 1 + 2;
+
 impl Dirent {
     /// Bytes this entry takes in an `Rreaddir` payload.
     pub fn wire_len(&self) -> usize {
-        QID_LEN + 8 + 1 + 2 + self.name.0.len()
+        DIRENT_FIXED_LEN + self.name.0.len()
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::co::Executor;
 use crate::fs::{Creds, Filesystem};
 use crate::protocol::{
-    Dirent, DirentWriter, Errno, Fid, OpenFlags, P9String, PAYLOAD_HEADER_LEN, PayloadReply,
-    QidType, Rmessage,
+    DIRENT_FIXED_LEN, Dirent, DirentWriter, Errno, Fid, OpenFlags, P9String, PAYLOAD_HEADER_LEN,
+    PayloadReply, QidType, Rmessage,
 };
 use crate::server::fids::{FidEntry, Open, Parent};
 use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
@@ -15,10 +15,8 @@ use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 use super::{new_entry_name, ok};
 use crate::co::sync::LockExt;
 
-/// Wire size of a directory entry without its name: qid, offset, type, name length.
-const DIRENT_FIXED: usize = 13 + 8 + 1 + 2;
 /// Smallest wire size of a directory entry (a one-byte name).
-const MIN_DIRENT: usize = DIRENT_FIXED + 1;
+const MIN_DIRENT: usize = DIRENT_FIXED_LEN + 1;
 
 /// Flags that change the file when it is opened.
 fn mutating(flags: OpenFlags) -> bool {
@@ -201,7 +199,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         let fitting = entries
             .iter()
             .take_while(|d| {
-                let l = DIRENT_FIXED + d.name.len();
+                let l = DIRENT_FIXED_LEN + d.name.len();
                 let fits = len + l <= count;
                 len += if fits { l } else { 0 };
                 fits

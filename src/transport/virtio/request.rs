@@ -11,7 +11,7 @@ use super::guest_mem::{Region, read_from, sub_regions};
 use super::{MIN_REPLY_ROOM, Virtio9p, VirtioResponder};
 use crate::co::Executor;
 use crate::fs::Filesystem;
-use crate::protocol::{Errno, Fid, HEADER_LEN, Tag};
+use crate::protocol::{Errno, Fid, HEADER_LEN, Header, TWRITE_HEADER_LEN, Ttype, TwriteHeader};
 use crate::server::Session;
 
 impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
@@ -40,18 +40,17 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         if read_from(mem, &readable, &mut hdr) < HEADER_LEN {
             return drop(responder);
         }
-        let size = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let tag = Tag(u16::from_le_bytes([hdr[5], hdr[6]]));
+        let Header { size, ty, tag } = Header::parse(&hdr);
         if error.is_some() || (size as usize) < HEADER_LEN {
             return responder.send_error(tag, Errno::EPROTO);
         }
         if size > session.frame_limit() {
             return responder.send_error(tag, Errno::EMSGSIZE);
         }
-        if hdr[4] == TWRITE
-            && let Some((fid, offset, data)) = in_place_write(mem, &readable, size, readable_len)
+        if ty == Ttype::Write as u8
+            && let Some((fid, offset, count, data)) =
+                in_place_write(mem, &readable, size, readable_len)
         {
-            let count = (u64::from(size) - TWRITE_HEADER_LEN as u64) as u32;
             let mut responder = responder;
             responder.set_write_data(data);
             return session.submit_write(tag, fid, offset, count, responder);
@@ -68,22 +67,18 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
     }
 }
 
-/// Message type of `Twrite`.
-const TWRITE: u8 = 118;
-/// `size[4] type[1] tag[2] fid[4] offset[8] count[4]`.
-const TWRITE_HEADER_LEN: usize = 23;
 /// Smaller writes are copied with the frame: a few slices cost more than the copy.
 const IN_PLACE_WRITE_MIN: u64 = 1024;
 
-/// A well-formed large `Twrite` of `size` bytes in `readable`: its fid, offset and the
-/// guest buffers of its data, left where they are. `None` sends the frame down the
+/// A well-formed large `Twrite` of `size` bytes in `readable`: its fid, offset, count and
+/// the guest buffers of its data, left where they are. `None` sends the frame down the
 /// ordinary path (which also answers malformed ones).
 fn in_place_write(
     mem: &GuestMemoryMmap,
     readable: &[Region],
     size: u32,
     readable_len: u64,
-) -> Option<(Fid, u64, Vec<Region>)> {
+) -> Option<(Fid, u64, u32, Vec<Region>)> {
     let size = u64::from(size);
     if size < TWRITE_HEADER_LEN as u64 + IN_PLACE_WRITE_MIN || readable_len < size {
         return None;
@@ -92,15 +87,16 @@ fn in_place_write(
     if read_from(mem, readable, &mut h) < TWRITE_HEADER_LEN {
         return None;
     }
-    let fid = u32::from_le_bytes(h[7..11].try_into().ok()?);
-    let offset = u64::from_le_bytes(h[11..19].try_into().ok()?);
-    let count = u32::from_le_bytes(h[19..23].try_into().ok()?);
+    let TwriteHeader {
+        fid, offset, count, ..
+    } = TwriteHeader::parse(&h)?;
     if TWRITE_HEADER_LEN as u64 + u64::from(count) != size {
         return None;
     }
     Some((
-        Fid(fid),
+        fid,
         offset,
+        count,
         sub_regions(readable, TWRITE_HEADER_LEN as u64, u64::from(count)).collect(),
     ))
 }
