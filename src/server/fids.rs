@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::co::CoRwLock;
+use crate::co::sync::LockExt;
+use crate::co::{CoRwLock, CoRwLockReadGuard, CoRwLockWriteGuard};
 use crate::fs::{Filesystem, Name};
 use crate::protocol::{Errno, Fid, OpenFlags, Qid};
-
-use crate::co::sync::LockExt;
 
 /// What a fid refers to beyond its node.
 pub enum Open<F: Filesystem> {
@@ -118,7 +117,8 @@ impl<F: Filesystem> FidState<F> {
 
 /// One fid: its barrier lock and its state. The state mutex is never held across an await.
 pub struct FidEntry<F: Filesystem> {
-    pub barrier: CoRwLock<()>,
+    /// Taken only through [`FidEntry::enter`] and its siblings, which check the fid too.
+    barrier: CoRwLock<()>,
     pub state: Mutex<FidState<F>>,
     /// Set by Tclunk/Tremove under the exclusive barrier: a request that was queued behind
     /// them finds the fid gone.
@@ -205,6 +205,30 @@ impl<F: Filesystem> FidEntry<F> {
             entry: self,
             number,
         }
+    }
+
+    /// The fid rule, for the fid a request works on: takes the barrier shared (a Tclunk or
+    /// Tremove of the fid that came before has ended, one that comes after waits for this
+    /// request), then checks the fid was not clunked meanwhile (`EBADF`). The request holds
+    /// the guard until it ends.
+    pub async fn enter(&self) -> Result<CoRwLockReadGuard<'_, ()>, Errno> {
+        let guard = self.barrier.read().await;
+        self.check()?;
+        Ok(guard)
+    }
+
+    /// [`Self::enter`] for Tclunk and Tremove: the barrier exclusive.
+    pub async fn enter_exclusive(&self) -> Result<CoRwLockWriteGuard<'_, ()>, Errno> {
+        let guard = self.barrier.write().await;
+        self.check()?;
+        Ok(guard)
+    }
+
+    /// The barrier shared, the check left to the caller: for the directory handlers, which
+    /// check their other arguments first and then the fid, as the directory they act in
+    /// (`dir_of`, `dir_entry`), so the errors keep that order.
+    pub async fn hold(&self) -> CoRwLockReadGuard<'_, ()> {
+        self.barrier.read().await
     }
 
     /// `EBADF` if the fid was clunked while this request waited for it.

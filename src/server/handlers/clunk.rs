@@ -18,8 +18,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         #[cfg(feature = "planted-bugs")]
         let arrival = arrival.filter(|_| !crate::planted::clunk_skips_barrier());
         self.after_earlier(&e, arrival).await;
-        let _g = e.barrier.write().await;
-        e.check()?;
+        let _g = e.enter_exclusive().await?;
         // Set a pending xattr first: the fid is dropped only after the last await, so a
         // flush that lands while the xattr is being set leaves everything as it was.
         let pending = e.with(|s| match &s.open {
@@ -58,8 +57,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     pub(in crate::server) async fn remove(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
         let e = self.fids.get(fid)?;
         self.after_earlier(&e, arrival).await;
-        let _g = e.barrier.write().await;
-        e.check()?;
+        let _g = e.enter_exclusive().await?;
         // The record is read under the names lock, so a rename in flight has either fixed
         // it already or waits until this unlink is done.
         let _names = self.names.read().await;

@@ -10,6 +10,16 @@ use crate::server::{HandlerResult, Responder, SessionCore};
 use super::{existing_name, new_entry_name, ok};
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
+    /// What a handler that makes an entry `name` in `dfid` checks, in this order: the
+    /// export is writable, the name can be a new entry, `dfid` is a live directory. Gives
+    /// the name, the directory and the attach uid.
+    fn new_entry_in(&self, dfid: Fid, name: &P9String) -> Result<(Name, F::Node, u32), Errno> {
+        self.writable()?;
+        let name = new_entry_name(name)?;
+        let (dir, uid) = self.dir_of(dfid)?;
+        Ok((name, dir, uid))
+    }
+
     /// The directory node and the attach uid of a fid that must name a directory.
     fn dir_of(&self, fid: Fid) -> Result<(F::Node, u32), Errno> {
         let e = self.fids.get(fid)?;
@@ -31,10 +41,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         gid: u32,
     ) -> HandlerResult {
         let e = self.fids.get(dfid)?;
-        let _g = e.barrier.read().await;
-        self.writable()?;
-        let name = new_entry_name(&name)?;
-        let (dir, uid) = self.dir_of(dfid)?;
+        let _g = e.hold().await;
+        let (name, dir, uid) = self.new_entry_in(dfid, &name)?;
         let qid = self.fs.mkdir(&dir, &name, mode, Creds { uid, gid }).await?;
         ok(Rmessage::Mkdir { qid })
     }
@@ -47,10 +55,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         gid: u32,
     ) -> HandlerResult {
         let e = self.fids.get(dfid)?;
-        let _g = e.barrier.read().await;
-        self.writable()?;
-        let name = new_entry_name(&name)?;
-        let (dir, uid) = self.dir_of(dfid)?;
+        let _g = e.hold().await;
+        let (name, dir, uid) = self.new_entry_in(dfid, &name)?;
         let qid = self
             .fs
             .symlink(&dir, &name, target.as_bytes(), Creds { uid, gid })
@@ -67,10 +73,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         gid: u32,
     ) -> HandlerResult {
         let e = self.fids.get(dfid)?;
-        let _g = e.barrier.read().await;
-        self.writable()?;
-        let name = new_entry_name(&name)?;
-        let (dir, uid) = self.dir_of(dfid)?;
+        let _g = e.hold().await;
+        let (name, dir, uid) = self.new_entry_in(dfid, &name)?;
         let qid = self
             .fs
             .mknod(&dir, &name, mode, rdev, Creds { uid, gid })
@@ -86,10 +90,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         name: P9String,
     ) -> HandlerResult {
         let e = self.fids.get(dfid)?;
-        let _g = e.barrier.read().await;
-        self.writable()?;
-        let name = new_entry_name(&name)?;
-        let (dir, _) = self.dir_of(dfid)?;
+        let _g = e.hold().await;
+        let (name, dir, _) = self.new_entry_in(dfid, &name)?;
         let target = self.node_of(fid)?;
         self.fs.link(&target, &dir, &name).await?;
         ok(Rmessage::Link {})
@@ -104,8 +106,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         name: P9String,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         self.writable()?;
         let new_name = new_entry_name(&name)?;
         let to = self.dir_entry(dfid, new_name)?;
@@ -127,7 +128,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         newname: P9String,
     ) -> HandlerResult {
         let e = self.fids.get(olddirfid)?;
-        let _g = e.barrier.read().await;
+        let _g = e.hold().await;
         self.writable()?;
         let old_name = existing_name(&oldname)?;
         let new_name = new_entry_name(&newname)?;
@@ -167,7 +168,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         flags: u32,
     ) -> HandlerResult {
         let e = self.fids.get(dirfid)?;
-        let _g = e.barrier.read().await;
+        let _g = e.hold().await;
         self.writable()?;
         if name.as_bytes() == b".." {
             return Err(Errno::ENOTEMPTY);
@@ -185,8 +186,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
 
     pub(in crate::server) async fn readlink(&self, fid: Fid) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let node = e.with(|s| s.node.clone());
         let target = self.fs.readlink(&node).await?;
         ok(Rmessage::Readlink {

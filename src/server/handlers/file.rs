@@ -4,6 +4,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use crate::co::Executor;
+use crate::co::sync::LockExt;
 use crate::fs::{Creds, Filesystem};
 use crate::protocol::{
     DIRENT_FIXED_LEN, Dirent, DirentWriter, Errno, Fid, OpenFlags, P9String, PAYLOAD_HEADER_LEN,
@@ -13,7 +14,6 @@ use crate::server::fids::{FidEntry, Open, Parent};
 use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 
 use super::{new_entry_name, ok};
-use crate::co::sync::LockExt;
 
 /// Smallest wire size of a directory entry (a one-byte name).
 const MIN_DIRENT: usize = DIRENT_FIXED_LEN + 1;
@@ -34,8 +34,7 @@ pub(in crate::server) enum WriteData {
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     pub(in crate::server) async fn lopen(&self, fid: Fid, flags: OpenFlags) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         if mutating(flags) {
             self.writable()?;
         }
@@ -66,8 +65,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         gid: u32,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         self.writable()?;
         let name = new_entry_name(&name)?;
         let (dir, dir_qid, uid) = e.with(|s| match s.open {
@@ -101,8 +99,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         responder: &mut R,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let count = (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN);
         let target = e.with(|s| match &s.open {
             Open::File { file, flags } if flags.readable() => Ok(Readable::<F>::File(file.clone())),
@@ -131,8 +128,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         responder: &mut R,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let bufs = match &data {
             WriteData::Inline(v) => vec![IoSlice::new(v)],
             WriteData::InTransport(count) => {
@@ -184,8 +180,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         responder: &mut R,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let count = (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN);
         let file = open_file(&e)?;
         let entries = self
@@ -227,8 +222,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
 
     pub(in crate::server) async fn fsync(&self, fid: Fid, datasync: bool) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let file = open_file(&e)?;
         self.fs.fsync(&file, datasync).await?;
         ok(Rmessage::Fsync {})

@@ -7,35 +7,18 @@
 
 use crate::co::Executor;
 use crate::fs::{Filesystem, LockOutcome, LockRequest};
-use crate::protocol::{Fid, LockFlags, LockStatus, LockType, P9String, Rmessage};
+use crate::protocol::{Fid, LockStatus, LockType, P9String, Rmessage};
 use crate::server::{HandlerResult, Responder, SessionCore};
 
 use super::file::open_file;
 use super::ok;
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
-    #[allow(clippy::too_many_arguments)]
-    pub(in crate::server) async fn lock(
-        &self,
-        fid: Fid,
-        lock_type: LockType,
-        _flags: LockFlags,
-        start: u64,
-        length: u64,
-        proc_id: u32,
-        client_id: P9String,
-    ) -> HandlerResult {
+    /// Tlock (its flags unused: a conflict is answered at once, blocking or not).
+    pub(in crate::server) async fn lock(&self, fid: Fid, req: LockRequest) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let file = open_file(&e)?;
-        let req = LockRequest {
-            lock_type,
-            start,
-            length,
-            proc_id,
-            client_id: client_id.0,
-        };
         let status = match self.fs.lock(&file, &req).await? {
             LockOutcome::Granted => LockStatus::Success,
             LockOutcome::Conflict => LockStatus::Blocked,
@@ -43,27 +26,10 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         ok(Rmessage::Lock { status })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(in crate::server) async fn getlock(
-        &self,
-        fid: Fid,
-        lock_type: LockType,
-        start: u64,
-        length: u64,
-        proc_id: u32,
-        client_id: P9String,
-    ) -> HandlerResult {
+    pub(in crate::server) async fn getlock(&self, fid: Fid, req: LockRequest) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         let file = open_file(&e)?;
-        let req = LockRequest {
-            lock_type,
-            start,
-            length,
-            proc_id,
-            client_id: client_id.0,
-        };
         let found = self.fs.getlock(&file, &req).await?;
         ok(Rmessage::Getlock {
             lock_type: found.lock_type,
@@ -72,5 +38,22 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             proc_id: found.proc_id,
             client_id: P9String(found.client_id),
         })
+    }
+}
+
+/// The filesystem's form of a Tlock's or Tgetlock's range.
+pub(super) fn lock_request(
+    lock_type: LockType,
+    start: u64,
+    length: u64,
+    proc_id: u32,
+    client_id: P9String,
+) -> LockRequest {
+    LockRequest {
+        lock_type,
+        start,
+        length,
+        proc_id,
+        client_id: client_id.0,
     }
 }

@@ -31,6 +31,7 @@ use crate::protocol::{Errno, Fid, P9String, Rmessage, Tmessage};
 
 use super::{HandlerResult, Job, Out, Responder, SessionCore};
 pub(super) use file::WriteData;
+use lock::lock_request;
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Runs the handler of one request (every T-message but Tversion and Tflush).
@@ -152,14 +153,14 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             T::Lock {
                 fid,
                 lock_type,
-                flags,
+                flags: _,
                 start,
                 length,
                 proc_id,
                 client_id,
             } => {
-                self.lock(fid, lock_type, flags, start, length, proc_id, client_id)
-                    .await
+                let req = lock_request(lock_type, start, length, proc_id, client_id);
+                self.lock(fid, req).await
             }
             T::Getlock {
                 fid,
@@ -169,8 +170,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 proc_id,
                 client_id,
             } => {
-                self.getlock(fid, lock_type, start, length, proc_id, client_id)
-                    .await
+                let req = lock_request(lock_type, start, length, proc_id, client_id);
+                self.getlock(fid, req).await
             }
             T::Version { .. } | T::Flush { .. } => unreachable!("handled by the session itself"),
         }

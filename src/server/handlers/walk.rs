@@ -19,8 +19,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         wnames: Vec<P9String>,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         // From reading fid's record (a clone copies it) or the first lookup until newfid
         // records the entry it reached, no rename may run: one that moved that entry in
         // between would fix every record but this one, and newfid would name its file by

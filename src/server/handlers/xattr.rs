@@ -25,8 +25,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         name: P9String,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         if self.fids.get(newfid).is_ok() {
             return Err(Errno::EINVAL);
         }
@@ -57,8 +56,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         flags: u32,
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
-        let _g = e.barrier.read().await;
-        e.check()?;
+        let _g = e.enter().await?;
         self.writable()?;
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 || name.as_bytes().is_empty() {
             return Err(Errno::EINVAL);
