@@ -29,27 +29,18 @@ impl Wake for ThreadWake {
 /// threads, a [`JoinHandle`](super::JoinHandle)); this runs nothing else. To also run a
 /// pool's tasks on this thread, use [`ThreadPool::block_on`](super::ThreadPool::block_on).
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let wake = Arc::new(ThreadWake {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    });
-    let waker = Waker::from(wake.clone());
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        while !wake.woken.swap(false, Ordering::Acquire) {
-            thread::park();
-        }
-    }
+    drive(fut, None).expect("no deadline")
 }
 
 /// Like [`block_on`], but gives up after `timeout`: `None` if the future had not completed
 /// by then (it is dropped). For shutdown paths that must not hang on a stuck request.
 pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
-    let deadline = Instant::now() + timeout;
+    drive(fut, Some(Instant::now() + timeout))
+}
+
+/// Polls `fut` on this thread, parking between wake-ups, until it completes or `deadline`
+/// passes.
+fn drive<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
     let mut fut = pin!(fut);
     let wake = Arc::new(ThreadWake {
         thread: thread::current(),
@@ -62,11 +53,16 @@ pub fn block_on_timeout<F: Future>(fut: F, timeout: Duration) -> Option<F::Outpu
             return Some(out);
         }
         while !wake.woken.swap(false, Ordering::Acquire) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    thread::park_timeout(left);
+                }
             }
-            thread::park_timeout(left);
         }
     }
 }

@@ -1,17 +1,19 @@
 //! [`Latch`]: a countdown that opens once, awaited by a coroutine or blocked on by a thread.
 //!
 //! A closing session hands one out, counted down as its cancelled requests end; a coroutine
-//! (the simulator's world, a Tversion) awaits [`Latch::wait`], and a transport's own thread
-//! blocks in [`Latch::wait_timeout`] on a condition variable. Not model-checked: it uses
+//! (a Tversion's) awaits [`Latch::wait`], a transport's own thread blocks in
+//! [`Latch::wait_timeout`] on a condition variable, and the simulator looks at
+//! [`Latch::is_open`]. Not model-checked: it uses
 //! std's mutex and condition variable under loom too, so it works outside a loom model.
 
-use super::sync::LockExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use super::sync::LockExt;
 
 /// Opens once it has been counted down to zero.
 pub struct Latch {

@@ -35,30 +35,25 @@ pub(crate) trait LockExt {
     fn lock_unpoisoned(&self) -> Self::Guard<'_>;
 }
 
-impl<T: ?Sized> LockExt for std::sync::Mutex<T> {
-    type Guard<'a>
-        = std::sync::MutexGuard<'a, T>
-    where
-        Self: 'a;
-    #[inline]
-    fn lock_unpoisoned(&self) -> Self::Guard<'_> {
-        self.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// `LockExt` for the `Mutex` of `$sync` (std's or loom's, whose guards differ).
+macro_rules! lock_ext {
+    ($($sync:ident)::+) => {
+        impl<T> LockExt for $($sync)::+::Mutex<T> {
+            type Guard<'a>
+                = $($sync)::+::MutexGuard<'a, T>
+            where
+                Self: 'a;
+            #[inline]
+            fn lock_unpoisoned(&self) -> Self::Guard<'_> {
+                self.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+            }
+        }
+    };
 }
 
+lock_ext!(std::sync);
 #[cfg(loom)]
-impl<T> LockExt for loom::sync::Mutex<T> {
-    type Guard<'a>
-        = loom::sync::MutexGuard<'a, T>
-    where
-        Self: 'a;
-    #[inline]
-    fn lock_unpoisoned(&self) -> Self::Guard<'_> {
-        self.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+lock_ext!(loom::sync);
 
 /// An `UnsafeCell` with the same interface under std and loom.
 ///

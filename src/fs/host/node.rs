@@ -248,23 +248,15 @@ impl HostNode {
         origin: Option<(HostNode, Name)>,
         registry: &Arc<Registry>,
     ) -> HostNode {
-        let node = HostNode(Arc::new(NodeInner {
-            id,
-            registry: registry.clone(),
-            state: Mutex::new(NodeState {
-                held: Some(Arc::new(Held { fd, _slot: slot })),
-                lender: None,
-                pinned: origin.is_none(),
-                origin,
-                open_files: 0,
-                last_use: registry.tick(),
-            }),
-        }));
-        let old = registry
-            .map()
-            .insert((id.dev, id.ino), Arc::downgrade(&node.0));
-        drop(old);
-        node
+        let state = NodeState {
+            held: Some(Arc::new(Held { fd, _slot: slot })),
+            lender: None,
+            pinned: origin.is_none(),
+            origin,
+            open_files: 0,
+            last_use: registry.tick(),
+        };
+        Self::register(id, state, registry)
     }
 
     /// A new node with no descriptor of its own, borrowing `lender`'s (the file just
@@ -275,17 +267,24 @@ impl HostNode {
         origin: (HostNode, Name),
         registry: &Arc<Registry>,
     ) -> HostNode {
+        let state = NodeState {
+            held: None,
+            lender: Some(Arc::downgrade(lender)),
+            pinned: false,
+            origin: Some(origin),
+            open_files: 0,
+            last_use: registry.tick(),
+        };
+        Self::register(id, state, registry)
+    }
+
+    /// A node of `id` in `state`, registered as the node of its inode (replacing a stale
+    /// entry).
+    fn register(id: Identity, state: NodeState, registry: &Arc<Registry>) -> HostNode {
         let node = HostNode(Arc::new(NodeInner {
             id,
             registry: registry.clone(),
-            state: Mutex::new(NodeState {
-                held: None,
-                lender: Some(Arc::downgrade(lender)),
-                pinned: false,
-                origin: Some(origin),
-                open_files: 0,
-                last_use: registry.tick(),
-            }),
+            state: Mutex::new(state),
         }));
         let old = registry
             .map()
