@@ -95,6 +95,16 @@ fn device_config() -> DeviceConfig {
 }
 
 /// Opens a new file `name` in the root for writing at `fid`.
+/// Waits until `cond` holds: something the daemon does on its own thread (pop a kicked
+/// chain, stop a ring). The deadline only keeps a broken build from hanging.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}: never");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn open_new<L: Link>(c: &mut Client<L>, fid: Fid, name: &str) {
     c.walk(Fid(0), fid, &[]).unwrap();
     c.lcreate(fid, name, OpenFlags::RDWR, 0o644).unwrap();
@@ -115,12 +125,9 @@ fn a_frontend_killed_mid_request_cancels_it_and_the_daemon_exits_leaking_nothing
             offset: 0,
             data: Data(vec![7; 100]),
         });
-        c.link.settle();
-        assert_eq!(
-            c.link.daemon.device.in_flight(),
-            1,
-            "the write is in flight"
-        );
+        // The gate holds it: once popped, it stays in flight.
+        let device = c.link.daemon.device.clone();
+        wait_until("the write in flight", || device.in_flight() == 1);
         // Killed: the socket closes under the daemon.
         c.link.front().disconnect();
         assert!(c.link.daemon.join().is_ok(), "a disconnect is a clean exit");
@@ -221,8 +228,8 @@ fn get_vring_base_waits_for_requests_in_flight_and_the_ring_restarts_where_it_st
         offset: 0,
         data: Data(b"in flight".to_vec()),
     });
-    c.link.settle();
-    assert_eq!(c.link.daemon.device.in_flight(), 1);
+    let device = c.link.daemon.device.clone();
+    wait_until("the write in flight", || device.in_flight() == 1);
     let front = c.link.front().clone();
     // The frontend stops the ring: GET_VRING_BASE must not be answered while the write
     // still touches guest memory.
@@ -233,15 +240,7 @@ fn get_vring_base_waits_for_requests_in_flight_and_the_ring_restarts_where_it_st
             front.stop_ring(&mut st).expect("GET_VRING_BASE")
         })
     };
-    let device = c.link.daemon.device.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !device.is_stopped() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ring never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("the ring stopped", || device.is_stopped());
     assert!(!stopper.is_finished() || device.in_flight() == 0);
     gate.open();
     let base = stopper.join().unwrap();

@@ -192,11 +192,18 @@ impl<L: Link> Client<L> {
     /// The reply to `tag`, receiving (and keeping) others that come first; `None` if the
     /// server has nothing more to say.
     pub fn reply(&mut self, tag: Tag) -> Option<Rmessage> {
-        loop {
-            if let Some(r) = self.stash.remove(&tag.0) {
-                return Some(r.msg);
-            }
-            let frame = self.link.recv()?;
+        self.wait_for(tag)
+            .then(|| self.stash.remove(&tag.0).expect("received").msg)
+    }
+
+    /// Receives until the reply to `tag` is here, keeping it (and others that come first)
+    /// for [`Self::reply`]: then the request is known to have ended. `false` if the server
+    /// has nothing more to say.
+    pub fn wait_for(&mut self, tag: Tag) -> bool {
+        while !self.stash.contains_key(&tag.0) {
+            let Some(frame) = self.link.recv() else {
+                return false;
+            };
             assert!(
                 frame.len() <= self.msize as usize,
                 "reply of {} bytes exceeds msize {}",
@@ -209,6 +216,7 @@ impl<L: Link> Client<L> {
                 "two replies for one tag"
             );
         }
+        true
     }
 
     /// Every reply received so far or now, in order of arrival among the fresh ones.
