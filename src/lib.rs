@@ -18,6 +18,10 @@
 //!
 //! **Embedding it in a VMM** (in process behind virtio-mmio, behind your own transport, or
 //! out of process over vhost-user): see the [`embedding`] guide.
+// Every public item says what it is, and `pub` means public: an item only the crate uses is
+// `pub(crate)`. Here rather than in Cargo.toml's [lints], which would hold the test crates
+// too, whose shared helpers (tests/client) are `pub` for the test files of one crate.
+#![warn(missing_docs, unreachable_pub)]
 pub mod co;
 pub mod embedding;
 pub mod fs;

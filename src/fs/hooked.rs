@@ -15,30 +15,55 @@ use crate::protocol::{Attr, Errno, OpenFlags, Qid, SetAttr, StatFs};
 /// Which operation a hook is called for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OpKind {
+    /// `root`.
     Root,
+    /// `lookup`.
     Lookup,
+    /// `parent`.
     Parent,
+    /// `getattr`.
     Getattr,
+    /// `setattr`.
     Setattr,
+    /// `open` and `open_by`.
     Open,
+    /// `create`.
     Create,
+    /// `read` and `read_vectored`.
     Read,
+    /// `write` and `write_vectored`.
     Write,
+    /// `readdir`.
     Readdir,
+    /// `fsync`.
     Fsync,
+    /// `mkdir`.
     Mkdir,
+    /// `symlink`.
     Symlink,
+    /// `mknod`.
     Mknod,
+    /// `link`.
     Link,
+    /// `readlink`.
     Readlink,
+    /// `rename` and `rename_node`.
     Rename,
+    /// `unlink` and `unlink_node`.
     Unlink,
+    /// `statfs`.
     Statfs,
+    /// `getxattr`.
     Getxattr,
+    /// `listxattr`.
     Listxattr,
+    /// `setxattr`.
     Setxattr,
+    /// `removexattr`.
     Removexattr,
+    /// `lock`.
     Lock,
+    /// `getlock`.
     Getlock,
 }
 
@@ -94,11 +119,14 @@ pub trait Hook: Send + Sync + 'static {
 
 /// A filesystem with a hook around every operation.
 pub struct HookedFs<F, H> {
+    /// The filesystem wrapped.
     pub inner: F,
+    /// The hook run around each of its operations.
     pub hook: H,
 }
 
 impl<F: Filesystem, H: Hook> HookedFs<F, H> {
+    /// `inner` with `hook` around each operation.
     pub fn new(inner: F, hook: H) -> Self {
         HookedFs { inner, hook }
     }

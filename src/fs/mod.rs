@@ -32,7 +32,9 @@ pub type FsResult<T> = Result<T, Errno>;
 /// Who is acting: the uid from `Tattach` (`n_uname`) and the gid of the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Creds {
+    /// The attach uid.
     pub uid: u32,
+    /// The gid the request names.
     pub gid: u32,
 }
 
@@ -40,10 +42,13 @@ pub struct Creds {
 /// *after* this entry; cookies must stay valid while entries are added and removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The entry's qid.
     pub qid: Qid,
+    /// The cookie that resumes reading after this entry.
     pub next: u64,
     /// `DT_*` file type (4 = directory, 8 = regular file, 10 = symlink, ...).
     pub ty: u8,
+    /// The entry's name.
     pub name: Vec<u8>,
 }
 
@@ -51,11 +56,15 @@ pub struct DirEntry {
 /// open-file-description locks, so two fids conflict as two processes would).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockRequest {
+    /// Read, write or unlock.
     pub lock_type: LockType,
+    /// First byte of the range.
     pub start: u64,
     /// 0 means "to the end of the file".
     pub length: u64,
+    /// The locking process, as the client names it.
     pub proc_id: u32,
+    /// The client, as it names itself.
     pub client_id: Vec<u8>,
 }
 
@@ -66,6 +75,7 @@ pub type LockProbe = LockRequest;
 /// Outcome of a lock attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockOutcome {
+    /// The lock is held.
     Granted,
     /// A conflicting lock is held; the caller may retry (the server does, for blocking
     /// requests, without blocking the device).
@@ -91,7 +101,9 @@ pub trait Filesystem: Send + Sync + 'static {
     ) -> impl Future<Output = FsResult<(Self::Node, Qid)>> + Send;
     /// The parent of `dir` (the root's parent is the root).
     fn parent(&self, dir: &Self::Node) -> impl Future<Output = FsResult<(Self::Node, Qid)>> + Send;
+    /// The attributes of `node`.
     fn getattr(&self, node: &Self::Node) -> impl Future<Output = FsResult<Attr>> + Send;
+    /// Changes the attributes `attr.valid` selects.
     fn setattr(
         &self,
         node: &Self::Node,
@@ -186,8 +198,10 @@ pub trait Filesystem: Send + Sync + 'static {
         cookie: u64,
         max: usize,
     ) -> impl Future<Output = FsResult<Vec<DirEntry>>> + Send;
+    /// Flushes the file to stable storage (`fdatasync` when `datasync`).
     fn fsync(&self, file: &Self::File, datasync: bool)
     -> impl Future<Output = FsResult<()>> + Send;
+    /// Makes the directory `name` in `dir`.
     fn mkdir(
         &self,
         dir: &Self::Node,
@@ -195,6 +209,7 @@ pub trait Filesystem: Send + Sync + 'static {
         mode: u32,
         creds: Creds,
     ) -> impl Future<Output = FsResult<Qid>> + Send;
+    /// Makes the symbolic link `name` in `dir`, pointing at `target`.
     fn symlink(
         &self,
         dir: &Self::Node,
@@ -218,6 +233,7 @@ pub trait Filesystem: Send + Sync + 'static {
         dir: &Self::Node,
         name: &Name,
     ) -> impl Future<Output = FsResult<()>> + Send;
+    /// The text of the symbolic link `node`.
     fn readlink(&self, node: &Self::Node) -> impl Future<Output = FsResult<Vec<u8>>> + Send;
     /// Renames `old_dir/old_name` to `new_dir/new_name`, replacing a compatible target.
     fn rename(
@@ -255,7 +271,9 @@ pub trait Filesystem: Send + Sync + 'static {
         new_dir: &Self::Node,
         new_name: &Name,
     ) -> impl Future<Output = FsResult<()>> + Send;
+    /// The statistics of the filesystem holding `node`.
     fn statfs(&self, node: &Self::Node) -> impl Future<Output = FsResult<StatFs>> + Send;
+    /// The value of `node`'s xattr `name` (`ENODATA` if it has none).
     fn getxattr(
         &self,
         node: &Self::Node,
@@ -271,6 +289,7 @@ pub trait Filesystem: Send + Sync + 'static {
         value: &[u8],
         flags: u32,
     ) -> impl Future<Output = FsResult<()>> + Send;
+    /// Removes `node`'s xattr `name`.
     fn removexattr(
         &self,
         node: &Self::Node,

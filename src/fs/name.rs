@@ -29,6 +29,7 @@ impl Name {
         Ok(Name(bytes.into()))
     }
 
+    /// The name's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

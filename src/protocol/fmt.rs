@@ -9,6 +9,7 @@ use super::wire::{Data, DirentList};
 
 /// A field's trace form: compact, no spaces inside a value, stable across builds.
 pub trait TraceFmt {
+    /// Writes the trace form of the value.
     fn trace(&self, f: &mut Formatter<'_>) -> Result;
 }
 

@@ -16,12 +16,17 @@ pub trait Message: Sized + Clone + fmt::Debug + PartialEq {
     const PREFIX: char;
     /// Every type number of this direction.
     const TYPES: &'static [u8];
+    /// The message's type number.
     fn msg_type(&self) -> u8;
     /// The name without its prefix (`"walk"` style names are `"Walk"`).
     fn name(&self) -> &'static str;
+    /// Bytes of the body (after the 7-byte header).
     fn body_len(&self) -> usize;
+    /// Writes the body, fields in wire order.
     fn encode_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError>;
+    /// Reads the body of a message of type `ty`.
     fn decode_body(ty: u8, r: &mut Reader<'_>) -> Result<Self, DecodeErrorKind>;
+    /// Writes the fields of the trace line (` name=value` each).
     fn trace_fields(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
     /// A random message of type `ty`, or `None` if `ty` is not one of [`Self::TYPES`].
     #[cfg(feature = "testing")]
@@ -32,9 +37,22 @@ macro_rules! messages {
     ($enum:ident, $kind:ident, $prefix:literal, {
         $( $(#[$doc:meta])* $var:ident = $num:literal { $($field:ident : $fty:ty),* $(,)? } ),* $(,)?
     }) => {
+        #[doc = concat!(
+            "A message of the `", $prefix, "` direction (`", stringify!($enum), "::Walk` is `",
+            $prefix, "walk`)."
+        )]
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum $enum {
-            $( $(#[$doc])* $var { $($field: $fty),* } ),*
+            $(
+                #[doc = concat!("The ", stringify!($var), " message.")]
+                $(#[$doc])*
+                $var { $(
+                    #[doc = concat!(
+                        "The message's `", stringify!($field), "` field (9P2000.L's name)."
+                    )]
+                    $field: $fty
+                ),* }
+            ),*
         }
 
         #[doc = concat!("The type number of each [`", stringify!($enum), "`], for code that ")]

@@ -44,7 +44,9 @@ pub const MIN_MSIZE: u32 = 4096;
 /// A tag and a message: one PDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pdu<M> {
+    /// The request's tag.
     pub tag: Tag,
+    /// The message.
     pub msg: M,
 }
 
@@ -66,6 +68,7 @@ pub struct Header {
     pub size: u32,
     /// The message type number (see [`Ttype`], [`Rtype`]).
     pub ty: u8,
+    /// The request's tag.
     pub tag: Tag,
 }
 
@@ -84,8 +87,11 @@ impl Header {
 /// that leaves the data where it lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TwriteHeader {
+    /// The PDU header.
     pub header: Header,
+    /// The fid written through.
     pub fid: Fid,
+    /// The file offset of the data.
     pub offset: u64,
     /// Bytes of data that follow.
     pub count: u32,
@@ -111,6 +117,7 @@ impl TwriteHeader {
 }
 
 impl<M: Message> Pdu<M> {
+    /// A PDU of `msg` with `tag`.
     pub fn new(tag: Tag, msg: M) -> Self {
         Pdu { tag, msg }
     }
@@ -208,7 +215,9 @@ impl<M: Message> std::fmt::Display for Pdu<M> {
 /// Which payload-carrying reply an in-place header is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadReply {
+    /// `Rread`.
     Read,
+    /// `Rreaddir`.
     Readdir,
 }
 
@@ -241,6 +250,7 @@ pub struct DirentWriter<'a> {
 }
 
 impl<'a> DirentWriter<'a> {
+    /// A writer that packs entries into `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
         DirentWriter {
             w: Writer::new(buf),
@@ -261,6 +271,7 @@ impl<'a> DirentWriter<'a> {
         self.w.position()
     }
 
+    /// Whether nothing was packed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

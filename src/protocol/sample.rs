@@ -9,6 +9,7 @@ use super::wire::{Data, DirentList, MAXWELEM};
 
 /// A value that can be drawn at random.
 pub trait Sample {
+    /// A value drawn from `rng`.
     fn sample<R: Rng + ?Sized>(rng: &mut R) -> Self;
 }
 

@@ -31,14 +31,23 @@ pub const NONUNAME: u32 = u32::MAX;
 pub struct QidType(pub u8);
 
 impl QidType {
+    /// A directory.
     pub const DIR: QidType = QidType(0x80);
+    /// An append-only file.
     pub const APPEND: QidType = QidType(0x40);
+    /// A file opened exclusively.
     pub const EXCL: QidType = QidType(0x20);
+    /// A mount point.
     pub const MOUNT: QidType = QidType(0x10);
+    /// An authentication file.
     pub const AUTH: QidType = QidType(0x08);
+    /// A file not backed up (temporary).
     pub const TMP: QidType = QidType(0x04);
+    /// A symbolic link.
     pub const SYMLINK: QidType = QidType(0x02);
+    /// A hard link (unused by Linux).
     pub const LINK: QidType = QidType(0x01);
+    /// A plain file (no bit set).
     pub const FILE: QidType = QidType(0x00);
 }
 
@@ -46,8 +55,11 @@ impl QidType {
 /// export, `version` changes when the file's contents change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Qid {
+    /// What kind of file this is.
     pub ty: QidType,
+    /// Changes when the file's contents change.
     pub version: u32,
+    /// Unique per file for the life of the export.
     pub path: u64,
 }
 
@@ -57,7 +69,9 @@ pub const QID_LEN: usize = 13;
 /// A point in time as 9P2000.L carries it: seconds and nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timespec {
+    /// Seconds since the epoch.
     pub sec: u64,
+    /// Nanoseconds within the second.
     pub nsec: u64,
 }
 
@@ -68,7 +82,10 @@ macro_rules! flag_word {
         pub struct $name(pub $int);
 
         impl $name {
-            $(pub const $flag: $name = $name($val);)*
+            $(
+                #[doc = concat!("The `", stringify!($flag), "` bits.")]
+                pub const $flag: $name = $name($val);
+            )*
 
             /// Whether every bit of `other` is set here.
             pub fn contains(self, other: $name) -> bool {
@@ -154,59 +171,95 @@ pub const AT_REMOVEDIR: u32 = 0x200;
 /// File attributes as `Rgetattr` returns them. `valid` says which fields mean something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Attr {
+    /// Which of the fields below mean something.
     pub valid: GetattrMask,
+    /// The file's qid.
     pub qid: Qid,
+    /// Type and permission bits (`st_mode`).
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Hard links.
     pub nlink: u64,
+    /// Device number of a device file.
     pub rdev: u64,
+    /// Bytes.
     pub size: u64,
+    /// Preferred I/O block size.
     pub blksize: u64,
+    /// 512-byte blocks allocated.
     pub blocks: u64,
+    /// Last access.
     pub atime: Timespec,
+    /// Last modification.
     pub mtime: Timespec,
+    /// Last status change.
     pub ctime: Timespec,
+    /// Creation (birth).
     pub btime: Timespec,
+    /// Inode generation.
     pub generation: u64,
+    /// Data version.
     pub data_version: u64,
 }
 
 /// What a `Tsetattr` changes; only the fields named in `valid` count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SetAttr {
+    /// Which of the fields below to apply.
     pub valid: SetattrMask,
+    /// New permission bits.
     pub mode: u32,
+    /// New owner.
     pub uid: u32,
+    /// New group.
     pub gid: u32,
+    /// New size (truncate or extend).
     pub size: u64,
+    /// New access time (with `ATIME_SET`; else now).
     pub atime: Timespec,
+    /// New modification time (with `MTIME_SET`; else now).
     pub mtime: Timespec,
 }
 
 /// Filesystem statistics, as `Rstatfs` returns them (Linux `struct statfs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatFs {
+    /// Filesystem type magic (`f_type`).
     pub fs_type: u32,
+    /// Block size.
     pub bsize: u32,
+    /// Blocks in all.
     pub blocks: u64,
+    /// Free blocks.
     pub bfree: u64,
+    /// Free blocks an unprivileged user may use.
     pub bavail: u64,
+    /// Inodes in all.
     pub files: u64,
+    /// Free inodes.
     pub ffree: u64,
+    /// Filesystem id.
     pub fsid: u64,
+    /// Longest name.
     pub namelen: u32,
 }
 
 /// A byte-range lock's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockType {
+    /// A shared (read) lock, `F_RDLCK`.
     Read = 0,
+    /// An exclusive (write) lock, `F_WRLCK`.
     Write = 1,
+    /// No lock: release the range, `F_UNLCK`.
     Unlock = 2,
 }
 
 impl LockType {
+    /// The lock type of its wire number, if it is one.
     pub fn from_u8(v: u8) -> Option<LockType> {
         match v {
             0 => Some(LockType::Read),
@@ -220,13 +273,18 @@ impl LockType {
 /// The outcome of a `Tlock`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockStatus {
+    /// The lock is held.
     Success = 0,
+    /// A conflicting lock is held; the client may retry.
     Blocked = 1,
+    /// The request failed.
     Error = 2,
+    /// The server is in its grace period.
     Grace = 3,
 }
 
 impl LockStatus {
+    /// The status of its wire number, if it is one.
     pub fn from_u8(v: u8) -> Option<LockStatus> {
         match v {
             0 => Some(LockStatus::Success),
@@ -244,6 +302,7 @@ impl LockStatus {
 pub struct P9String(pub Vec<u8>);
 
 impl P9String {
+    /// The string's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -276,9 +335,13 @@ impl fmt::Debug for P9String {
 /// to continue after this entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dirent {
+    /// The entry's qid.
     pub qid: Qid,
+    /// The cookie to pass to the next `Treaddir` to continue after this entry.
     pub offset: u64,
+    /// `DT_*` file type.
     pub ty: u8,
+    /// The entry's name.
     pub name: P9String,
 }
 

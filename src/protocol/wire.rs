@@ -14,21 +14,59 @@ pub const MAXWELEM: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeErrorKind {
     #[error("frame of {len} bytes is shorter than the 7-byte header")]
-    Short { len: usize },
+    /// Fewer bytes than a header.
+    Short {
+        /// The frame's length.
+        len: usize,
+    },
     #[error("size field says {declared} bytes but the frame has {actual}")]
-    SizeMismatch { declared: u32, actual: usize },
+    /// The size field disagrees with the frame's length.
+    SizeMismatch {
+        /// What the size field says.
+        declared: u32,
+        /// The frame's length.
+        actual: usize,
+    },
     #[error("frame of {size} bytes exceeds the limit of {max}")]
-    TooLarge { size: u32, max: u32 },
+    /// Larger than the negotiated msize.
+    TooLarge {
+        /// The frame's size.
+        size: u32,
+        /// The largest accepted.
+        max: u32,
+    },
     #[error("unknown message type {ty}")]
-    UnknownType { ty: u8 },
+    /// A type number no message has.
+    UnknownType {
+        /// The type number.
+        ty: u8,
+    },
     #[error("message ends inside field {field}")]
-    Truncated { field: &'static str },
+    /// The frame ends inside a field.
+    Truncated {
+        /// The field's name.
+        field: &'static str,
+    },
     #[error("{extra} bytes left over after the message")]
-    TrailingBytes { extra: usize },
+    /// Bytes left after the last field.
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
     #[error("{n} walk elements, more than {MAXWELEM}")]
-    TooManyWalkElements { n: usize },
+    /// A `Twalk` with more than [`MAXWELEM`] names.
+    TooManyWalkElements {
+        /// How many names.
+        n: usize,
+    },
     #[error("field {field} has the invalid value {value}")]
-    InvalidValue { field: &'static str, value: u64 },
+    /// A field holds a value it cannot have.
+    InvalidValue {
+        /// The field's name.
+        field: &'static str,
+        /// The value.
+        value: u64,
+    },
 }
 
 /// A decoding failure, with whatever of the header could be read so that the server can
@@ -40,6 +78,7 @@ pub struct DecodeError {
     pub tag: Option<Tag>,
     /// The message type byte, if the header was complete.
     pub ty: Option<u8>,
+    /// What went wrong.
     pub kind: DecodeErrorKind,
 }
 
@@ -62,9 +101,19 @@ impl DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("the buffer has {have} bytes, the message needs {need}")]
-    BufferTooSmall { need: usize, have: usize },
+    /// The output buffer is too small.
+    BufferTooSmall {
+        /// Bytes the message needs.
+        need: usize,
+        /// Bytes the buffer has.
+        have: usize,
+    },
     #[error("field {field} does not fit its wire width")]
-    FieldTooLong { field: &'static str },
+    /// A field is longer than its length prefix can say.
+    FieldTooLong {
+        /// The field's name.
+        field: &'static str,
+    },
 }
 
 /// A cursor over a received frame.
@@ -73,14 +122,17 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
 
+    /// Bytes not yet read.
     pub fn remaining(&self) -> usize {
         self.buf.len()
     }
 
+    /// The next `n` bytes, for `field`.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeErrorKind> {
         if n > self.buf.len() {
             return Err(DecodeErrorKind::Truncated { field });
@@ -90,6 +142,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// The next `N` bytes as an array, for `field`.
     pub fn array<const N: usize>(
         &mut self,
         field: &'static str,
@@ -107,18 +160,22 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    /// A writer at the start of `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
         Writer { buf, pos: 0 }
     }
 
+    /// Bytes written so far.
     pub fn position(&self) -> usize {
         self.pos
     }
 
+    /// Room left.
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    /// Appends `bytes`.
     pub fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let end = self.pos + bytes.len();
         if end > self.buf.len() {
@@ -137,7 +194,9 @@ impl<'a> Writer<'a> {
 pub trait Wire: Sized {
     /// Bytes it takes on the wire.
     fn wire_len(&self) -> usize;
+    /// Writes the value.
     fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError>;
+    /// Reads a value.
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeErrorKind>;
 }
 

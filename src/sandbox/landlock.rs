@@ -20,6 +20,7 @@ pub struct Confinement {
     /// The exported directory: everything beneath it (read-only rights with `readonly`).
     /// `None`: no file at all (an in-memory export).
     pub export: Option<PathBuf>,
+    /// Read-only rights on the export.
     pub readonly: bool,
     /// Directories where a unix socket may be made (the vhost-user daemon binds its
     /// socket after the sandbox is up).

@@ -30,8 +30,10 @@ pub use self::seccomp::{Profile, SeccompMode, allowed_syscalls, seccomp, seccomp
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("landlock: {0}")]
+    /// Landlock refused the ruleset.
     Landlock(String),
     #[error("seccomp: {0}")]
+    /// The seccomp filter could not be built or installed.
     Seccomp(String),
     /// The kernel (or this architecture) lacks the feature.
     #[error("{0} is not supported here")]

@@ -15,7 +15,7 @@ use crate::fs::{Filesystem, Name};
 use crate::protocol::{Errno, Fid, OpenFlags, Qid};
 
 /// What a fid refers to beyond its node.
-pub enum Open<F: Filesystem> {
+pub(crate) enum Open<F: Filesystem> {
     /// Walked to, not opened.
     Closed,
     /// Opened with `Tlopen`/`Tlcreate`.
@@ -37,11 +37,11 @@ pub enum Open<F: Filesystem> {
 
 /// One of the session's limited xattr-write buffers; given back when dropped, however the
 /// fid ends (clunk, walk over it, Tversion, connection close).
-pub struct XattrSlot(Arc<AtomicUsize>);
+pub(crate) struct XattrSlot(Arc<AtomicUsize>);
 
 impl XattrSlot {
     /// Takes a slot if fewer than `limit` are out.
-    pub fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<XattrSlot> {
+    pub(crate) fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<XattrSlot> {
         counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -64,7 +64,7 @@ impl Drop for XattrSlot {
 /// The filesystem checks, when acting, that the name still refers to the fid's node: a
 /// rename by another session or on the host makes the record stale, and then the answer
 /// is an error, never another file.
-pub struct Parent<F: Filesystem> {
+pub(crate) struct Parent<F: Filesystem> {
     pub dir: F::Node,
     /// The directory's qid: its `path` identifies the directory when renames fix records.
     pub dir_qid: Qid,
@@ -89,7 +89,7 @@ impl<F: Filesystem> Parent<F> {
 }
 
 /// A fid's state.
-pub struct FidState<F: Filesystem> {
+pub(crate) struct FidState<F: Filesystem> {
     pub node: F::Node,
     pub qid: Qid,
     /// The entry this fid was reached by, for Trename and Tremove; `None` for the export
@@ -104,7 +104,7 @@ pub struct FidState<F: Filesystem> {
 
 impl<F: Filesystem> FidState<F> {
     /// A copy for a new fid (Twalk, Txattrwalk): the same node, not open.
-    pub fn walked(&self) -> FidState<F> {
+    pub(crate) fn walked(&self) -> FidState<F> {
         FidState {
             node: self.node.clone(),
             qid: self.qid,
@@ -116,7 +116,7 @@ impl<F: Filesystem> FidState<F> {
 }
 
 /// One fid: its barrier lock and its state. The state mutex is never held across an await.
-pub struct FidEntry<F: Filesystem> {
+pub(crate) struct FidEntry<F: Filesystem> {
     /// Taken only through [`FidEntry::enter`] and its siblings, which check the fid too.
     barrier: CoRwLock<()>,
     pub state: Mutex<FidState<F>>,
@@ -139,7 +139,7 @@ struct Arrivals {
 
 /// A request's place in its fid's arrival order; leaves it when dropped (the request
 /// ended, or was cancelled before it ever ran).
-pub struct Arrival<F: Filesystem> {
+pub(crate) struct Arrival<F: Filesystem> {
     entry: Arc<FidEntry<F>>,
     pub number: u64,
 }
@@ -156,7 +156,7 @@ impl<F: Filesystem> Drop for Arrival<F> {
 }
 
 /// Completes once no request that arrived before `number` is still going.
-pub struct EarlierDone<'a, F: Filesystem> {
+pub(crate) struct EarlierDone<'a, F: Filesystem> {
     entry: &'a FidEntry<F>,
     number: u64,
 }
@@ -178,7 +178,7 @@ impl<F: Filesystem> std::future::Future for EarlierDone<'_, F> {
 }
 
 impl<F: Filesystem> FidEntry<F> {
-    pub fn new(state: FidState<F>) -> Arc<Self> {
+    pub(crate) fn new(state: FidState<F>) -> Arc<Self> {
         Arc::new(FidEntry {
             barrier: CoRwLock::new(()),
             state: Mutex::new(state),
@@ -188,7 +188,7 @@ impl<F: Filesystem> FidEntry<F> {
     }
 
     /// Takes the next place in this fid's arrival order.
-    pub fn arrive(self: &Arc<Self>) -> Arrival<F> {
+    pub(crate) fn arrive(self: &Arc<Self>) -> Arrival<F> {
         let mut a = self.arrivals.lock_unpoisoned();
         let number = a.next;
         a.next += 1;
@@ -200,7 +200,7 @@ impl<F: Filesystem> FidEntry<F> {
     }
 
     /// Waits until no request that arrived before `number` is still going.
-    pub fn earlier_done(&self, number: u64) -> EarlierDone<'_, F> {
+    pub(crate) fn earlier_done(&self, number: u64) -> EarlierDone<'_, F> {
         EarlierDone {
             entry: self,
             number,
@@ -211,14 +211,14 @@ impl<F: Filesystem> FidEntry<F> {
     /// Tremove of the fid that came before has ended, one that comes after waits for this
     /// request), then checks the fid was not clunked meanwhile (`EBADF`). The request holds
     /// the guard until it ends.
-    pub async fn enter(&self) -> Result<CoRwLockReadGuard<'_, ()>, Errno> {
+    pub(crate) async fn enter(&self) -> Result<CoRwLockReadGuard<'_, ()>, Errno> {
         let guard = self.barrier.read().await;
         self.check()?;
         Ok(guard)
     }
 
     /// [`Self::enter`] for Tclunk and Tremove: the barrier exclusive.
-    pub async fn enter_exclusive(&self) -> Result<CoRwLockWriteGuard<'_, ()>, Errno> {
+    pub(crate) async fn enter_exclusive(&self) -> Result<CoRwLockWriteGuard<'_, ()>, Errno> {
         let guard = self.barrier.write().await;
         self.check()?;
         Ok(guard)
@@ -227,12 +227,12 @@ impl<F: Filesystem> FidEntry<F> {
     /// The barrier shared, the check left to the caller: for the directory handlers, which
     /// check their other arguments first and then the fid, as the directory they act in
     /// (`dir_of`, `dir_entry`), so the errors keep that order.
-    pub async fn hold(&self) -> CoRwLockReadGuard<'_, ()> {
+    pub(crate) async fn hold(&self) -> CoRwLockReadGuard<'_, ()> {
         self.barrier.read().await
     }
 
     /// `EBADF` if the fid was clunked while this request waited for it.
-    pub fn check(&self) -> Result<(), Errno> {
+    pub(crate) fn check(&self) -> Result<(), Errno> {
         if self.clunked.load(Ordering::Acquire) {
             Err(Errno::EBADF)
         } else {
@@ -240,23 +240,23 @@ impl<F: Filesystem> FidEntry<F> {
         }
     }
 
-    pub fn mark_clunked(&self) {
+    pub(crate) fn mark_clunked(&self) {
         self.clunked.store(true, Ordering::Release);
     }
 
-    pub fn with<T>(&self, f: impl FnOnce(&mut FidState<F>) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut FidState<F>) -> T) -> T {
         f(&mut self.state.lock_unpoisoned())
     }
 }
 
 /// The table, with its explicit limit.
-pub struct FidTable<F: Filesystem> {
+pub(crate) struct FidTable<F: Filesystem> {
     map: Mutex<BTreeMap<Fid, Arc<FidEntry<F>>>>,
     limit: usize,
 }
 
 impl<F: Filesystem> FidTable<F> {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         FidTable {
             map: Mutex::new(BTreeMap::new()),
             limit,
@@ -264,7 +264,7 @@ impl<F: Filesystem> FidTable<F> {
     }
 
     /// The fid's entry; an unknown fid is `ENOENT`, as QEMU answers.
-    pub fn get(&self, fid: Fid) -> Result<Arc<FidEntry<F>>, Errno> {
+    pub(crate) fn get(&self, fid: Fid) -> Result<Arc<FidEntry<F>>, Errno> {
         self.map
             .lock_unpoisoned()
             .get(&fid)
@@ -273,7 +273,7 @@ impl<F: Filesystem> FidTable<F> {
     }
 
     /// Adds a new fid: `EINVAL` if it is in use (or is NOFID), `EMFILE` past the limit.
-    pub fn insert(&self, fid: Fid, state: FidState<F>) -> Result<(), Errno> {
+    pub(crate) fn insert(&self, fid: Fid, state: FidState<F>) -> Result<(), Errno> {
         let mut map = self.map.lock_unpoisoned();
         if fid == Fid::NOFID || map.contains_key(&fid) {
             return Err(Errno::EINVAL);
@@ -288,7 +288,7 @@ impl<F: Filesystem> FidTable<F> {
     /// Adds `fid` as a fresh copy of `source`'s state (then changed by `f`), made under
     /// the table's lock: a rename moving records ([`Self::renamed`], which holds that lock
     /// too) either moves the copy's or was already in the source's when it was copied.
-    pub fn insert_copy(
+    pub(crate) fn insert_copy(
         &self,
         fid: Fid,
         source: &FidEntry<F>,
@@ -308,13 +308,13 @@ impl<F: Filesystem> FidTable<F> {
     }
 
     /// Puts `state` at `fid`, replacing what is there (Twalk with newfid == fid).
-    pub fn replace(&self, fid: Fid, state: FidState<F>) {
+    pub(crate) fn replace(&self, fid: Fid, state: FidState<F>) {
         self.map.lock_unpoisoned().insert(fid, FidEntry::new(state));
     }
 
     /// Removes `fid` if it is still `entry` (a clunk racing a Tversion must not remove a
     /// fid of the new session).
-    pub fn remove_entry(&self, fid: Fid, entry: &Arc<FidEntry<F>>) -> bool {
+    pub(crate) fn remove_entry(&self, fid: Fid, entry: &Arc<FidEntry<F>>) -> bool {
         let mut map = self.map.lock_unpoisoned();
         match map.get(&fid) {
             Some(e) if Arc::ptr_eq(e, entry) => {
@@ -327,14 +327,14 @@ impl<F: Filesystem> FidTable<F> {
 
     /// Removes every fid (Tversion, connection close); their files close as the last
     /// request using each one ends.
-    pub fn clear(&self) -> usize {
+    pub(crate) fn clear(&self) -> usize {
         let mut map = self.map.lock_unpoisoned();
         let n = map.len();
         map.clear();
         n
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.lock_unpoisoned().len()
     }
 
@@ -343,7 +343,7 @@ impl<F: Filesystem> FidTable<F> {
     /// directory's node, which a rename does not change. A fid whose file was replaced by
     /// the rename keeps its record, and a stale record (its name taken over by another
     /// file) may be moved along: the filesystem refuses either if used (`ESTALE`).
-    pub fn renamed(&self, from_dir: u64, from_name: &Name, to: &Parent<F>) {
+    pub(crate) fn renamed(&self, from_dir: u64, from_name: &Name, to: &Parent<F>) {
         let map = self.map.lock_unpoisoned();
         for e in map.values() {
             e.with(|s| {

@@ -19,21 +19,21 @@ use crate::protocol::Tag;
 
 /// A request's cancellation state, shared by its coroutine and by whoever flushes it.
 #[derive(Default)]
-pub struct RequestCtl {
+pub(super) struct RequestCtl {
     cancelled: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
 impl RequestCtl {
     /// Asks the request to stop; its coroutine notices at its next scheduling point.
-    pub fn cancel(&self) {
+    pub(super) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
         if let Some(w) = self.waker.lock_unpoisoned().take() {
             w.wake();
         }
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    pub(super) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 }
@@ -45,13 +45,13 @@ impl RequestCtl {
 /// applied when an operation's future completes, and handlers do not await after their
 /// effect) makes that point one where nothing has happened yet, so a cancelled request is
 /// one that had no effect and gets no reply.
-pub struct Cancellable<'a, Fut> {
+pub(super) struct Cancellable<'a, Fut> {
     ctl: &'a RequestCtl,
     fut: Option<Fut>,
 }
 
 impl<'a, Fut: Future> Cancellable<'a, Fut> {
-    pub fn new(ctl: &'a RequestCtl, fut: Fut) -> Self {
+    pub(super) fn new(ctl: &'a RequestCtl, fut: Fut) -> Self {
         Cancellable {
             ctl,
             fut: Some(fut),
@@ -100,7 +100,7 @@ impl<Fut: Future> Future for Cancellable<'_, Fut> {
 }
 
 /// Something waiting for a request to end.
-pub enum Waiter<R> {
+pub(super) enum Waiter<R> {
     /// A Tflush: answered with Rflush (through its responder) once the request has ended.
     Flush { tag: Tag, responder: R },
     /// A Tversion (or a closing session) counting requests down.
@@ -116,7 +116,7 @@ struct Entry<R> {
 
 /// Why a request could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegisterError {
+pub(super) enum RegisterError {
     /// The tag is already in flight: a client bug or a hostile guest.
     TagInUse,
     /// The session's limit on requests in flight is reached.
@@ -124,13 +124,13 @@ pub enum RegisterError {
 }
 
 /// The registry itself.
-pub struct Inflight<R> {
+pub(super) struct Inflight<R> {
     entries: Mutex<BTreeMap<Tag, Entry<R>>>,
     limit: usize,
 }
 
 /// What flushing a tag found.
-pub enum FlushOutcome<R> {
+pub(super) enum FlushOutcome<R> {
     /// Nothing to wait for (unknown, finished, or the flush's own tag): answer now.
     AnswerNow(R),
     /// Parked; the flushed request will answer it.
@@ -138,29 +138,29 @@ pub enum FlushOutcome<R> {
 }
 
 impl<R> Inflight<R> {
-    pub fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         Inflight {
             entries: Mutex::new(BTreeMap::new()),
             limit,
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.entries.lock_unpoisoned().len()
     }
 
-    pub fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         self.limit
     }
 
     /// Registers a request with a handler.
-    pub fn register(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
+    pub(super) fn register(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
         self.insert(tag, self.limit)
     }
 
     /// Registers a Tversion, with one slot of slack as a Tflush has: the session's reset
     /// must not be refused because the requests it is about to cancel hold every slot.
-    pub fn register_version(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
+    pub(super) fn register_version(&self, tag: Tag) -> Result<Arc<RequestCtl>, RegisterError> {
         self.insert(tag, self.limit + 1)
     }
 
@@ -186,7 +186,7 @@ impl<R> Inflight<R> {
 
     /// Handles Tflush `tag` of `oldtag`: cancels the old request and parks the flush on it,
     /// or hands the responder back to be answered at once.
-    pub fn flush(
+    pub(super) fn flush(
         &self,
         tag: Tag,
         oldtag: Tag,
@@ -228,7 +228,12 @@ impl<R> Inflight<R> {
     /// of this tag either parked before (and is answered after the reply) or finds the tag
     /// gone (and is answered after everything here), and a new request reusing the tag
     /// (clients do so as soon as they see the reply) never finds the old entry.
-    pub fn finish(&self, tag: Tag, reply: impl FnOnce(), answer_flush: &mut dyn FnMut(Tag, R)) {
+    pub(super) fn finish(
+        &self,
+        tag: Tag,
+        reply: impl FnOnce(),
+        answer_flush: &mut dyn FnMut(Tag, R),
+    ) {
         let mut entries = self.entries.lock_unpoisoned();
         let first = entries.remove(&tag);
         reply();
@@ -253,7 +258,7 @@ impl<R> Inflight<R> {
 
     /// Cancels every request in flight but `except` (the Tversion doing this) and returns a
     /// latch that opens when all of them have ended.
-    pub fn cancel_all(&self, except: Option<Tag>) -> Arc<Latch> {
+    pub(super) fn cancel_all(&self, except: Option<Tag>) -> Arc<Latch> {
         let mut entries = self.entries.lock_unpoisoned();
         let n = entries.len() - except.map_or(0, |t| entries.contains_key(&t) as usize);
         let latch = Arc::new(Latch::new(n));

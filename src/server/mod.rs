@@ -117,6 +117,7 @@ pub(crate) enum Job {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     #[error("malformed frame without a usable header: {0}")]
+    /// The frame is too short for a header, or its size field is wrong.
     Malformed(DecodeError),
 }
 
@@ -181,6 +182,7 @@ pub(crate) struct SessionCore<F: Filesystem, E: Executor, R: Responder> {
 }
 
 impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
+    /// A session serving `fs`, running its handlers on `ex`.
     pub fn new(fs: Arc<F>, ex: E, config: Arc<Config>) -> Self {
         let core = SessionCore {
             fids: FidTable::new(config.max_fids),
@@ -233,6 +235,7 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
         self.inflight() >= self.core.inflight.limit()
     }
 
+    /// How many fids the session holds.
     pub fn fid_count(&self) -> usize {
         self.core.fids.len()
     }
@@ -398,12 +401,12 @@ fn register_errno(e: RegisterError) -> Errno {
 }
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
-    pub fn msize(&self) -> u32 {
+    pub(crate) fn msize(&self) -> u32 {
         self.msize.load(Ordering::Acquire)
     }
 
     /// The session's id ([`Session::set_id`]).
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id.load(Ordering::Relaxed)
     }
 

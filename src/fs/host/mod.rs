@@ -69,6 +69,7 @@ const MAPPED_LINK_MAX: usize = 4096;
 /// How a [`HostFs`] serves its export.
 #[derive(Debug, Clone, Default)]
 pub struct HostOptions {
+    /// How guest ownership and modes map onto host files.
     pub security_model: SecurityModel,
     /// Refuse every change with `EROFS` (the server enforces `--readonly` too; this is a
     /// second line).
@@ -200,6 +201,7 @@ impl HostFs {
         })
     }
 
+    /// The security model this export uses.
     pub fn security_model(&self) -> SecurityModel {
         self.model
     }

@@ -29,9 +29,12 @@ use super::errno;
 /// How guest ownership and modes map onto host files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SecurityModel {
+    /// The guest's uid, gid and mode are applied to the host files.
     Passthrough,
+    /// What the guest sets is kept in `user.virtfs.*` xattrs (QEMU's mapped-xattr).
     MappedXattr,
     #[default]
+    /// Like passthrough, but failures to change ownership are ignored.
     None,
 }
 

@@ -42,18 +42,18 @@ fn span(bytes: &[u8]) -> u64 {
 }
 
 impl Data {
-    pub fn size(&self) -> u64 {
+    pub(super) fn size(&self) -> u64 {
         self.size
     }
 
     /// Pages holding memory.
-    pub fn pages(&self) -> u64 {
+    pub(super) fn pages(&self) -> u64 {
         self.pages
     }
 
     /// Copies bytes from `offset` into `buf` up to end of file; returns how many.
     #[cfg(test)]
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> usize {
+    pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) -> usize {
         self.read_vectored(offset, &mut [IoSliceMut::new(buf)])
     }
 
@@ -67,7 +67,7 @@ impl Data {
     /// One walk over the runs in range, whatever the number of buffers (a virtio read
     /// brings one per guest page): a bulk read is one copy per run and buffer, with holes
     /// zero-filled between them.
-    pub fn read_vectored(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> usize {
+    pub(super) fn read_vectored(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> usize {
         if offset >= self.size {
             return 0;
         }
@@ -118,7 +118,7 @@ impl Data {
     }
 
     /// How many pages writing `len` bytes at `offset` would allocate.
-    pub fn new_pages(&self, offset: u64, len: u64) -> u64 {
+    pub(super) fn new_pages(&self, offset: u64, len: u64) -> u64 {
         if len == 0 {
             return 0;
         }
@@ -135,7 +135,7 @@ impl Data {
 
     /// Writes `data` at `offset`, extending the file (the gap reads as zeros). The caller
     /// has checked limits and that `offset + data.len()` does not overflow.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
+    pub(super) fn write(&mut self, offset: u64, data: &[u8]) {
         let end = offset + data.len() as u64;
         let mut pos = offset;
         while pos < end {
@@ -185,7 +185,7 @@ impl Data {
 
     /// Sets the size; returns how many pages were freed. Shrinking zeroes the cut-off tail
     /// of the last page, so extending again reads zeros there.
-    pub fn truncate(&mut self, size: u64) -> u64 {
+    pub(super) fn truncate(&mut self, size: u64) -> u64 {
         let mut freed = 0;
         if size < self.size {
             let keep = size.div_ceil(PAGE);
@@ -219,7 +219,7 @@ impl Data {
 
     /// A hash of the contents (FNV-1a over size and non-zero pages): equal contents give
     /// equal hashes however the file was written (and however its pages are stored).
-    pub fn hash(&self) -> u64 {
+    pub(super) fn hash(&self) -> u64 {
         let mut h = Fnv::default();
         h.eat(&self.size.to_le_bytes());
         for (&first, run) in &self.runs {
@@ -244,14 +244,14 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    pub fn eat(&mut self, bytes: &[u8]) {
+    pub(super) fn eat(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 
-    pub fn of(bytes: &[u8]) -> u64 {
+    pub(super) fn of(bytes: &[u8]) -> u64 {
         let mut h = Fnv::default();
         h.eat(bytes);
         h.0

@@ -35,7 +35,7 @@ pub(crate) struct Dir {
 }
 
 impl Dir {
-    pub fn new(parent: u64) -> Self {
+    pub(super) fn new(parent: u64) -> Self {
         Dir {
             parent,
             by_name: BTreeMap::new(),
@@ -46,12 +46,12 @@ impl Dir {
     }
 
     /// The inode `name` refers to.
-    pub fn get(&self, name: &[u8]) -> Option<u64> {
+    pub(super) fn get(&self, name: &[u8]) -> Option<u64> {
         self.by_name.get(name).map(|&(ino, _)| ino)
     }
 
     /// Adds `name` (which must be absent) with the next sequence number.
-    pub fn insert(&mut self, name: &[u8], ino: u64) {
+    pub(super) fn insert(&mut self, name: &[u8], ino: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let prev = self.by_name.insert(name.into(), (ino, seq));
@@ -61,31 +61,31 @@ impl Dir {
     }
 
     /// Removes `name`, returning the inode it named.
-    pub fn remove(&mut self, name: &[u8]) -> Option<u64> {
+    pub(super) fn remove(&mut self, name: &[u8]) -> Option<u64> {
         let (ino, seq) = self.by_name.remove(name)?;
         self.by_seq.remove(&seq);
         self.cost -= entry_cost(name);
         Some(ino)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
 
     /// What the entries are charged against capacity ([`entry_cost`] each).
-    pub fn cost(&self) -> u64 {
+    pub(super) fn cost(&self) -> u64 {
         self.cost
     }
 
     /// Entries with a sequence number above `cookie`, in sequence order: `(seq, name, ino)`.
-    pub fn after(&self, cookie: u64) -> impl Iterator<Item = (u64, &[u8], u64)> + '_ {
+    pub(super) fn after(&self, cookie: u64) -> impl Iterator<Item = (u64, &[u8], u64)> + '_ {
         self.by_seq
             .range(cookie.saturating_add(1)..)
             .map(|(&seq, name)| (seq, &name[..], self.by_name[name].0))
     }
 
     /// Entries in name order: `(name, ino)`.
-    pub fn by_name(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+    pub(super) fn by_name(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
         self.by_name
             .iter()
             .map(|(name, &(ino, _))| (&name[..], ino))

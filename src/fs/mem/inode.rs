@@ -72,7 +72,14 @@ pub(crate) struct Inode {
 }
 
 impl Inode {
-    pub fn new(ino: u64, mode: u32, uid: u32, gid: u32, content: Content, now: Timespec) -> Self {
+    pub(super) fn new(
+        ino: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        content: Content,
+        now: Timespec,
+    ) -> Self {
         Inode {
             ino,
             mode,
@@ -92,29 +99,29 @@ impl Inode {
         }
     }
 
-    pub fn file_type(&self) -> u32 {
+    pub(super) fn file_type(&self) -> u32 {
         self.mode & S_IFMT
     }
 
-    pub fn is_dir(&self) -> bool {
+    pub(super) fn is_dir(&self) -> bool {
         matches!(self.content, Content::Dir(_))
     }
 
-    pub fn dir(&self) -> Option<&Dir> {
+    pub(super) fn dir(&self) -> Option<&Dir> {
         match &self.content {
             Content::Dir(d) => Some(d),
             _ => None,
         }
     }
 
-    pub fn dir_mut(&mut self) -> Option<&mut Dir> {
+    pub(super) fn dir_mut(&mut self) -> Option<&mut Dir> {
         match &mut self.content {
             Content::Dir(d) => Some(d),
             _ => None,
         }
     }
 
-    pub fn size(&self) -> u64 {
+    pub(super) fn size(&self) -> u64 {
         match &self.content {
             Content::File(d) => d.size(),
             Content::Dir(_) => DIR_SIZE,
@@ -125,7 +132,7 @@ impl Inode {
 
     /// Bytes this inode charges against capacity: [`INODE_COST`], contents and xattrs
     /// (the entries naming it are charged to the directories holding them).
-    pub fn charged(&self) -> u64 {
+    pub(super) fn charged(&self) -> u64 {
         let content = match &self.content {
             Content::File(d) => d.pages() * super::data::PAGE,
             Content::Dir(d) => d.cost(),
@@ -135,14 +142,14 @@ impl Inode {
         INODE_COST + content + self.xattr_bytes()
     }
 
-    pub fn xattr_bytes(&self) -> u64 {
+    pub(super) fn xattr_bytes(&self) -> u64 {
         self.xattrs
             .iter()
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum()
     }
 
-    pub fn qid(&self) -> Qid {
+    pub(super) fn qid(&self) -> Qid {
         let ty = match self.file_type() {
             S_IFDIR => QidType::DIR,
             S_IFLNK => QidType::SYMLINK,
@@ -156,7 +163,7 @@ impl Inode {
     }
 
     /// The `DT_*` type of a directory entry naming this inode.
-    pub fn dtype(&self) -> u8 {
+    pub(super) fn dtype(&self) -> u8 {
         match self.file_type() {
             S_IFIFO => 1,
             S_IFCHR => 2,
@@ -169,7 +176,7 @@ impl Inode {
         }
     }
 
-    pub fn attr(&self) -> Attr {
+    pub(super) fn attr(&self) -> Attr {
         let size = self.size();
         Attr {
             valid: GetattrMask::ALL,
@@ -192,7 +199,7 @@ impl Inode {
     }
 
     /// Contents changed: mtime and ctime are `now`, the version moves on.
-    pub fn modified(&mut self, now: Timespec) {
+    pub(super) fn modified(&mut self, now: Timespec) {
         self.mtime = now;
         self.ctime = now;
         self.version += 1;

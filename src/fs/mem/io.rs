@@ -12,7 +12,7 @@ const NSEC_PER_SEC: u64 = 1_000_000_000;
 
 impl State {
     /// Reads at `offset` into `bufs` in turn, stopping at end of file.
-    pub fn read(
+    pub(super) fn read(
         &self,
         ino: u64,
         flags: OpenFlags,
@@ -32,7 +32,7 @@ impl State {
 
     /// A write by a user without `CAP_FSETID` drops `S_ISUID`, and `S_ISGID` when
     /// group-execute is set (Linux's `file_remove_privs`).
-    pub fn kill_setid(&mut self, ino: u64) -> FsResult<()> {
+    pub(super) fn kill_setid(&mut self, ino: u64) -> FsResult<()> {
         let inode = self.get_mut(ino)?;
         inode.mode &= !setid_to_kill(inode.mode);
         Ok(())
@@ -41,7 +41,7 @@ impl State {
     /// Writes `bufs` in turn at `offset` (at the end with `O_APPEND`), all or nothing as
     /// far as capacity goes (`ENOSPC`); a write crossing the file size limit is cut short
     /// there, and one starting at or past it fails with `EFBIG`.
-    pub fn write(
+    pub(super) fn write(
         &mut self,
         ino: u64,
         flags: OpenFlags,
@@ -92,7 +92,7 @@ impl State {
     }
 
     /// Empties a regular file (`O_TRUNC`); other kinds are left alone.
-    pub fn truncate_on_open(&mut self, ino: u64, now: Timespec) -> FsResult<()> {
+    pub(super) fn truncate_on_open(&mut self, ino: u64, now: Timespec) -> FsResult<()> {
         let inode = self.get_mut(ino)?;
         if let Content::File(data) = &mut inode.content {
             let freed = data.truncate(0);
@@ -104,7 +104,7 @@ impl State {
 
     /// Applies the fields named in `attr.valid`; all checks come first, so a failure
     /// changes nothing. Any change sets ctime to `now`.
-    pub fn setattr(&mut self, ino: u64, attr: &SetAttr, now: Timespec) -> FsResult<()> {
+    pub(super) fn setattr(&mut self, ino: u64, attr: &SetAttr, now: Timespec) -> FsResult<()> {
         let v = attr.valid;
         let inode = self.get(ino)?;
         if v.contains(SetattrMask::SIZE) {

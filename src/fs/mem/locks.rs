@@ -23,7 +23,7 @@ impl Held {
     }
 
     /// As a `Tgetlock` answer (length 0 = to end of file).
-    pub fn probe(&self) -> LockProbe {
+    pub(super) fn probe(&self) -> LockProbe {
         LockProbe {
             lock_type: self.ty,
             start: self.start,
@@ -54,7 +54,7 @@ pub(crate) struct Locks(Vec<Held>);
 impl Locks {
     /// The first lock (lowest start) of another owner that a `ty` lock on `[start, end]`
     /// by `owner` conflicts with.
-    pub fn conflict(&self, owner: u64, ty: LockType, start: u64, end: u64) -> Option<&Held> {
+    pub(super) fn conflict(&self, owner: u64, ty: LockType, start: u64, end: u64) -> Option<&Held> {
         self.0.iter().find(|h| {
             h.owner != owner
                 && h.overlaps(start, end)
@@ -64,7 +64,7 @@ impl Locks {
 
     /// Sets `owner`'s lock on `[start, end]` to `ty` (`Unlock` removes), as `F_SETLK` does
     /// once no conflict stands in the way.
-    pub fn set(&mut self, new: Held) {
+    pub(super) fn set(&mut self, new: Held) {
         let (owner, start, end) = (new.owner, new.start, new.end);
         let mut mine = Vec::new();
         let mut others = Vec::new();
@@ -113,13 +113,13 @@ impl Locks {
     }
 
     /// Drops every lock `owner` holds (its file was closed).
-    pub fn release(&mut self, owner: u64) {
+    pub(super) fn release(&mut self, owner: u64) {
         self.0.retain(|h| h.owner != owner);
     }
 
     /// `owner`'s locks, in order.
     #[cfg(test)]
-    pub fn of(&self, owner: u64) -> impl Iterator<Item = &Held> + '_ {
+    pub(crate) fn of(&self, owner: u64) -> impl Iterator<Item = &Held> + '_ {
         self.0.iter().filter(move |h| h.owner == owner)
     }
 }

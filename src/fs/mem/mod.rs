@@ -142,6 +142,7 @@ impl MemFs {
         }
     }
 
+    /// The memory limits this filesystem enforces.
     pub fn limits(&self) -> Limits {
         self.shared.lock().limits
     }
@@ -236,10 +237,12 @@ pub struct MemFile {
 }
 
 impl MemFile {
+    /// The node this file was opened from.
     pub fn node(&self) -> &MemNode {
         &self.node
     }
 
+    /// The flags it was opened with.
     pub fn flags(&self) -> OpenFlags {
         self.flags
     }

@@ -20,12 +20,12 @@ pub(crate) struct NewInode {
 }
 
 impl State {
-    pub fn lookup(&self, dir: u64, name: &Name) -> FsResult<u64> {
+    pub(super) fn lookup(&self, dir: u64, name: &Name) -> FsResult<u64> {
         self.dir(dir)?.get(name.as_bytes()).ok_or(Errno::ENOENT)
     }
 
     /// A directory's parent (`ENOENT` once it was removed).
-    pub fn parent(&self, dir: u64) -> FsResult<u64> {
+    pub(super) fn parent(&self, dir: u64) -> FsResult<u64> {
         let inode = self.get(dir)?;
         let d = inode.dir().ok_or(Errno::ENOTDIR)?;
         if inode.nlink == 0 {
@@ -36,7 +36,7 @@ impl State {
 
     /// Creates `name` in `dir`. In a setgid directory the new inode takes the directory's
     /// group, and a new subdirectory inherits the setgid bit (as Linux does).
-    pub fn make(
+    pub(super) fn make(
         &mut self,
         dir: u64,
         name: &Name,
@@ -84,7 +84,13 @@ impl State {
     }
 
     /// Adds the name `dir/name` for `target` (not a directory: `EPERM`).
-    pub fn link(&mut self, target: u64, dir: u64, name: &Name, now: Timespec) -> FsResult<()> {
+    pub(super) fn link(
+        &mut self,
+        target: u64,
+        dir: u64,
+        name: &Name,
+        now: Timespec,
+    ) -> FsResult<()> {
         let name = name.as_bytes();
         let t = self.get(target)?;
         if t.is_dir() {
@@ -112,7 +118,7 @@ impl State {
     }
 
     /// `Ok` if `dir/name` is `ino`; `ESTALE` if it is another inode, `ENOENT` if absent.
-    pub fn expect_entry(&self, dir: u64, name: &Name, ino: u64) -> FsResult<()> {
+    pub(super) fn expect_entry(&self, dir: u64, name: &Name, ino: u64) -> FsResult<()> {
         match self.dir(dir)?.get(name.as_bytes()) {
             Some(found) if found == ino => Ok(()),
             Some(_) => Err(Errno::ESTALE),
@@ -121,7 +127,13 @@ impl State {
     }
 
     /// Removes `dir/name`: `rmdir` removes only empty directories, and only directories.
-    pub fn unlink(&mut self, dir: u64, name: &Name, rmdir: bool, now: Timespec) -> FsResult<()> {
+    pub(super) fn unlink(
+        &mut self,
+        dir: u64,
+        name: &Name,
+        rmdir: bool,
+        now: Timespec,
+    ) -> FsResult<()> {
         let name = name.as_bytes();
         let ino = self.dir(dir)?.get(name).ok_or(Errno::ENOENT)?;
         let victim = self.get(ino)?;
@@ -155,7 +167,7 @@ impl State {
     /// Renames `old_dir/old_name` to `new_dir/new_name` with POSIX rules: a file may
     /// replace a file, a directory an empty directory; the same inode on both sides is a
     /// no-op; a directory cannot move into its own subtree.
-    pub fn rename(
+    pub(super) fn rename(
         &mut self,
         old_dir: u64,
         old_name: &Name,
@@ -219,7 +231,7 @@ impl State {
 
     /// Up to `max` entries of `dir` after `cookie` (see [`super::dir`]). A removed
     /// directory lists nothing, as on Linux.
-    pub fn readdir(&self, dir: u64, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {
+    pub(super) fn readdir(&self, dir: u64, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {
         let inode = self.get(dir)?;
         let d = inode.dir().ok_or(Errno::ENOTDIR)?;
         let mut out = Vec::new();

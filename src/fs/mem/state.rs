@@ -24,7 +24,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(limits: Limits, clock: Option<Clock>) -> Self {
+    pub(super) fn new(limits: Limits, clock: Option<Clock>) -> Self {
         let mut st = State {
             inodes: BTreeMap::new(),
             next_ino: ROOT_INO,
@@ -55,7 +55,7 @@ impl State {
     /// (`{sec: n, nsec: 0}` for the n-th successful mutation, the root's creation being
     /// the first). The tick moves only when [`advance`](Self::advance) is called, after
     /// the mutation succeeded, so failed requests leave no trace.
-    pub fn now(&self) -> Timespec {
+    pub(super) fn now(&self) -> Timespec {
         match &self.clock {
             Some(clock) => clock(),
             None => Timespec {
@@ -66,30 +66,30 @@ impl State {
     }
 
     /// A mutation happened: the logical clock moves on.
-    pub fn advance(&mut self) {
+    pub(super) fn advance(&mut self) {
         self.tick += 1;
     }
 
-    pub fn get(&self, ino: u64) -> FsResult<&Inode> {
+    pub(super) fn get(&self, ino: u64) -> FsResult<&Inode> {
         // A handle keeps its inode alive, so a miss is a bug; answer it rather than panic.
         self.inodes.get(&ino).ok_or(Errno::EIO)
     }
 
-    pub fn get_mut(&mut self, ino: u64) -> FsResult<&mut Inode> {
+    pub(super) fn get_mut(&mut self, ino: u64) -> FsResult<&mut Inode> {
         self.inodes.get_mut(&ino).ok_or(Errno::EIO)
     }
 
-    pub fn dir(&self, ino: u64) -> FsResult<&Dir> {
+    pub(super) fn dir(&self, ino: u64) -> FsResult<&Dir> {
         self.get(ino)?.dir().ok_or(Errno::ENOTDIR)
     }
 
-    pub fn dir_mut(&mut self, ino: u64) -> FsResult<&mut Dir> {
+    pub(super) fn dir_mut(&mut self, ino: u64) -> FsResult<&mut Dir> {
         self.get_mut(ino)?.dir_mut().ok_or(Errno::ENOTDIR)
     }
 
     /// A directory that is still linked in the tree (`ENOTDIR`, or `ENOENT` once removed):
     /// the only kind that may gain entries.
-    pub fn live_dir(&self, ino: u64) -> FsResult<&Dir> {
+    pub(super) fn live_dir(&self, ino: u64) -> FsResult<&Dir> {
         let inode = self.get(ino)?;
         let dir = inode.dir().ok_or(Errno::ENOTDIR)?;
         if inode.nlink == 0 {
@@ -99,26 +99,26 @@ impl State {
     }
 
     /// Charges `bytes` against capacity (`ENOSPC` if they do not fit).
-    pub fn charge(&mut self, bytes: u64) -> FsResult<()> {
+    pub(super) fn charge(&mut self, bytes: u64) -> FsResult<()> {
         self.check_room(bytes)?;
         self.used += bytes;
         Ok(())
     }
 
-    pub fn check_room(&self, bytes: u64) -> FsResult<()> {
+    pub(super) fn check_room(&self, bytes: u64) -> FsResult<()> {
         match self.used.checked_add(bytes) {
             Some(total) if total <= self.limits.capacity => Ok(()),
             _ => Err(Errno::ENOSPC),
         }
     }
 
-    pub fn uncharge(&mut self, bytes: u64) {
+    pub(super) fn uncharge(&mut self, bytes: u64) {
         debug_assert!(self.used >= bytes, "uncharging more than was charged");
         self.used = self.used.saturating_sub(bytes);
     }
 
     /// `ENOSPC` when the inode limit is reached.
-    pub fn check_inode_room(&self) -> FsResult<()> {
+    pub(super) fn check_inode_room(&self) -> FsResult<()> {
         if self.inodes.len() as u64 >= self.limits.max_inodes {
             return Err(Errno::ENOSPC);
         }
@@ -126,7 +126,7 @@ impl State {
     }
 
     /// Adds a new inode (nlink 0, no handles): its number is never used again.
-    pub fn alloc(&mut self, inode: impl FnOnce(u64) -> Inode) -> u64 {
+    pub(super) fn alloc(&mut self, inode: impl FnOnce(u64) -> Inode) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
         self.inodes.insert(ino, inode(ino));
@@ -134,20 +134,20 @@ impl State {
     }
 
     /// A fresh open-file id (lock owner), never reused.
-    pub fn file_id(&mut self) -> u64 {
+    pub(super) fn file_id(&mut self) -> u64 {
         let id = self.next_file;
         self.next_file += 1;
         id
     }
 
     /// A new handle to `ino` exists.
-    pub fn grab(&mut self, ino: u64) -> FsResult<()> {
+    pub(super) fn grab(&mut self, ino: u64) -> FsResult<()> {
         self.get_mut(ino)?.handles += 1;
         Ok(())
     }
 
     /// A handle to `ino` went away.
-    pub fn release(&mut self, ino: u64) {
+    pub(super) fn release(&mut self, ino: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.handles -= 1;
             self.maybe_free(ino);
@@ -155,7 +155,7 @@ impl State {
     }
 
     /// Frees `ino` if nothing names it and nothing holds it.
-    pub fn maybe_free(&mut self, ino: u64) {
+    pub(super) fn maybe_free(&mut self, ino: u64) {
         let Some(inode) = self.inodes.get(&ino) else {
             return;
         };

@@ -22,7 +22,7 @@ fn check_name(name: &[u8]) -> FsResult<()> {
 }
 
 impl State {
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+    pub(super) fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         check_name(name)?;
         self.get(ino)?
             .xattrs
@@ -32,7 +32,7 @@ impl State {
     }
 
     /// Every name, NUL-terminated, in sorted order.
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub(super) fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         let mut out = Vec::new();
         for name in self.get(ino)?.xattrs.keys() {
             out.extend_from_slice(name);
@@ -41,7 +41,7 @@ impl State {
         Ok(out)
     }
 
-    pub fn setxattr(
+    pub(super) fn setxattr(
         &mut self,
         ino: u64,
         name: &[u8],
@@ -80,7 +80,7 @@ impl State {
         Ok(())
     }
 
-    pub fn removexattr(&mut self, ino: u64, name: &[u8], now: Timespec) -> FsResult<()> {
+    pub(super) fn removexattr(&mut self, ino: u64, name: &[u8], now: Timespec) -> FsResult<()> {
         check_name(name)?;
         let inode = self.get_mut(ino)?;
         let value = inode.xattrs.remove(name).ok_or(Errno::ENODATA)?;

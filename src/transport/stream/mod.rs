@@ -48,7 +48,9 @@ pub const INFLIGHT_BYTES: usize = 64 << 20;
 /// Where to listen: `tcp:HOST:PORT` or `unix:PATH`. Shown (`Display`) as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
+    /// A tcp address, `HOST:PORT`.
     Tcp(String),
+    /// A unix socket path.
     Unix(PathBuf),
 }
 
@@ -93,7 +95,9 @@ pub struct UnixSocketOptions {
 
 /// A bound listener.
 pub enum Listener {
+    /// A tcp listener.
     Tcp(TcpListener),
+    /// A unix socket listener and its path (removed when dropped).
     Unix(UnixListener, PathBuf),
 }
 
@@ -216,7 +220,9 @@ impl Drop for Listener {
 
 /// A connected socket of either kind.
 pub enum Conn {
+    /// A tcp connection.
     Tcp(TcpStream),
+    /// A unix socket connection.
     Unix(UnixStream),
 }
 
@@ -345,7 +351,9 @@ impl Responder for StreamResponder {
 /// Counters a running server keeps, for logs and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Connections accepted so far.
     pub connections: AtomicU64,
+    /// Connections open now.
     pub active: AtomicU64,
 }
 
@@ -354,11 +362,13 @@ pub struct StreamServer<F: Filesystem, E: Executor> {
     fs: Arc<F>,
     ex: E,
     config: Arc<Config>,
+    /// Its counters.
     pub stats: Arc<Stats>,
     conns: Arc<Mutex<Vec<(u64, Conn)>>>,
 }
 
 impl<F: Filesystem, E: Executor> StreamServer<F, E> {
+    /// A server of `fs`, running handlers on `ex`, each session with `config`.
     pub fn new(fs: Arc<F>, ex: E, config: Config) -> Self {
         StreamServer {
             fs,

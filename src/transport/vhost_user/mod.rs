@@ -54,12 +54,16 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0} is already served by another co9p (its lock {1} is held)")]
+    /// Another daemon holds the socket's lock file.
     InUse(String, String),
     #[error("cannot lock {0}: {1}")]
+    /// The socket's lock file could not be taken.
     Lock(String, std::io::Error),
     #[error("cannot listen on {0}: {1}")]
+    /// The socket could not be bound.
     Listen(String, vhost::vhost_user::Error),
     #[error("vhost-user daemon: {0}")]
+    /// The daemon failed while serving.
     Daemon(String),
 }
 

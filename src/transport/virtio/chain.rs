@@ -35,17 +35,23 @@ pub enum ChainError {
 /// readable one and `writable` the in-memory writable ones, for a best-effort `Rlerror`.
 #[derive(Debug, Clone)]
 pub struct Chain {
+    /// The index of the chain's head descriptor.
     pub head: u16,
+    /// The device-readable buffers (the request), in order.
     pub readable: Vec<Region>,
+    /// The device-writable buffers (room for the reply), in order.
     pub writable: Vec<Region>,
+    /// Why the chain cannot be served as is, if it cannot.
     pub error: Option<ChainError>,
 }
 
 impl Chain {
+    /// Bytes of the readable buffers.
     pub fn readable_len(&self) -> u64 {
         self.readable.iter().map(|r| u64::from(r.len)).sum()
     }
 
+    /// Bytes of the writable buffers.
     pub fn writable_len(&self) -> u64 {
         self.writable.iter().map(|r| u64::from(r.len)).sum()
     }

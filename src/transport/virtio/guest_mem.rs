@@ -11,7 +11,9 @@ use vm_memory::{
 /// One guest buffer `[addr, addr + len)`, already checked to lie inside guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
+    /// Where the buffer starts in guest memory.
     pub addr: GuestAddress,
+    /// Its length in bytes.
     pub len: u32,
     /// Where the buffer is mapped in this process when it lies inside one memory region
     /// (found once, by [`parse`](super::chain::parse)), else 0. Valid while the

@@ -26,11 +26,17 @@ use crate::fs::Filesystem;
 pub enum Stopped {
     /// Every chain popped had been completed: the ring is the driver's again, and `ring`
     /// holds the indices to resume from.
-    Drained { ring: QueueState },
+    Drained {
+        /// Where the driver's ring stands.
+        ring: QueueState,
+    },
     /// Requests were still running when the time ran out: the device was reset (their
     /// chains will never be completed, and nothing of them touches guest memory any more,
     /// but for a read already copying, see [`Virtio9p::reset`]).
-    Reset { ring: QueueState },
+    Reset {
+        /// Where the driver's ring stands.
+        ring: QueueState,
+    },
     /// The queue was not running.
     Idle,
 }

@@ -16,28 +16,51 @@ use crate::co::Executor;
 use crate::co::sync::LockExt;
 use crate::fs::Filesystem;
 
+/// Register offset: magic value "virt".
 pub const MAGIC_VALUE: u64 = 0x000;
+/// Register offset: device version (2).
 pub const VERSION: u64 = 0x004;
+/// Register offset: virtio device id.
 pub const DEVICE_ID: u64 = 0x008;
+/// Register offset: vendor id.
 pub const VENDOR_ID: u64 = 0x00c;
+/// Register offset: device features, the 32 bits `DEVICE_FEATURES_SEL` selects.
 pub const DEVICE_FEATURES: u64 = 0x010;
+/// Register offset: selects the word `DEVICE_FEATURES` shows.
 pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+/// Register offset: driver features, the 32 bits `DRIVER_FEATURES_SEL` selects.
 pub const DRIVER_FEATURES: u64 = 0x020;
+/// Register offset: selects the word `DRIVER_FEATURES` sets.
 pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+/// Register offset: selects the queue the `QUEUE_*` registers concern.
 pub const QUEUE_SEL: u64 = 0x030;
+/// Register offset: largest queue size the device takes.
 pub const QUEUE_NUM_MAX: u64 = 0x034;
+/// Register offset: queue size the driver chose.
 pub const QUEUE_NUM: u64 = 0x038;
+/// Register offset: queue ready.
 pub const QUEUE_READY: u64 = 0x044;
+/// Register offset: queue notification (the kick).
 pub const QUEUE_NOTIFY: u64 = 0x050;
+/// Register offset: interrupt status.
 pub const INTERRUPT_STATUS: u64 = 0x060;
+/// Register offset: interrupt acknowledge.
 pub const INTERRUPT_ACK: u64 = 0x064;
+/// Register offset: device status.
 pub const STATUS: u64 = 0x070;
+/// Register offset: descriptor table address, low 32 bits.
 pub const QUEUE_DESC_LOW: u64 = 0x080;
+/// Register offset: descriptor table address, high 32 bits.
 pub const QUEUE_DESC_HIGH: u64 = 0x084;
+/// Register offset: available ring address, low 32 bits.
 pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+/// Register offset: available ring address, high 32 bits.
 pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+/// Register offset: used ring address, low 32 bits.
 pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+/// Register offset: used ring address, high 32 bits.
 pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+/// Register offset: configuration generation.
 pub const CONFIG_GENERATION: u64 = 0x0fc;
 /// Where the device configuration space starts.
 pub const CONFIG: u64 = 0x100;
@@ -49,7 +72,9 @@ pub const VENDOR: u32 = 0x7039_6f63;
 
 /// Anything mapped on an MMIO bus.
 pub trait MmioDevice {
+    /// A read of `data.len()` bytes at `offset`.
     fn read(&self, offset: u64, data: &mut [u8]);
+    /// A write of `data` at `offset`.
     fn write(&self, offset: u64, data: &[u8]);
 }
 
@@ -88,6 +113,7 @@ impl<F: Filesystem, E: Executor> MmioFront<F, E> {
         }
     }
 
+    /// The device behind the registers.
     pub fn device(&self) -> &Arc<Virtio9p<F, E>> {
         &self.device
     }

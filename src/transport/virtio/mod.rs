@@ -88,9 +88,13 @@ pub const DEVICE_FEATURES: u64 = F_MOUNT_TAG | F_INDIRECT_DESC | F_RING_EVENT_ID
 
 /// Device status bits (virtio spec 2.1).
 pub const STATUS_ACKNOWLEDGE: u8 = 1;
+/// Device status bit: the driver knows how to drive the device.
 pub const STATUS_DRIVER: u8 = 2;
+/// Device status bit: the driver is ready.
 pub const STATUS_DRIVER_OK: u8 = 4;
+/// Device status bit: feature negotiation is done.
 pub const STATUS_FEATURES_OK: u8 = 8;
+/// Device status bit: the driver gave up.
 pub const STATUS_FAILED: u8 = 128;
 
 /// The queue size offered when none is configured (QEMU's virtio-9p uses 128 too).
@@ -110,6 +114,7 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
+    /// A configuration with mount tag `tag` and the default queue size.
     pub fn new(tag: impl Into<Vec<u8>>) -> Self {
         DeviceConfig {
             tag: tag.into(),
@@ -123,8 +128,10 @@ impl DeviceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
     #[error("the mount tag must have 1 to 65535 bytes")]
+    /// The mount tag is empty or longer than 65535 bytes.
     BadTag,
     #[error("the queue size must be a power of two from 1 to 32768")]
+    /// The queue size is not a power of two from 1 to 32768.
     BadQueueSize,
 }
 
@@ -132,23 +139,33 @@ pub enum DeviceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActivateError {
     #[error("the driver has not set DRIVER_OK after FEATURES_OK")]
+    /// The driver has not finished bring-up.
     NotReady,
     #[error("the device is already active")]
+    /// The device is already active.
     AlreadyActive,
     #[error("the queue is not ready or its rings are outside guest memory")]
+    /// The queue is unusable.
     BadQueue,
     #[error("the driver acknowledged features the device does not offer, or not VERSION_1")]
+    /// The negotiated features are unusable.
     BadFeatures,
 }
 
 /// A snapshot of the request queue's configuration, as the driver set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueConfig {
+    /// Largest size the device takes.
     pub max_size: u16,
+    /// Size the driver chose.
     pub size: u16,
+    /// Whether the driver marked it ready.
     pub ready: bool,
+    /// Guest address of the descriptor table.
     pub desc_table: u64,
+    /// Guest address of the available ring.
     pub avail_ring: u64,
+    /// Guest address of the used ring.
     pub used_ring: u64,
 }
 
@@ -198,14 +215,17 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         })
     }
 
+    /// The virtio device id (9).
     pub fn device_id(&self) -> u32 {
         DEVICE_ID
     }
 
+    /// The features the device offers.
     pub fn device_features(&self) -> u64 {
         DEVICE_FEATURES
     }
 
+    /// The features the driver acknowledged.
     pub fn driver_features(&self) -> u64 {
         *self.driver_features.lock_unpoisoned()
     }
@@ -248,6 +268,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         0
     }
 
+    /// The device status register.
     pub fn status(&self) -> u8 {
         self.core.lock().status
     }
@@ -283,6 +304,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         st.status = new;
     }
 
+    /// The request queue's configuration.
     pub fn queue_config(&self) -> QueueConfig {
         let st = self.core.lock();
         let q = &st.queue;
@@ -332,6 +354,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         });
     }
 
+    /// Marks the request queue ready or not (the driver's `QUEUE_READY` write).
     pub fn set_queue_ready(&self, ready: bool) {
         self.configure_queue(|q| q.set_ready(ready));
     }
@@ -367,6 +390,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
         Err(ActivateError::BadQueue)
     }
 
+    /// Whether the device is running (activated and not reset).
     pub fn is_active(&self) -> bool {
         self.core.lock().active
     }
@@ -383,6 +407,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             .fetch_and(!bits, Ordering::AcqRel);
     }
 
+    /// Counters of the chains the device has seen.
     pub fn stats(&self) -> DeviceStats {
         DeviceStats {
             popped: self.core.popped.load(Ordering::Relaxed),

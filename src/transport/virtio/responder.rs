@@ -78,7 +78,7 @@ pub(crate) struct QueueCore {
 }
 
 impl QueueCore {
-    pub fn new(queue: Queue) -> Self {
+    pub(crate) fn new(queue: Queue) -> Self {
         QueueCore {
             state: Mutex::new(QueueState {
                 queue,
@@ -99,13 +99,13 @@ impl QueueCore {
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, QueueState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock_unpoisoned()
     }
 
     /// Marks the device as needing a reset and returns the notifier to call (after the lock
     /// is released) for the configuration-change interrupt.
-    pub fn fail(&self, st: &mut QueueState) -> Option<Notifier> {
+    pub(crate) fn fail(&self, st: &mut QueueState) -> Option<Notifier> {
         st.broken = true;
         if st.status & STATUS_NEEDS_RESET != 0 {
             return None;
@@ -118,7 +118,7 @@ impl QueueCore {
     /// Writes `bytes` at the start of `writable` and adds the used entry, if `epoch` is
     /// still current; then raises the used-buffer interrupt when the driver wants one.
     /// `payload_len` extra bytes, already in place after `bytes`, count towards the length.
-    pub fn complete(
+    pub(crate) fn complete(
         &self,
         epoch: u64,
         head: u16,

@@ -42,7 +42,7 @@ impl Table {
 }
 
 /// An iterator over the descriptors of the chain starting at `head`.
-pub struct Walk<'m> {
+pub(super) struct Walk<'m> {
     mem: &'m GuestMemoryMmap,
     table: Table,
     next_index: u16,
@@ -57,7 +57,7 @@ pub struct Walk<'m> {
 impl<'m> Walk<'m> {
     /// The chain at `head` of the queue whose descriptor table of `queue_size` entries is at
     /// `desc_table`.
-    pub fn new(
+    pub(super) fn new(
         mem: &'m GuestMemoryMmap,
         desc_table: GuestAddress,
         queue_size: u16,

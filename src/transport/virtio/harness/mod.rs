@@ -48,6 +48,7 @@ pub struct IrqLine {
 }
 
 impl IrqLine {
+    /// A line that has not been raised.
     pub fn new() -> Arc<Self> {
         Arc::new(IrqLine::default())
     }
@@ -90,6 +91,7 @@ impl Default for BootOptions {
 /// Why [`VirtualGuest::boot`] failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootError {
+    /// The magic register does not say "virt".
     NotVirtio,
     /// The device did not latch FEATURES_OK.
     FeaturesRefused,
@@ -97,13 +99,17 @@ pub enum BootError {
     QueueTooSmall(u32),
     /// The device set NEEDS_RESET (or refused DRIVER_OK) at activation.
     DeviceFailed(u8),
+    /// Guest RAM has no room for the rings.
     OutOfRam,
 }
 
 /// A guest driving one virtio-9p device through MMIO registers and guest RAM.
 pub struct VirtualGuest<D: MmioDevice> {
+    /// The device, behind its MMIO registers.
     pub dev: D,
+    /// The guest's memory.
     pub ram: GuestRam,
+    /// The device's interrupt line.
     pub irq: Arc<IrqLine>,
     queue: Option<DriverQueue>,
     features: u64,
@@ -118,6 +124,7 @@ impl<F: Filesystem, E: Executor> VirtualGuest<MmioFront<F, E>> {
         VirtualGuest::new(front, ram, irq)
     }
 
+    /// The virtio-9p device.
     pub fn device(&self) -> &Arc<Virtio9p<F, E>> {
         self.dev.device()
     }
@@ -135,20 +142,24 @@ impl<D: MmioDevice> VirtualGuest<D> {
         }
     }
 
+    /// Reads the 32-bit register at `offset`.
     pub fn read32(&self, offset: u64) -> u32 {
         let mut b = [0u8; 4];
         self.dev.read(offset, &mut b);
         u32::from_le_bytes(b)
     }
 
+    /// Writes the 32-bit register at `offset`.
     pub fn write32(&self, offset: u64, v: u32) {
         self.dev.write(offset, &v.to_le_bytes());
     }
 
+    /// The device status register.
     pub fn status(&self) -> u8 {
         self.read32(mmio::STATUS) as u8
     }
 
+    /// Writes the device status register.
     pub fn set_status(&self, s: u8) {
         self.write32(mmio::STATUS, u32::from(s));
     }
@@ -171,6 +182,7 @@ impl<D: MmioDevice> VirtualGuest<D> {
         self.read_config(2, len as usize)
     }
 
+    /// The 64 feature bits the device offers, read word by word.
     pub fn device_features(&self) -> u64 {
         self.write32(mmio::DEVICE_FEATURES_SEL, 0);
         let lo = self.read32(mmio::DEVICE_FEATURES);
@@ -179,6 +191,7 @@ impl<D: MmioDevice> VirtualGuest<D> {
         u64::from(lo) | (u64::from(hi) << 32)
     }
 
+    /// Acknowledges the feature bits `f`, word by word.
     pub fn write_driver_features(&self, f: u64) {
         self.write32(mmio::DRIVER_FEATURES_SEL, 0);
         self.write32(mmio::DRIVER_FEATURES, f as u32);

@@ -19,15 +19,22 @@ const F_INDIRECT: u16 = 4;
 /// `0xffff`) is written as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawDesc {
+    /// The buffer's guest address.
     pub addr: u64,
+    /// Its length.
     pub len: u32,
+    /// `NEXT`, `WRITE`, `INDIRECT`.
     pub flags: u16,
+    /// The next descriptor's index, with `NEXT`.
     pub next: u16,
 }
 
 impl RawDesc {
+    /// `VRING_DESC_F_NEXT`: the chain goes on at `next`.
     pub const NEXT: u16 = F_NEXT;
+    /// `VRING_DESC_F_WRITE`: the device writes the buffer.
     pub const WRITE: u16 = F_WRITE;
+    /// `VRING_DESC_F_INDIRECT`: the buffer is a table of descriptors.
     pub const INDIRECT: u16 = F_INDIRECT;
 
     /// A device-readable buffer.
@@ -82,18 +89,30 @@ impl RawDesc {
 pub enum Layout {
     /// One readable buffer with the request, one writable buffer of `room` bytes (Linux
     /// gives msize).
-    Plain { room: u32 },
+    Plain {
+        /// Bytes of room for the reply.
+        room: u32,
+    },
     /// Zero-copy `Tread`/`Treaddir`: the request readable; an 11-byte writable buffer for
     /// the reply header, then a `data`-byte buffer as one writable descriptor per page.
-    ZeroCopyRead { data: u32 },
+    ZeroCopyRead {
+        /// Bytes of data asked for.
+        data: u32,
+    },
     /// Zero-copy `Twrite`: the first `header` bytes of the request in one readable buffer,
     /// the rest in readable pages, each allocated on its own; `room` writable bytes.
-    ZeroCopyWrite { header: u32, room: u32 },
+    ZeroCopyWrite {
+        /// Bytes of the request before its data.
+        header: u32,
+        /// Bytes of room for the reply.
+        room: u32,
+    },
 }
 
 /// One used-ring entry as the guest collects it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// The head descriptor of the completed chain.
     pub head: u16,
     /// The length the device reported.
     pub len: u32,
@@ -125,7 +144,7 @@ pub(super) struct DriverQueue {
 }
 
 impl DriverQueue {
-    pub fn new(ram: &mut GuestRam, size: u16, event_idx: bool) -> Option<Self> {
+    pub(super) fn new(ram: &mut GuestRam, size: u16, event_idx: bool) -> Option<Self> {
         let n = u64::from(size);
         let lens = [16 * n, 6 + 2 * n, 6 + 8 * n];
         let mut rings = Vec::new();
@@ -156,16 +175,16 @@ impl DriverQueue {
         })
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.pending.len()
     }
 
-    pub fn free_descriptors(&self) -> usize {
+    pub(super) fn free_descriptors(&self) -> usize {
         self.free.len()
     }
 
     /// Frees the rings and every buffer still in flight.
-    pub fn release(self, ram: &mut GuestRam) {
+    pub(super) fn release(self, ram: &mut GuestRam) {
         for p in self.pending.into_values() {
             for (a, l) in p.allocs {
                 ram.free(a, l);
@@ -204,7 +223,7 @@ impl DriverQueue {
         let _ = mem.write_slice(&bytes, at);
     }
 
-    pub fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
+    pub(super) fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
         let slot = u64::from(self.avail_idx % self.size);
         let _ = mem.write_obj(head.to_le(), GuestAddress(self.avail.0 + 4 + 2 * slot));
         self.avail_idx = self.avail_idx.wrapping_add(1);
@@ -216,7 +235,7 @@ impl DriverQueue {
         );
     }
 
-    pub fn set_avail_idx(&mut self, mem: &GuestMemoryMmap, idx: u16) {
+    pub(super) fn set_avail_idx(&mut self, mem: &GuestMemoryMmap, idx: u16) {
         self.avail_idx = idx;
         let _ = mem.store(
             idx.to_le(),
@@ -225,7 +244,7 @@ impl DriverQueue {
         );
     }
 
-    pub fn needs_kick(&mut self, mem: &GuestMemoryMmap) -> bool {
+    pub(super) fn needs_kick(&mut self, mem: &GuestMemoryMmap) -> bool {
         fence(Ordering::SeqCst);
         let old = self.kicked_at;
         let new = self.avail_idx;
@@ -241,7 +260,7 @@ impl DriverQueue {
     }
 
     /// Lays `frame` out, writes the descriptors, and publishes the head.
-    pub fn submit(
+    pub(super) fn submit(
         &mut self,
         ram: &mut GuestRam,
         frame: &[u8],
@@ -367,7 +386,7 @@ impl DriverQueue {
     }
 
     /// Writes raw descriptors into free slots and publishes the first as a head.
-    pub fn inject(&mut self, ram: &GuestRam, descs: &[RawDesc]) -> Option<u16> {
+    pub(super) fn inject(&mut self, ram: &GuestRam, descs: &[RawDesc]) -> Option<u16> {
         if descs.is_empty() || self.free.len() < descs.len() {
             return None;
         }
@@ -405,7 +424,11 @@ impl DriverQueue {
     }
 
     /// Writes raw descriptors as a table in fresh RAM (never freed by the queue).
-    pub fn raw_table(&mut self, ram: &mut GuestRam, descs: &[RawDesc]) -> Option<(u64, u32)> {
+    pub(super) fn raw_table(
+        &mut self,
+        ram: &mut GuestRam,
+        descs: &[RawDesc],
+    ) -> Option<(u64, u32)> {
         let len = 16 * descs.len() as u64;
         let a = ram.alloc(len)?;
         let mem = ram.memory().clone();
@@ -413,7 +436,7 @@ impl DriverQueue {
         Some((a.0, len as u32))
     }
 
-    pub fn poll_used(&mut self, ram: &mut GuestRam) -> Vec<Completion> {
+    pub(super) fn poll_used(&mut self, ram: &mut GuestRam) -> Vec<Completion> {
         let mem = ram.memory().clone();
         let idx: u16 = mem
             .load(GuestAddress(self.used.0 + 2), Ordering::Acquire)

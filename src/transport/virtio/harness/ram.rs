@@ -50,6 +50,7 @@ impl GuestRam {
         }
     }
 
+    /// The guest memory, as the device maps it.
     pub fn memory(&self) -> &Arc<GuestMemoryMmap> {
         &self.mem
     }
