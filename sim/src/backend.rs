@@ -187,6 +187,26 @@ impl SimFs {
         }
     }
 
+    /// MemFs's capacity accounting is conserved: with the whole tree removed through the
+    /// API (and the root's xattrs), what it charges comes back to a fresh MemFs's, the root
+    /// alone. A charge never uncharged, uncharged twice or by another amount than was
+    /// charged shows here, whatever the tree held. Call it last: it empties the tree.
+    /// `None` when the law holds, and always on HostFs (which has no accounting).
+    pub fn unaccounted(&self) -> Option<String> {
+        let SimFs::Mem(m) = self else { return None };
+        if let Err(e) = co9p::co::block_on(empty(m)) {
+            return Some(format!("emptying the tree: {e}"));
+        }
+        let (used, inodes) = (m.bytes_used(), m.inode_count());
+        let want = MemFs::with_limits(m.limits()).bytes_used();
+        (used != want || inodes != 1).then(|| {
+            format!(
+                "with the tree removed MemFs charges {used} bytes for {inodes} inodes; \
+                 a fresh one charges {want} for 1"
+            )
+        })
+    }
+
     /// Closes every idle HostFs descriptor now (a fault: they are reopened by name,
     /// one component beneath the recorded parent, on next use).
     pub fn reclaim(&self) -> usize {
@@ -622,6 +642,60 @@ async fn dump_node<F: Filesystem>(
         let _ = write!(out, " xattrs={{{}}}", xattrs.join(","));
     }
     out.push('\n');
+}
+
+/// Removes everything beneath the root, depth first, and the root's xattrs.
+async fn empty<F: Filesystem>(fs: &F) -> Result<(), String> {
+    let (root, _) = fs.root().await.map_err(|e| format!("root: {e:?}"))?;
+    empty_dir(fs, &root, "").await?;
+    let list = fs.listxattr(&root).await.unwrap_or_default();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        fs.removexattr(&root, name)
+            .await
+            .map_err(|e| format!("removexattr /{}: {e:?}", name.escape_ascii()))?;
+    }
+    Ok(())
+}
+
+async fn empty_dir<F: Filesystem>(fs: &F, dir: &F::Node, path: &str) -> Result<(), String> {
+    let mut names = Vec::new();
+    {
+        let f = fs
+            .open(dir, OpenFlags::RDONLY)
+            .await
+            .map_err(|e| format!("open {path}/: {e:?}"))?;
+        let mut cookie = 0;
+        loop {
+            let v = fs
+                .readdir(&f, cookie, 64)
+                .await
+                .map_err(|e| format!("readdir {path}/: {e:?}"))?;
+            let Some(last) = v.last() else { break };
+            cookie = last.next;
+            names.extend(
+                v.into_iter()
+                    .map(|e| e.name)
+                    .filter(|n| n != b"." && n != b".."),
+            );
+        }
+    }
+    for name in names {
+        let child_path = format!("{path}/{}", name.escape_ascii());
+        let n = Name::new(&name).map_err(|e| format!("{child_path}: {e:?}"))?;
+        let (child, q) = fs
+            .lookup(dir, &n)
+            .await
+            .map_err(|e| format!("lookup {child_path}: {e:?}"))?;
+        let is_dir = q.ty == co9p::protocol::QidType::DIR;
+        if is_dir {
+            Box::pin(empty_dir(fs, &child, &child_path)).await?;
+        }
+        drop(child);
+        fs.unlink(dir, &n, is_dir)
+            .await
+            .map_err(|e| format!("unlink {child_path}: {e:?}"))?;
+    }
+    Ok(())
 }
 
 async fn read_all<F: Filesystem>(fs: &F, node: &F::Node) -> Vec<u8> {

@@ -8,7 +8,7 @@
 //! that moment — not when the rename's reply comes back.
 //!
 //! A request is judged in three phases, each a dispatch below with one line per message:
-//! [`precheck`] (the handler's early answer, before any filesystem call), [`on_fs`] (each
+//! `precheck` (the handler's early answer, before any filesystem call), [`on_fs`] (each
 //! filesystem call it makes, which steps the model) and [`on_reply`] (the reply, and the
 //! fid-table change it shows). Each message's checks of all three live in one file, one
 //! per family as the server's `handlers/` has them:

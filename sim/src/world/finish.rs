@@ -153,6 +153,8 @@ impl World {
                 "leak",
                 format!("{held} {what}, the final tree needs {want}"),
             );
+        } else if let Some(err) = backend.unaccounted() {
+            self.fail("capacity accounting", err);
         }
     }
 }

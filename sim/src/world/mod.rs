@@ -27,8 +27,8 @@ use crate::knobs::Feature;
 use crate::link::{Link, Transport, VirtioDev};
 use crate::locks::LockSwarm;
 use crate::model::{Backend, Model};
-pub use crate::oracle::Violation;
 use crate::oracle::Req;
+pub use crate::oracle::Violation;
 use crate::script::Move;
 use crate::timeline::Kind as TlKind;
 
@@ -40,13 +40,12 @@ mod reply;
 mod send;
 mod swarm;
 mod workload;
-pub use config::{FsChoice, KNOBS, Plant, Report, RunConfig, Scheduler};
 use config::Planted;
+pub use config::{FsChoice, KNOBS, Plant, Report, RunConfig, Scheduler};
 pub use swarm::stream_seed;
 use swarm::{FAULTS, FS, HOSTILE, Knobs, LINK, LOCKS, SCHED, WORKLOAD};
 
 pub type Fs = FaultyFs<SimFs>;
-
 
 struct Conn {
     link: Link,
