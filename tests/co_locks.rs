@@ -3,7 +3,7 @@
 #[macro_use]
 mod common;
 
-use co9p::co::{CoMutex, CoQueue, CoRwLock};
+use co9p::co::{CoMutex, CoQueue, CoRwLock, Latch};
 use common::Manual;
 use std::cell::RefCell;
 
@@ -310,4 +310,22 @@ fn rwlock_upgrade_dropped_while_queued_releases_everything() {
     drop(up);
     drop(other);
     assert!(l.try_write().is_some());
+}
+
+#[test]
+fn latch_blocks_a_thread_until_its_last_count_down() {
+    let latch = std::sync::Arc::new(Latch::new(2));
+    // Closed: a wait that may not block answers that it did not open.
+    assert!(!latch.wait_timeout(std::time::Duration::ZERO));
+    let waiter = {
+        let latch = latch.clone();
+        // The minute is only a bound against hanging: the count-downs below open it.
+        std::thread::spawn(move || latch.wait_timeout(std::time::Duration::from_secs(60)))
+    };
+    latch.count_down();
+    assert!(!latch.is_open());
+    assert!(!latch.wait_timeout(std::time::Duration::ZERO));
+    latch.count_down();
+    assert!(waiter.join().unwrap(), "the waiter saw the latch open");
+    assert!(latch.wait_timeout(std::time::Duration::ZERO));
 }
