@@ -198,3 +198,42 @@ messages!(Rmessage, Rtype, 'R', {
     Clunk = 121 {},
     Remove = 123 {},
 });
+
+impl Tmessage {
+    /// The fid a request works on: the one whose barrier the server takes (for the
+    /// entry-making requests, the directory's), or `None` for requests about no fid.
+    pub fn primary_fid(&self) -> Option<Fid> {
+        use Tmessage as T;
+        Some(match *self {
+            T::Statfs { fid }
+            | T::Lopen { fid, .. }
+            | T::Lcreate { fid, .. }
+            | T::Symlink { fid, .. }
+            | T::Rename { fid, .. }
+            | T::Readlink { fid }
+            | T::Getattr { fid, .. }
+            | T::Setattr { fid, .. }
+            | T::Xattrwalk { fid, .. }
+            | T::Xattrcreate { fid, .. }
+            | T::Readdir { fid, .. }
+            | T::Fsync { fid, .. }
+            | T::Lock { fid, .. }
+            | T::Getlock { fid, .. }
+            | T::Walk { fid, .. }
+            | T::Read { fid, .. }
+            | T::Write { fid, .. }
+            | T::Clunk { fid }
+            | T::Remove { fid } => fid,
+            T::Mknod { dfid, .. } | T::Link { dfid, .. } | T::Mkdir { dfid, .. } => dfid,
+            T::Renameat { olddirfid, .. } => olddirfid,
+            T::Unlinkat { dirfid, .. } => dirfid,
+            T::Lerror {}
+            | T::Version { .. }
+            | T::Auth { .. }
+            | T::Attach { .. }
+            | T::Flush { .. } => {
+                return None;
+            }
+        })
+    }
+}

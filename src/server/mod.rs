@@ -359,38 +359,10 @@ impl<F: Filesystem, E: Executor, R: Responder> Session<F, E, R> {
 
 /// The fid a request works on (whose barrier it takes).
 fn primary_fid(job: &Job) -> Option<Fid> {
-    use Tmessage as T;
-    let msg = match job {
-        Job::Msg(msg) => msg,
-        Job::WriteInPlace { fid, .. } => return Some(*fid),
-    };
-    Some(match *msg {
-        T::Statfs { fid }
-        | T::Lopen { fid, .. }
-        | T::Lcreate { fid, .. }
-        | T::Symlink { fid, .. }
-        | T::Rename { fid, .. }
-        | T::Readlink { fid }
-        | T::Getattr { fid, .. }
-        | T::Setattr { fid, .. }
-        | T::Xattrwalk { fid, .. }
-        | T::Xattrcreate { fid, .. }
-        | T::Readdir { fid, .. }
-        | T::Fsync { fid, .. }
-        | T::Lock { fid, .. }
-        | T::Getlock { fid, .. }
-        | T::Walk { fid, .. }
-        | T::Read { fid, .. }
-        | T::Write { fid, .. }
-        | T::Clunk { fid }
-        | T::Remove { fid } => fid,
-        T::Mknod { dfid, .. } | T::Link { dfid, .. } | T::Mkdir { dfid, .. } => dfid,
-        T::Renameat { olddirfid, .. } => olddirfid,
-        T::Unlinkat { dirfid, .. } => dirfid,
-        T::Lerror {} | T::Version { .. } | T::Auth { .. } | T::Attach { .. } | T::Flush { .. } => {
-            return None;
-        }
-    })
+    match job {
+        Job::Msg(msg) => msg.primary_fid(),
+        Job::WriteInPlace { fid, .. } => Some(*fid),
+    }
 }
 
 fn register_errno(e: RegisterError) -> Errno {

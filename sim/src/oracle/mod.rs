@@ -198,32 +198,7 @@ impl Req {
 
     /// The fid whose barrier it takes (what a Tclunk of that fid waits for).
     pub fn primary_fid(&self) -> Option<u32> {
-        use Tmessage as T;
-        Some(match &self.msg {
-            T::Statfs { fid }
-            | T::Lopen { fid, .. }
-            | T::Lcreate { fid, .. }
-            | T::Symlink { fid, .. }
-            | T::Rename { fid, .. }
-            | T::Readlink { fid }
-            | T::Getattr { fid, .. }
-            | T::Setattr { fid, .. }
-            | T::Xattrwalk { fid, .. }
-            | T::Xattrcreate { fid, .. }
-            | T::Readdir { fid, .. }
-            | T::Fsync { fid, .. }
-            | T::Lock { fid, .. }
-            | T::Getlock { fid, .. }
-            | T::Walk { fid, .. }
-            | T::Read { fid, .. }
-            | T::Write { fid, .. }
-            | T::Clunk { fid }
-            | T::Remove { fid } => fid.0,
-            T::Mknod { dfid, .. } | T::Link { dfid, .. } | T::Mkdir { dfid, .. } => dfid.0,
-            T::Renameat { olddirfid, .. } => olddirfid.0,
-            T::Unlinkat { dirfid, .. } => dirfid.0,
-            _ => return None,
-        })
+        self.msg.primary_fid().map(|f| f.0)
     }
 }
 
