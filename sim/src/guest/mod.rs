@@ -14,7 +14,12 @@ use co9p::protocol::{Fid, OpenFlags, P9String, Tmessage, VERSION_9P2000_L};
 
 use crate::model::NodeId;
 
+mod aim;
+mod attrs;
+mod namespace;
+mod plan;
 pub mod workload;
+pub use plan::Step;
 
 /// What a fid refers to, in the model.
 #[derive(Debug, Clone)]
@@ -172,7 +177,7 @@ pub struct Guest {
     /// (hostile clients): the fid as it was, to judge those requests by.
     pub tombstones: BTreeMap<u32, MFid>,
     /// Requests the workload wants next (sequences: shrink, grow, read the gap).
-    pub plan: std::collections::VecDeque<workload::Step>,
+    pub plan: std::collections::VecDeque<Step>,
     /// Times in a row the first planned step could not be sent yet.
     pub plan_tries: u8,
     /// Nodes renamed lately: the workload aims at the fids that name them.

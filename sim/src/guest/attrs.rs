@@ -1,0 +1,139 @@
+//! Requests about a file's attributes: Tgetattr, Treadlink, Tsetattr (a shrink planning the
+//! `gaps` sequence), Txattrwalk, Txattrcreate.
+
+use co9p::protocol::{Fid, GetattrMask, OpenFlags, SetAttr, SetattrMask, Timespec, Tmessage};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use super::aim::u;
+use super::plan::Step;
+use super::{FidOpen, Guest, OpKind, PERSISTENT, Uses};
+use crate::model::{Content, Model, NodeId};
+
+impl Guest {
+    /// A request of a `kind` about attributes (`None`: it does not fit now).
+    pub(super) fn attr_op(
+        &mut self,
+        kind: OpKind,
+        rng: &mut ChaCha8Rng,
+        model: &Model,
+    ) -> Option<(Tmessage, Uses)> {
+        let is_file = |n: NodeId| matches!(model.node(n).content, Content::File(_));
+        let nonpersistent = |f: u32| f >= PERSISTENT;
+        let op = match kind {
+            OpKind::Readlink | OpKind::Getattr => {
+                let f = self.pick(rng, |_, m| {
+                    kind == OpKind::Getattr
+                        || matches!(model.node(m.node).content, Content::Symlink(_))
+                })?;
+                let msg = if kind == OpKind::Readlink {
+                    Tmessage::Readlink { fid: Fid(f) }
+                } else {
+                    Tmessage::Getattr {
+                        fid: Fid(f),
+                        request_mask: GetattrMask::ALL,
+                    }
+                };
+                (msg, u(&[f], &[], &[], &[]))
+            }
+            OpKind::Setattr => {
+                let f = self.pick(rng, |_, _| true)?;
+                let node = self.fids[&f].node;
+                let mut a = SetAttr::default();
+                match rng.random_range(0..10) {
+                    0..=3 if is_file(node) => {
+                        a.valid = SetattrMask::SIZE;
+                        let size = model.node(node).size().unwrap_or(0);
+                        a.size = if self.gaps && size > 0 {
+                            // Shrink, then grow past the old end and read the gap back.
+                            let to = rng.random_range(0..size);
+                            let at = to + rng.random_range(1..5000);
+                            if self.fid_on(node, |m| matches!(m.open, FidOpen::File { flags, .. } if flags.writable() && flags.readable())).is_none() {
+                                self.plan.push_back(Step::Open {
+                                    node,
+                                    flags: OpenFlags::RDWR,
+                                });
+                            }
+                            self.plan.push_back(Step::Grow { node, at });
+                            self.plan.push_back(Step::Read {
+                                node,
+                                from: to,
+                                len: (at - to + 40) as u32,
+                            });
+                            to
+                        } else {
+                            rng.random_range(0..100)
+                        };
+                    }
+                    4..=6 => {
+                        a.valid = SetattrMask::MODE;
+                        a.mode = [0o600, 0o644, 0o700, 0o4755, 0o2755, 0o6711, 0o2644, 0o1777]
+                            [rng.random_range(0..8)];
+                    }
+                    7 => {
+                        // A chown as the Linux client sends it (with the set-id bits it
+                        // drops itself, in the same request, some of the time).
+                        a.valid = SetattrMask::UID | SetattrMask::GID;
+                        a.uid = [0, 1000, 4242][rng.random_range(0..3)];
+                        a.gid = [0, 100, 4242][rng.random_range(0..3)];
+                        if rng.random_bool(0.3) {
+                            a.valid = a.valid | SetattrMask::MODE;
+                            a.mode = model.node(node).mode & 0o1777;
+                        }
+                    }
+                    8 => {
+                        a.valid = SetattrMask::ATIME
+                            | SetattrMask::MTIME
+                            | SetattrMask::ATIME_SET
+                            | SetattrMask::MTIME_SET;
+                        a.atime = Timespec { sec: 1000, nsec: 5 };
+                        a.mtime = Timespec {
+                            sec: 2000,
+                            nsec: [7, 1_000_000_000][rng.random_range(0..2)],
+                        };
+                    }
+                    _ => {
+                        a.valid = SetattrMask::MODE | SetattrMask::SIZE;
+                        a.mode = 0o640;
+                        a.size = rng.random_range(0..40);
+                    }
+                }
+                (
+                    Tmessage::Setattr {
+                        fid: Fid(f),
+                        attr: a,
+                    },
+                    u(&[f], &[], &[], &[]),
+                )
+            }
+            OpKind::XattrGet => {
+                let f = self.pick(rng, |_, _| true)?;
+                let newfid = self.free_fid(rng)?;
+                let name = ["user.x", "user.y", ""][rng.random_range(0..3)];
+                (
+                    Tmessage::Xattrwalk {
+                        fid: Fid(f),
+                        newfid: Fid(newfid),
+                        name: name.into(),
+                    },
+                    u(&[f], &[], &[newfid], &[]),
+                )
+            }
+            OpKind::XattrSet => {
+                let f = self.pick(rng, |f, m| nonpersistent(f) && m.is_closed())?;
+                let name = ["user.x", "user.y"][rng.random_range(0..2)];
+                (
+                    Tmessage::Xattrcreate {
+                        fid: Fid(f),
+                        name: name.into(),
+                        attr_size: [0, 3, 8][rng.random_range(0..3)],
+                        flags: [0, 0, 1, 2][rng.random_range(0..4)],
+                    },
+                    u(&[], &[], &[f], &[]),
+                )
+            }
+            _ => unreachable!("not a attribute kind: {kind:?}"),
+        };
+        Some(op)
+    }
+}
