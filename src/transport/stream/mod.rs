@@ -1,10 +1,16 @@
 //! 9P over a byte stream (tcp or unix socket): each PDU is its own size-prefixed frame.
 //!
 //! One reader thread per connection reads whole frames and submits them to the
-//! connection's [`Session`]. A request with nothing queued behind it in the read buffer is
-//! started on the reader thread itself ([`Executor::run_here`]), so one that needs no wait
-//! is served without a hand-off to another thread; pipelined requests run concurrently on
-//! the executor. Replies go out in completion order, written by the thread that finished
+//! connection's [`Session`]. Each request is started on the reader thread itself
+//! ([`Executor::run_here`]), so one that needs no wait is served without a hand-off to
+//! another thread and back; one that waits (a lock, a fid's barrier) resumes on the
+//! executor. The frames one read brought in (a pipelined burst) are served one after
+//! another, and their replies go out together, in one `sendmsg`, when the burst ends. The
+//! exceptions go to the executor at once when frames wait behind them: `Tfsync` (it may
+//! take long in the kernel) and requests that move more than [`INLINE_MAX`] bytes (the
+//! executor's threads copy them in parallel). The cost: a request whose syscall blocks in
+//! the kernel for long holds up the frames read after it on the same connection. Replies
+//! go out in completion order, written by the thread that finished
 //! them when the socket is free, or by the connection's writer thread when the socket is
 //! full (`out`), so a slow client never blocks an executor thread. The reader stops
 //! reading (backpressure) while the session has its limit of requests in flight, while the
@@ -32,7 +38,8 @@ use crate::co::Executor;
 use crate::co::sync::LockExt;
 use crate::fs::Filesystem;
 use crate::protocol::{
-    HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, encode_payload_header, frame_size,
+    HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, Ttype, encode_payload_header,
+    frame_size,
 };
 use crate::server::{Config, Responder, Session};
 
@@ -300,9 +307,13 @@ impl Drop for StreamResponder {
     }
 }
 
+/// The most a request may move (its frame and its reply) to be served by the reader
+/// while frames wait behind it.
+const INLINE_MAX: usize = 32 * 1024;
+
 /// Message types whose reply is as large as the count they ask (up to msize).
-const TREADDIR: u8 = 40;
-const TREAD: u8 = 116;
+const TREADDIR: u8 = Ttype::Readdir as u8;
+const TREAD: u8 = Ttype::Read as u8;
 
 /// The bytes a request may hold while in flight: its frame, and for a `Tread`/`Treaddir`
 /// the reply it asks for (`size[4] type[1] tag[2] fid[4] offset[8] count[4]`).
@@ -478,7 +489,16 @@ fn read_loop<F: Filesystem, E: Executor>(
     // Buffered: a frame's size and body, and pipelined frames, come in one read.
     let mut conn = io::BufReader::with_capacity(64 * 1024, conn);
     let held = Arc::new(AtomicUsize::new(0));
+    // Every request is started on this thread ([`Executor::run_here`]): one that needs no
+    // wait is served with no hand-off to another thread and back. A burst of pipelined
+    // frames that one read brought in is served here one after another, and its replies
+    // go out together when the burst ends (one `sendmsg` for all of them), before this
+    // thread can wait for anything: the socket, or the backpressure below.
+    let mut burst = Burst { out, on: false };
     loop {
+        if !has_whole_frame(conn.buffer()) {
+            burst.end();
+        }
         let mut size = [0u8; 4];
         match conn.read_exact(&mut size) {
             Ok(()) => {}
@@ -500,36 +520,79 @@ fn read_loop<F: Filesystem, E: Executor>(
         // in flight than the budget (one request alone always goes), nor while the client
         // leaves its replies unread.
         let charge = charge_of(&frame, session.frame_limit());
-        while session.is_full()
-            || out.is_backlogged()
-            || held.load(Ordering::Acquire).saturating_add(charge) > INFLIGHT_BYTES
-                && held.load(Ordering::Acquire) > 0
-        {
-            std::thread::sleep(Duration::from_micros(200));
+        let must_wait = || {
+            session.is_full()
+                || out.is_backlogged()
+                || held.load(Ordering::Acquire).saturating_add(charge) > INFLIGHT_BYTES
+                    && held.load(Ordering::Acquire) > 0
+        };
+        if must_wait() {
+            // The burst's own replies may be what fills the backlog.
+            burst.end();
+            while must_wait() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
         held.fetch_add(charge, Ordering::AcqRel);
-        // Nothing more to read yet: serve this one here while the client waits, and write
-        // its reply from here too if nobody else is writing.
-        let inline = conn.buffer().is_empty();
+        // Here, or on the executor: a request that may take long (a flush to disk, in the
+        // kernel) or moves much data (which the executor's threads copy in parallel) goes
+        // to the executor when frames wait behind it.
+        let here = frame[4] != Ttype::Fsync as u8
+            && (charge <= INLINE_MAX || !has_whole_frame(conn.buffer()));
+        if here {
+            burst.begin();
+        }
         let responder = StreamResponder {
             out: out.clone(),
             buf: out.buffer(),
-            inline,
+            inline: here,
             charge,
             held: held.clone(),
         };
-        let submitted = if inline {
-            out.begin_inline();
-            let r = session
+        let submitted = if here {
+            session
                 .executor()
-                .run_here(|| session.submit(&frame, responder));
-            out.end_inline();
-            r
+                .run_here(|| session.submit(&frame, responder))
         } else {
             session.submit(&frame, responder)
         };
         if let Err(e) = submitted {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
         }
+    }
+}
+
+/// Whether `buf` starts with a whole frame (its size field and all it declares).
+fn has_whole_frame(buf: &[u8]) -> bool {
+    buf.get(..4)
+        .is_some_and(|p| buf.len() >= frame_size(p.try_into().expect("4 bytes")) as usize)
+}
+
+/// The reader's run of requests served on its own thread, whose replies wait for its end
+/// ([`OutQueue::begin_inline`]); it ends (and the replies go out) when dropped, too.
+struct Burst<'a> {
+    out: &'a OutQueue,
+    on: bool,
+}
+
+impl Burst<'_> {
+    fn begin(&mut self) {
+        if !self.on {
+            self.out.begin_inline();
+            self.on = true;
+        }
+    }
+
+    fn end(&mut self) {
+        if self.on {
+            self.out.end_inline();
+            self.on = false;
+        }
+    }
+}
+
+impl Drop for Burst<'_> {
+    fn drop(&mut self) {
+        self.end();
     }
 }
