@@ -35,6 +35,16 @@ pub(crate) enum Open<F: Filesystem> {
     },
 }
 
+impl<F: Filesystem> Open<F> {
+    /// What Tlopen and Tlcreate leave in the fid.
+    pub(crate) fn file(file: F::File, flags: OpenFlags) -> Self {
+        Open::File {
+            file: Arc::new(file),
+            flags,
+        }
+    }
+}
+
 /// One of the session's limited xattr-write buffers; given back when dropped, however the
 /// fid ends (clunk, walk over it, Tversion, connection close).
 pub(crate) struct XattrSlot(Arc<AtomicUsize>);

@@ -13,7 +13,7 @@ use super::ok;
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Tclunk: waits for the requests already using the fid, then drops it. A fid made by
     /// Txattrcreate sets its xattr now (an empty value removes the xattr, as QEMU does).
-    pub(in crate::server) async fn clunk(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
+    pub(super) async fn clunk(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
         let e = self.fids.get(fid)?;
         #[cfg(feature = "planted-bugs")]
         let arrival = arrival.filter(|_| !crate::planted::clunk_skips_barrier());
@@ -54,7 +54,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
 
     /// Tremove: unlinks the file the fid names, and clunks the fid whether or not that
     /// worked (9p's rule).
-    pub(in crate::server) async fn remove(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
+    pub(super) async fn remove(&self, fid: Fid, arrival: Option<u64>) -> HandlerResult {
         let e = self.fids.get(fid)?;
         self.after_earlier(&e, arrival).await;
         let _g = e.enter_exclusive().await?;

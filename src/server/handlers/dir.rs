@@ -7,7 +7,7 @@ use crate::protocol::{AT_REMOVEDIR, Errno, Fid, P9String, QidType, Rmessage};
 use crate::server::fids::Parent;
 use crate::server::{HandlerResult, Responder, SessionCore};
 
-use super::{existing_name, new_entry_name, ok};
+use super::{Access, existing_name, new_entry_name, node, ok};
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// What a handler that makes an entry `name` in `dfid` checks, in this order: the
@@ -33,78 +33,43 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         })
     }
 
-    pub(in crate::server) async fn mkdir(
+    /// Tmkdir, Tsymlink, Tmknod and Tlink: a new entry `name` in the directory `dfid`.
+    pub(super) async fn new_entry(
         &self,
         dfid: Fid,
         name: P9String,
-        mode: u32,
-        gid: u32,
+        kind: NewEntry,
     ) -> HandlerResult {
         let e = self.fids.get(dfid)?;
         let _g = e.hold().await;
         let (name, dir, uid) = self.new_entry_in(dfid, &name)?;
-        let qid = self.fs.mkdir(&dir, &name, mode, Creds { uid, gid }).await?;
-        ok(Rmessage::Mkdir { qid })
-    }
-
-    pub(in crate::server) async fn symlink(
-        &self,
-        dfid: Fid,
-        name: P9String,
-        target: P9String,
-        gid: u32,
-    ) -> HandlerResult {
-        let e = self.fids.get(dfid)?;
-        let _g = e.hold().await;
-        let (name, dir, uid) = self.new_entry_in(dfid, &name)?;
-        let qid = self
-            .fs
-            .symlink(&dir, &name, target.as_bytes(), Creds { uid, gid })
-            .await?;
-        ok(Rmessage::Symlink { qid })
-    }
-
-    pub(in crate::server) async fn mknod(
-        &self,
-        dfid: Fid,
-        name: P9String,
-        mode: u32,
-        rdev: (u32, u32),
-        gid: u32,
-    ) -> HandlerResult {
-        let e = self.fids.get(dfid)?;
-        let _g = e.hold().await;
-        let (name, dir, uid) = self.new_entry_in(dfid, &name)?;
-        let qid = self
-            .fs
-            .mknod(&dir, &name, mode, rdev, Creds { uid, gid })
-            .await?;
-        ok(Rmessage::Mknod { qid })
-    }
-
-    /// Tlink: `dfid/name` becomes a new link to the file `fid` names.
-    pub(in crate::server) async fn link(
-        &self,
-        dfid: Fid,
-        fid: Fid,
-        name: P9String,
-    ) -> HandlerResult {
-        let e = self.fids.get(dfid)?;
-        let _g = e.hold().await;
-        let (name, dir, _) = self.new_entry_in(dfid, &name)?;
-        let target = self.node_of(fid)?;
-        self.fs.link(&target, &dir, &name).await?;
-        ok(Rmessage::Link {})
+        let fs = &self.fs;
+        let reply = match kind {
+            NewEntry::Dir { mode, gid } => Rmessage::Mkdir {
+                qid: fs.mkdir(&dir, &name, mode, Creds { uid, gid }).await?,
+            },
+            NewEntry::Symlink { target, gid } => Rmessage::Symlink {
+                qid: fs
+                    .symlink(&dir, &name, target.as_bytes(), Creds { uid, gid })
+                    .await?,
+            },
+            NewEntry::Node { mode, rdev, gid } => Rmessage::Mknod {
+                qid: fs
+                    .mknod(&dir, &name, mode, rdev, Creds { uid, gid })
+                    .await?,
+            },
+            NewEntry::Link { fid } => {
+                let target = self.node_of(fid)?;
+                fs.link(&target, &dir, &name).await?;
+                Rmessage::Link {}
+            }
+        };
+        ok(reply)
     }
 
     /// Trename: moves the file `fid` names to `dfid/name` (only if its recorded entry
     /// still names it); every fid reached by that entry follows it.
-    pub(in crate::server) async fn rename(
-        &self,
-        fid: Fid,
-        dfid: Fid,
-        name: P9String,
-    ) -> HandlerResult {
+    pub(super) async fn rename(&self, fid: Fid, dfid: Fid, name: P9String) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.enter().await?;
         self.writable()?;
@@ -120,7 +85,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         ok(Rmessage::Rename {})
     }
 
-    pub(in crate::server) async fn renameat(
+    pub(super) async fn renameat(
         &self,
         olddirfid: Fid,
         oldname: P9String,
@@ -161,12 +126,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
 
     /// Tunlinkat: `AT_REMOVEDIR` removes an empty directory. `.` is `EINVAL` and `..` is
     /// `ENOTEMPTY`, as rmdir(2) says.
-    pub(in crate::server) async fn unlinkat(
-        &self,
-        dirfid: Fid,
-        name: P9String,
-        flags: u32,
-    ) -> HandlerResult {
+    pub(super) async fn unlinkat(&self, dirfid: Fid, name: P9String, flags: u32) -> HandlerResult {
         let e = self.fids.get(dirfid)?;
         let _g = e.hold().await;
         self.writable()?;
@@ -184,13 +144,31 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         ok(Rmessage::Unlinkat {})
     }
 
-    pub(in crate::server) async fn readlink(&self, fid: Fid) -> HandlerResult {
-        let e = self.fids.get(fid)?;
-        let _g = e.enter().await?;
-        let node = e.with(|s| s.node.clone());
-        let target = self.fs.readlink(&node).await?;
-        ok(Rmessage::Readlink {
-            target: P9String(target),
-        })
+    pub(super) async fn readlink(&self, fid: Fid) -> HandlerResult {
+        let read = async |n: F::Node| self.fs.readlink(&n).await;
+        let target = P9String(self.on_fid(fid, Access::Read, node, read).await?);
+        ok(Rmessage::Readlink { target })
     }
+}
+
+/// What Tmkdir, Tsymlink, Tmknod and Tlink make, with the group a new file gets.
+pub(super) enum NewEntry {
+    Dir {
+        mode: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: P9String,
+        gid: u32,
+    },
+    /// A device, fifo or socket: `rdev` is (major, minor).
+    Node {
+        mode: u32,
+        rdev: (u32, u32),
+        gid: u32,
+    },
+    /// Another link to the file `fid` names.
+    Link {
+        fid: Fid,
+    },
 }

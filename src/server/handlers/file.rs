@@ -13,7 +13,7 @@ use crate::protocol::{
 use crate::server::fids::{FidEntry, Open, Parent};
 use crate::server::{HandlerResult, Out, Responder, SessionCore, scatter};
 
-use super::{new_entry_name, ok};
+use super::{Access, new_entry_name, ok};
 
 /// Smallest wire size of a directory entry (a one-byte name).
 const MIN_DIRENT: usize = DIRENT_FIXED_LEN + 1;
@@ -32,7 +32,7 @@ pub(in crate::server) enum WriteData {
 }
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
-    pub(in crate::server) async fn lopen(&self, fid: Fid, flags: OpenFlags) -> HandlerResult {
+    pub(super) async fn lopen(&self, fid: Fid, flags: OpenFlags) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.enter().await?;
         if mutating(flags) {
@@ -45,18 +45,13 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         // The writer is the fid's user: its writes drop set-id bits unless it is root.
         let creds = Creds { uid, gid: 0 };
         let file = self.fs.open_by(&node, flags, creds).await?;
-        e.with(|s| {
-            s.open = Open::File {
-                file: Arc::new(file),
-                flags,
-            }
-        });
+        e.with(|s| s.open = Open::file(file, flags));
         ok(Rmessage::Lopen { qid, iounit: 0 })
     }
 
     /// Tlcreate: creates `name` in the directory `fid` and opens it; `fid` then names the
     /// new file.
-    pub(in crate::server) async fn lcreate(
+    pub(super) async fn lcreate(
         &self,
         fid: Fid,
         name: P9String,
@@ -83,15 +78,12 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             s.node = node;
             s.qid = qid;
             s.parent = Some(Parent { dir, dir_qid, name });
-            s.open = Open::File {
-                file: Arc::new(file),
-                flags,
-            };
+            s.open = Open::file(file, flags);
         });
         ok(Rmessage::Lcreate { qid, iounit: 0 })
     }
 
-    pub(in crate::server) async fn read(
+    pub(super) async fn read(
         &self,
         fid: Fid,
         offset: u64,
@@ -100,7 +92,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.enter().await?;
-        let count = (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN);
+        let count = self.payload_room(count);
         let target = e.with(|s| match &s.open {
             Open::File { file, flags } if flags.readable() => Ok(Readable::<F>::File(file.clone())),
             Open::XattrRead(value) => Ok(Readable::Xattr(value.clone())),
@@ -120,7 +112,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         Ok(Out::Payload(PayloadReply::Read, n.min(count) as u32))
     }
 
-    pub(in crate::server) async fn write(
+    pub(super) async fn write(
         &self,
         fid: Fid,
         offset: u64,
@@ -172,7 +164,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         ok(Rmessage::Write { count: n as u32 })
     }
 
-    pub(in crate::server) async fn readdir(
+    pub(super) async fn readdir(
         &self,
         fid: Fid,
         offset: u64,
@@ -181,7 +173,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     ) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.enter().await?;
-        let count = (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN);
+        let count = self.payload_room(count);
         let file = open_file(&e)?;
         let entries = self
             .fs
@@ -220,12 +212,15 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         Ok(Out::Payload(PayloadReply::Readdir, len as u32))
     }
 
-    pub(in crate::server) async fn fsync(&self, fid: Fid, datasync: bool) -> HandlerResult {
-        let e = self.fids.get(fid)?;
-        let _g = e.enter().await?;
-        let file = open_file(&e)?;
-        self.fs.fsync(&file, datasync).await?;
+    pub(super) async fn fsync(&self, fid: Fid, datasync: bool) -> HandlerResult {
+        let sync = async |file: Arc<F::File>| self.fs.fsync(&file, datasync).await;
+        self.on_fid(fid, Access::Read, open_file, sync).await?;
         ok(Rmessage::Fsync {})
+    }
+
+    /// How much of a Tread's or Treaddir's `count` a reply can carry.
+    fn payload_room(&self, count: u32) -> usize {
+        (count as usize).min(self.msize() as usize - PAYLOAD_HEADER_LEN)
     }
 }
 

@@ -5,32 +5,30 @@
 //! even when the client asked to block: the Linux client then waits and retries by itself,
 //! and the device never parks a coroutine on a lock that may never be released.
 
+use std::sync::Arc;
+
 use crate::co::Executor;
 use crate::fs::{Filesystem, LockOutcome, LockRequest};
 use crate::protocol::{Fid, LockStatus, LockType, P9String, Rmessage};
 use crate::server::{HandlerResult, Responder, SessionCore};
 
 use super::file::open_file;
-use super::ok;
+use super::{Access, ok};
 
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Tlock (its flags unused: a conflict is answered at once, blocking or not).
-    pub(in crate::server) async fn lock(&self, fid: Fid, req: LockRequest) -> HandlerResult {
-        let e = self.fids.get(fid)?;
-        let _g = e.enter().await?;
-        let file = open_file(&e)?;
-        let status = match self.fs.lock(&file, &req).await? {
+    pub(super) async fn lock(&self, fid: Fid, req: LockRequest) -> HandlerResult {
+        let lock = async |file: Arc<F::File>| self.fs.lock(&file, &req).await;
+        let status = match self.on_fid(fid, Access::Read, open_file, lock).await? {
             LockOutcome::Granted => LockStatus::Success,
             LockOutcome::Conflict => LockStatus::Blocked,
         };
         ok(Rmessage::Lock { status })
     }
 
-    pub(in crate::server) async fn getlock(&self, fid: Fid, req: LockRequest) -> HandlerResult {
-        let e = self.fids.get(fid)?;
-        let _g = e.enter().await?;
-        let file = open_file(&e)?;
-        let found = self.fs.getlock(&file, &req).await?;
+    pub(super) async fn getlock(&self, fid: Fid, req: LockRequest) -> HandlerResult {
+        let get = async |file: Arc<F::File>| self.fs.getlock(&file, &req).await;
+        let found = self.on_fid(fid, Access::Read, open_file, get).await?;
         ok(Rmessage::Getlock {
             lock_type: found.lock_type,
             start: found.start,

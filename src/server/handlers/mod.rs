@@ -25,11 +25,15 @@ mod session;
 mod walk;
 mod xattr;
 
+use std::future::Future;
+
 use crate::co::Executor;
 use crate::fs::{Filesystem, Name};
 use crate::protocol::{Errno, Fid, P9String, Rmessage, Tmessage};
 
+use super::fids::FidEntry;
 use super::{HandlerResult, Job, Out, Responder, SessionCore};
+use dir::NewEntry;
 pub(super) use file::WriteData;
 use lock::lock_request;
 
@@ -108,13 +112,22 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 name,
                 mode,
                 gid,
-            } => self.mkdir(dfid, name, mode, gid).await,
+            } => {
+                self.new_entry(dfid, name, NewEntry::Dir { mode, gid })
+                    .await
+            }
             T::Symlink {
                 fid,
                 name,
                 symtgt,
                 gid,
-            } => self.symlink(fid, name, symtgt, gid).await,
+            } => {
+                let kind = NewEntry::Symlink {
+                    target: symtgt,
+                    gid,
+                };
+                self.new_entry(fid, name, kind).await
+            }
             T::Mknod {
                 dfid,
                 name,
@@ -122,8 +135,12 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                 major,
                 minor,
                 gid,
-            } => self.mknod(dfid, name, mode, (major, minor), gid).await,
-            T::Link { dfid, fid, name } => self.link(dfid, fid, name).await,
+            } => {
+                let rdev = (major, minor);
+                self.new_entry(dfid, name, NewEntry::Node { mode, rdev, gid })
+                    .await
+            }
+            T::Link { dfid, fid, name } => self.new_entry(dfid, name, NewEntry::Link { fid }).await,
             T::Rename { fid, dfid, name } => self.rename(fid, dfid, name).await,
             T::Renameat {
                 olddirfid,
@@ -186,6 +203,28 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         }
     }
 
+    /// The whole of a handler that makes one filesystem call on what its fid holds: takes
+    /// the fid's barrier shared (the fid rule), checks the export is writable if the
+    /// request writes, takes from the fid what the call needs (`pick`: `node`,
+    /// `file::open_file`) and makes the call with the barrier held.
+    async fn on_fid<X, T, Fut>(
+        &self,
+        fid: Fid,
+        access: Access,
+        pick: impl FnOnce(&FidEntry<F>) -> Result<X, Errno>,
+        call: impl FnOnce(X) -> Fut,
+    ) -> Result<T, Errno>
+    where
+        Fut: Future<Output = Result<T, Errno>>,
+    {
+        let e = self.fids.get(fid)?;
+        let _g = e.enter().await?;
+        if access == Access::Write {
+            self.writable()?;
+        }
+        call(pick(&e)?).await
+    }
+
     /// The node of a secondary fid (a directory argument), without taking its barrier: only
     /// the primary fid of a request is a barrier, so two-fid requests cannot deadlock with
     /// clunks.
@@ -194,6 +233,18 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         e.check()?;
         Ok(e.with(|s| s.node.clone()))
     }
+}
+
+/// Whether a request changes the export, which a read-only one answers `EROFS`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The node a fid names: what most handlers act on.
+fn node<F: Filesystem>(e: &FidEntry<F>) -> Result<F::Node, Errno> {
+    Ok(e.with(|s| s.node.clone()))
 }
 
 /// A name for a new directory entry, with QEMU's answers for the names that cannot be one:

@@ -39,7 +39,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
 
     /// Tattach: `""`, `"/"` or the export's own path name the root; any other aname is a
     /// path below the root, or `ENOENT`.
-    pub(in crate::server) async fn attach(
+    pub(super) async fn attach(
         &self,
         fid: Fid,
         afid: Fid,

@@ -12,12 +12,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Twalk: zero names clone the fid; `..` never climbs above the export root; a failure
     /// on the first name is an error, a later failure answers the qids walked so far and
     /// leaves `newfid` unmade.
-    pub(in crate::server) async fn walk(
-        &self,
-        fid: Fid,
-        newfid: Fid,
-        wnames: Vec<P9String>,
-    ) -> HandlerResult {
+    pub(super) async fn walk(&self, fid: Fid, newfid: Fid, wnames: Vec<P9String>) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.enter().await?;
         // From reading fid's record (a clone copies it) or the first lookup until newfid

@@ -18,12 +18,7 @@ const XATTR_REPLACE: u32 = 2;
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// Txattrwalk: `newfid` holds the value of xattr `name` (or, for an empty name, the
     /// NUL-separated list of names) to be read with Tread.
-    pub(in crate::server) async fn xattrwalk(
-        &self,
-        fid: Fid,
-        newfid: Fid,
-        name: P9String,
-    ) -> HandlerResult {
+    pub(super) async fn xattrwalk(&self, fid: Fid, newfid: Fid, name: P9String) -> HandlerResult {
         let e = self.fids.get(fid)?;
         let _g = e.enter().await?;
         if self.fids.get(newfid).is_ok() {
@@ -48,7 +43,7 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     }
 
     /// Txattrcreate: `fid` becomes the buffer for a value of exactly `attr_size` bytes.
-    pub(in crate::server) async fn xattrcreate(
+    pub(super) async fn xattrcreate(
         &self,
         fid: Fid,
         name: P9String,
