@@ -16,6 +16,7 @@ use crate::model::NodeId;
 
 mod aim;
 mod attrs;
+mod lock;
 mod namespace;
 mod plan;
 pub mod workload;

@@ -2,7 +2,7 @@
 //! the gap back (stale data); after a directory moves, walk `..` from fids inside it and list
 //! it (stale parents); a rename raced by a fid made from the entry it moves.
 
-use co9p::protocol::{Data, Fid, OpenFlags, P9String, Tmessage};
+use co9p::protocol::{Data, Fid, LockType, OpenFlags, P9String, Tmessage};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -25,6 +25,22 @@ pub enum Step {
     List { node: NodeId },
     /// Tremove through `fid` (made racing a rename of its entry).
     RemoveFid { fid: u32 },
+    /// Tlock through `fid` (a merge sequence: the same owner each time).
+    Lock {
+        fid: u32,
+        ty: co9p::protocol::LockType,
+        start: u64,
+        length: u64,
+    },
+    /// Tgetlock (write) on `node` through an open file other than `owner` (opened first if
+    /// there is none; `tries`: times it found none).
+    Probe {
+        node: NodeId,
+        owner: u64,
+        start: u64,
+        length: u64,
+        tries: u8,
+    },
     /// Send this request (the second half of a race).
     Then(Box<(Tmessage, Uses)>),
 }
@@ -46,7 +62,7 @@ impl Guest {
         let step = self.plan.pop_front()?;
         let retry = matches!(
             step,
-            Step::Grow { .. } | Step::Read { .. } | Step::RemoveFid { .. }
+            Step::Grow { .. } | Step::Read { .. } | Step::RemoveFid { .. } | Step::Lock { .. }
         )
         .then(|| step.clone());
         let r = self.realize(step, rng, model);
@@ -149,6 +165,52 @@ impl Guest {
                 Some((Tmessage::Remove { fid: Fid(fid) }, u(&[], &[], &[], &[fid])))
             }
             Step::Then(m) => Some(*m),
+            Step::Lock {
+                fid,
+                ty,
+                start,
+                length,
+            } => {
+                let m = self.fids.get(&fid)?;
+                let busy = self
+                    .claims
+                    .get(&fid)
+                    .is_some_and(|c| c.exclusive || c.closing);
+                if busy || !matches!(m.open, FidOpen::File { .. }) {
+                    return None;
+                }
+                Some(self.lock_msg(true, fid, ty, start, length))
+            }
+            Step::Probe {
+                node,
+                owner,
+                start,
+                length,
+                tries,
+            } => {
+                let other =
+                    |m: &MFid| matches!(m.open, FidOpen::File { owner: o, .. } if o != owner);
+                if let Some(f) = self.fid_on(node, other) {
+                    return Some(self.lock_msg(false, f, LockType::Write, start, length));
+                }
+                if tries < 8 && model.node(node).size().is_some() {
+                    self.plan.push_front(Step::Probe {
+                        node,
+                        owner,
+                        start,
+                        length,
+                        tries: tries + 1,
+                    });
+                    if tries == 0 {
+                        // Open another file on it first (a new owner), then ask.
+                        self.plan.push_front(Step::Open {
+                            node,
+                            flags: OpenFlags::RDONLY,
+                        });
+                    }
+                }
+                None
+            }
             Step::List { node } => {
                 let dir = |m: &MFid| matches!(m.open, FidOpen::File { .. });
                 match self.fid_on(node, dir) {

@@ -9,9 +9,9 @@
 //! With `contention`, most requests go to few fids and few names.
 //!
 //! Aiming is in `aim.rs`, sequences in `plan.rs`, requests that change directories in
-//! `namespace.rs` and those about attributes in `attrs.rs`.
+//! `namespace.rs`, those about attributes in `attrs.rs` and byte-range locks in `lock.rs`.
 
-use co9p::protocol::{Data, Fid, LockFlags, LockType, OpenFlags, P9String, Tmessage};
+use co9p::protocol::{Data, Fid, OpenFlags, P9String, Tmessage};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -243,33 +243,7 @@ impl Guest {
             | OpKind::Setattr
             | OpKind::XattrGet
             | OpKind::XattrSet => return self.attr_op(kind, rng, model),
-            OpKind::Lock | OpKind::Getlock => {
-                let f = self.pick(rng, |_, m| matches!(m.open, FidOpen::File { .. }))?;
-                let lock_type =
-                    [LockType::Write, LockType::Read, LockType::Unlock][rng.random_range(0..3)];
-                let (start, length) = [(0, 0), (0, 10), (5, 10), (20, 0)][rng.random_range(0..4)];
-                let msg = if kind == OpKind::Lock {
-                    Tmessage::Lock {
-                        fid: Fid(f),
-                        lock_type,
-                        flags: LockFlags(0),
-                        start,
-                        length,
-                        proc_id: self.id as u32,
-                        client_id: "sim".into(),
-                    }
-                } else {
-                    Tmessage::Getlock {
-                        fid: Fid(f),
-                        lock_type,
-                        start,
-                        length,
-                        proc_id: self.id as u32,
-                        client_id: "sim".into(),
-                    }
-                };
-                (msg, u(&[f], &[], &[], &[]))
-            }
+            OpKind::Lock | OpKind::Getlock => return self.lock_op(kind, rng),
             OpKind::Clunk => {
                 // A clunk pipelined behind other requests on its fid is only sent when
                 // asked for: the server orders the barrier by first poll, not arrival.

@@ -85,8 +85,35 @@ impl Model {
         n.locks = kept;
     }
 
-    /// F_GETLK by `owner`: the locks any of which may be reported (none: `Unlock` must
-    /// come back), and whether that list holds only zombies' locks (then either answer).
+    /// The locks `owner` holds on `id` as F_GETLK shows them: each a maximal run of bytes
+    /// the owner holds with one type. An owner holds at most one lock at each byte (a new
+    /// lock replaces its own under it), and Linux keeps a lock owner's ranges of one type
+    /// coalesced (fs/locks.c merges a new lock with the owner's adjacent and overlapping
+    /// ones of its type), so after locking 0..=3 and 8..=11 and then 4..=7, a conflicting
+    /// F_GETLK reports 0..=11, not any of the three requests.
+    fn runs(&self, id: NodeId, owner: u64) -> Vec<Held> {
+        let mut mine: Vec<Held> = self.nodes[id]
+            .locks
+            .iter()
+            .filter(|h| h.owner == owner)
+            .cloned()
+            .collect();
+        mine.sort_by_key(|h| h.start);
+        let mut runs: Vec<Held> = Vec::new();
+        for h in mine {
+            match runs.last_mut() {
+                Some(r) if r.ty == h.ty && r.end != u64::MAX && r.end + 1 >= h.start => {
+                    r.end = r.end.max(h.end);
+                }
+                _ => runs.push(h),
+            }
+        }
+        runs
+    }
+
+    /// F_GETLK by `owner`: the locks any of which may be reported, each exactly as
+    /// [`Model::runs`] says the lock appears (none: `Unlock` must come back), and whether
+    /// that list holds only zombies' locks (then either answer).
     pub fn getlock(
         &self,
         id: NodeId,
@@ -98,7 +125,22 @@ impl Model {
         if ty == LockType::Unlock {
             return Err(Errno::EINVAL);
         }
-        let c = self.conflicts(id, owner, ty, start, end);
+        let mut owners: Vec<u64> = self
+            .conflicts(id, owner, ty, start, end)
+            .iter()
+            .map(|h| h.owner)
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let c: Vec<Held> = owners
+            .into_iter()
+            .flat_map(|o| self.runs(id, o))
+            .filter(|h| {
+                h.start <= end
+                    && start <= h.end
+                    && (ty == LockType::Write || h.ty == LockType::Write)
+            })
+            .collect();
         let only_zombies = !c.is_empty() && c.iter().all(|h| self.zombies.contains(&h.owner));
         Ok((c, only_zombies))
     }

@@ -81,8 +81,9 @@ pub(super) fn getlock_call(
     Ok(Res::Getlock(m.getlock(node, owner, ty, start, end)))
 }
 
-/// An Rgetlock reports one of the model's conflicting locks, overlapping the range
-/// asked, or `Unlock` when there is none (or when only closing sessions' locks conflict).
+/// An Rgetlock reports one of the model's conflicting locks exactly as it stands (a whole
+/// run of its owner's bytes of one type, see `Model::runs`), overlapping the range asked,
+/// or `Unlock` when there is none (or when only closing sessions' locks conflict).
 pub(super) fn getlock_reply(a: &Answer, start: u64, length: u64) -> Result<(), Violation> {
     let Rmessage::Getlock {
         lock_type,
@@ -99,9 +100,10 @@ pub(super) fn getlock_reply(a: &Answer, start: u64, length: u64) -> Result<(), V
     let (rs, re) = (start, lock_end(start, length));
     let (gs, ge) = (*s, lock_end(*s, *l));
     let none = *lock_type == LockType::Unlock;
+    // The lock reported is one of them exactly (type and range), and meets the range asked.
     let fits = held
         .iter()
-        .any(|h| h.ty == *lock_type && h.start <= ge && gs <= h.end && gs <= re && rs <= ge);
+        .any(|h| h.ty == *lock_type && h.start == gs && h.end == ge && gs <= re && rs <= ge);
     let ok = match (held.is_empty(), none) {
         (true, true) => true,
         (true, false) => false,
