@@ -143,50 +143,91 @@ impl<F: Filesystem, H: Hook> HookedFs<F, H> {
         }
         r
     }
+
+    /// How much of each buffer of a vectored read or write moves: the hook's `io_len` of
+    /// the whole vector (asked once, as for one `preadv`), taken from the front.
+    fn cut_lens(&self, op: OpKind, lens: impl Iterator<Item = usize> + Clone) -> Vec<usize> {
+        let total = lens.clone().sum::<usize>();
+        let mut left = self.hook.io_len(op, total).min(total);
+        lens.map(|len| {
+            let n = left.min(len);
+            left -= n;
+            n
+        })
+        .collect()
+    }
+}
+
+/// The methods that are only the inner call inside [`HookedFs::wrap`]: `Kind: fn
+/// name(args) -> T;` makes `async fn name(&self, args) -> FsResult<T>`, hooked as
+/// `OpKind::Kind`.
+macro_rules! hooked {
+    ($($kind:ident: fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        $(
+            async fn $name(&self, $($arg: $ty),*) -> FsResult<$out> {
+                self.wrap(OpKind::$kind, self.inner.$name($($arg),*)).await
+            }
+        )*
+    };
 }
 
 impl<F: Filesystem, H: Hook> Filesystem for HookedFs<F, H> {
     type Node = F::Node;
     type File = F::File;
 
-    async fn root(&self) -> FsResult<(F::Node, Qid)> {
-        self.wrap(OpKind::Root, self.inner.root()).await
+    hooked! {
+        Root: fn root() -> (F::Node, Qid);
+        Lookup: fn lookup(dir: &F::Node, name: &Name) -> (F::Node, Qid);
+        Parent: fn parent(dir: &F::Node) -> (F::Node, Qid);
+        Getattr: fn getattr(node: &F::Node) -> Attr;
+        Setattr: fn setattr(node: &F::Node, attr: &SetAttr) -> ();
+        Open: fn open(node: &F::Node, flags: OpenFlags) -> F::File;
+        Open: fn open_by(node: &F::Node, flags: OpenFlags, creds: Creds) -> F::File;
+        Create: fn create(
+            dir: &F::Node,
+            name: &Name,
+            flags: OpenFlags,
+            mode: u32,
+            creds: Creds
+        ) -> (F::Node, F::File, Qid);
+        Readdir: fn readdir(dir: &F::File, cookie: u64, max: usize) -> Vec<DirEntry>;
+        Fsync: fn fsync(file: &F::File, datasync: bool) -> ();
+        Mkdir: fn mkdir(dir: &F::Node, name: &Name, mode: u32, creds: Creds) -> Qid;
+        Symlink: fn symlink(dir: &F::Node, name: &Name, target: &[u8], creds: Creds) -> Qid;
+        Mknod: fn mknod(
+            dir: &F::Node,
+            name: &Name,
+            mode: u32,
+            rdev: (u32, u32),
+            creds: Creds
+        ) -> Qid;
+        Link: fn link(target: &F::Node, dir: &F::Node, name: &Name) -> ();
+        Readlink: fn readlink(node: &F::Node) -> Vec<u8>;
+        Rename: fn rename(
+            old_dir: &F::Node,
+            old_name: &Name,
+            new_dir: &F::Node,
+            new_name: &Name
+        ) -> ();
+        Unlink: fn unlink(dir: &F::Node, name: &Name, rmdir: bool) -> ();
+        Unlink: fn unlink_node(dir: &F::Node, name: &Name, node: &F::Node, rmdir: bool) -> ();
+        Rename: fn rename_node(
+            node: &F::Node,
+            old_dir: &F::Node,
+            old_name: &Name,
+            new_dir: &F::Node,
+            new_name: &Name
+        ) -> ();
+        Statfs: fn statfs(node: &F::Node) -> StatFs;
+        Getxattr: fn getxattr(node: &F::Node, name: &[u8]) -> Vec<u8>;
+        Listxattr: fn listxattr(node: &F::Node) -> Vec<u8>;
+        Setxattr: fn setxattr(node: &F::Node, name: &[u8], value: &[u8], flags: u32) -> ();
+        Removexattr: fn removexattr(node: &F::Node, name: &[u8]) -> ();
+        Lock: fn lock(file: &F::File, req: &LockRequest) -> LockOutcome;
+        Getlock: fn getlock(file: &F::File, req: &LockRequest) -> LockProbe;
     }
-    async fn lookup(&self, dir: &F::Node, name: &Name) -> FsResult<(F::Node, Qid)> {
-        self.wrap(OpKind::Lookup, self.inner.lookup(dir, name))
-            .await
-    }
-    async fn parent(&self, dir: &F::Node) -> FsResult<(F::Node, Qid)> {
-        self.wrap(OpKind::Parent, self.inner.parent(dir)).await
-    }
-    async fn getattr(&self, node: &F::Node) -> FsResult<Attr> {
-        self.wrap(OpKind::Getattr, self.inner.getattr(node)).await
-    }
-    async fn setattr(&self, node: &F::Node, attr: &SetAttr) -> FsResult<()> {
-        self.wrap(OpKind::Setattr, self.inner.setattr(node, attr))
-            .await
-    }
-    async fn open(&self, node: &F::Node, flags: OpenFlags) -> FsResult<F::File> {
-        self.wrap(OpKind::Open, self.inner.open(node, flags)).await
-    }
-    async fn open_by(&self, node: &F::Node, flags: OpenFlags, creds: Creds) -> FsResult<F::File> {
-        self.wrap(OpKind::Open, self.inner.open_by(node, flags, creds))
-            .await
-    }
-    async fn create(
-        &self,
-        dir: &F::Node,
-        name: &Name,
-        flags: OpenFlags,
-        mode: u32,
-        creds: Creds,
-    ) -> FsResult<(F::Node, F::File, Qid)> {
-        self.wrap(
-            OpKind::Create,
-            self.inner.create(dir, name, flags, mode, creds),
-        )
-        .await
-    }
+
+    // Reads and writes may be cut short by the hook first.
     async fn read(&self, file: &F::File, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
         let n = self.hook.io_len(OpKind::Read, buf.len()).min(buf.len());
         self.wrap(OpKind::Read, self.inner.read(file, offset, &mut buf[..n]))
@@ -205,14 +246,12 @@ impl<F: Filesystem, H: Hook> Filesystem for HookedFs<F, H> {
         offset: u64,
         bufs: &mut [IoSliceMut<'_>],
     ) -> FsResult<usize> {
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
-        let mut left = self.hook.io_len(OpKind::Read, total).min(total);
-        let mut cut: Vec<IoSliceMut<'_>> = Vec::with_capacity(bufs.len());
-        for b in bufs.iter_mut() {
-            let n = left.min(b.len());
-            cut.push(IoSliceMut::new(&mut b[..n]));
-            left -= n;
-        }
+        let lens = self.cut_lens(OpKind::Read, bufs.iter().map(|b| b.len()));
+        let mut cut: Vec<IoSliceMut<'_>> = bufs
+            .iter_mut()
+            .zip(lens)
+            .map(|(b, n)| IoSliceMut::new(&mut b[..n]))
+            .collect();
         self.wrap(
             OpKind::Read,
             self.inner.read_vectored(file, offset, &mut cut),
@@ -226,141 +265,13 @@ impl<F: Filesystem, H: Hook> Filesystem for HookedFs<F, H> {
         offset: u64,
         bufs: &[IoSlice<'_>],
     ) -> FsResult<usize> {
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
-        let mut left = self.hook.io_len(OpKind::Write, total).min(total);
-        let mut cut: Vec<IoSlice<'_>> = Vec::with_capacity(bufs.len());
-        for b in bufs {
-            let n = left.min(b.len());
-            cut.push(IoSlice::new(&b[..n]));
-            left -= n;
-        }
+        let lens = self.cut_lens(OpKind::Write, bufs.iter().map(|b| b.len()));
+        let cut: Vec<IoSlice<'_>> = bufs
+            .iter()
+            .zip(lens)
+            .map(|(b, n)| IoSlice::new(&b[..n]))
+            .collect();
         self.wrap(OpKind::Write, self.inner.write_vectored(file, offset, &cut))
-            .await
-    }
-    async fn readdir(&self, dir: &F::File, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {
-        self.wrap(OpKind::Readdir, self.inner.readdir(dir, cookie, max))
-            .await
-    }
-    async fn fsync(&self, file: &F::File, datasync: bool) -> FsResult<()> {
-        self.wrap(OpKind::Fsync, self.inner.fsync(file, datasync))
-            .await
-    }
-    async fn mkdir(&self, dir: &F::Node, name: &Name, mode: u32, creds: Creds) -> FsResult<Qid> {
-        self.wrap(OpKind::Mkdir, self.inner.mkdir(dir, name, mode, creds))
-            .await
-    }
-    async fn symlink(
-        &self,
-        dir: &F::Node,
-        name: &Name,
-        target: &[u8],
-        creds: Creds,
-    ) -> FsResult<Qid> {
-        self.wrap(
-            OpKind::Symlink,
-            self.inner.symlink(dir, name, target, creds),
-        )
-        .await
-    }
-    async fn mknod(
-        &self,
-        dir: &F::Node,
-        name: &Name,
-        mode: u32,
-        rdev: (u32, u32),
-        creds: Creds,
-    ) -> FsResult<Qid> {
-        self.wrap(
-            OpKind::Mknod,
-            self.inner.mknod(dir, name, mode, rdev, creds),
-        )
-        .await
-    }
-    async fn link(&self, target: &F::Node, dir: &F::Node, name: &Name) -> FsResult<()> {
-        self.wrap(OpKind::Link, self.inner.link(target, dir, name))
-            .await
-    }
-    async fn readlink(&self, node: &F::Node) -> FsResult<Vec<u8>> {
-        self.wrap(OpKind::Readlink, self.inner.readlink(node)).await
-    }
-    async fn rename(
-        &self,
-        old_dir: &F::Node,
-        old_name: &Name,
-        new_dir: &F::Node,
-        new_name: &Name,
-    ) -> FsResult<()> {
-        self.wrap(
-            OpKind::Rename,
-            self.inner.rename(old_dir, old_name, new_dir, new_name),
-        )
-        .await
-    }
-    async fn unlink(&self, dir: &F::Node, name: &Name, rmdir: bool) -> FsResult<()> {
-        self.wrap(OpKind::Unlink, self.inner.unlink(dir, name, rmdir))
-            .await
-    }
-    async fn unlink_node(
-        &self,
-        dir: &F::Node,
-        name: &Name,
-        node: &F::Node,
-        rmdir: bool,
-    ) -> FsResult<()> {
-        self.wrap(
-            OpKind::Unlink,
-            self.inner.unlink_node(dir, name, node, rmdir),
-        )
-        .await
-    }
-    async fn rename_node(
-        &self,
-        node: &F::Node,
-        old_dir: &F::Node,
-        old_name: &Name,
-        new_dir: &F::Node,
-        new_name: &Name,
-    ) -> FsResult<()> {
-        self.wrap(
-            OpKind::Rename,
-            self.inner
-                .rename_node(node, old_dir, old_name, new_dir, new_name),
-        )
-        .await
-    }
-    async fn statfs(&self, node: &F::Node) -> FsResult<StatFs> {
-        self.wrap(OpKind::Statfs, self.inner.statfs(node)).await
-    }
-    async fn getxattr(&self, node: &F::Node, name: &[u8]) -> FsResult<Vec<u8>> {
-        self.wrap(OpKind::Getxattr, self.inner.getxattr(node, name))
-            .await
-    }
-    async fn listxattr(&self, node: &F::Node) -> FsResult<Vec<u8>> {
-        self.wrap(OpKind::Listxattr, self.inner.listxattr(node))
-            .await
-    }
-    async fn setxattr(
-        &self,
-        node: &F::Node,
-        name: &[u8],
-        value: &[u8],
-        flags: u32,
-    ) -> FsResult<()> {
-        self.wrap(
-            OpKind::Setxattr,
-            self.inner.setxattr(node, name, value, flags),
-        )
-        .await
-    }
-    async fn removexattr(&self, node: &F::Node, name: &[u8]) -> FsResult<()> {
-        self.wrap(OpKind::Removexattr, self.inner.removexattr(node, name))
-            .await
-    }
-    async fn lock(&self, file: &F::File, req: &LockRequest) -> FsResult<LockOutcome> {
-        self.wrap(OpKind::Lock, self.inner.lock(file, req)).await
-    }
-    async fn getlock(&self, file: &F::File, req: &LockRequest) -> FsResult<LockProbe> {
-        self.wrap(OpKind::Getlock, self.inner.getlock(file, req))
             .await
     }
 }

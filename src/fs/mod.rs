@@ -158,17 +158,12 @@ pub trait Filesystem: Send + Sync + 'static {
         offset: u64,
         bufs: &mut [IoSliceMut<'_>],
     ) -> impl Future<Output = FsResult<usize>> + Send {
-        async move {
-            let mut total = 0usize;
-            for buf in bufs.iter_mut() {
-                let n = self.read(file, offset + total as u64, buf).await?;
-                total += n;
-                if n < buf.len() {
-                    break;
-                }
-            }
-            Ok(total)
-        }
+        in_turn(
+            bufs.iter_mut(),
+            offset,
+            |b| b.len(),
+            move |buf, at| self.read(file, at, buf),
+        )
     }
     /// Writes several buffers in turn (`pwritev`). The default writes each with
     /// [`Self::write`] and stops at the first short write.
@@ -178,17 +173,12 @@ pub trait Filesystem: Send + Sync + 'static {
         offset: u64,
         bufs: &[IoSlice<'_>],
     ) -> impl Future<Output = FsResult<usize>> + Send {
-        async move {
-            let mut total = 0usize;
-            for buf in bufs {
-                let n = self.write(file, offset + total as u64, buf).await?;
-                total += n;
-                if n < buf.len() {
-                    break;
-                }
-            }
-            Ok(total)
-        }
+        in_turn(
+            bufs.iter(),
+            offset,
+            |b| b.len(),
+            move |buf, at| self.write(file, at, buf),
+        )
     }
     /// Lists an open directory from `cookie` (0 = the start), at most `max` entries,
     /// including `.` and `..`.
@@ -307,4 +297,28 @@ pub trait Filesystem: Send + Sync + 'static {
         file: &Self::File,
         req: &LockRequest,
     ) -> impl Future<Output = FsResult<LockProbe>> + Send;
+}
+
+/// The default vectored read or write: a plain call for each buffer in turn, at the
+/// offset the ones before it reached, stopping at the first short one (as `preadv` and
+/// `pwritev` may).
+async fn in_turn<B, Fut>(
+    bufs: impl IntoIterator<Item = B>,
+    offset: u64,
+    len: impl Fn(&B) -> usize,
+    mut call: impl FnMut(B, u64) -> Fut,
+) -> FsResult<usize>
+where
+    Fut: Future<Output = FsResult<usize>>,
+{
+    let mut total = 0usize;
+    for buf in bufs {
+        let want = len(&buf);
+        let n = call(buf, offset + total as u64).await?;
+        total += n;
+        if n < want {
+            break;
+        }
+    }
+    Ok(total)
 }
