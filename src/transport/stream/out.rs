@@ -1,16 +1,18 @@
 //! A connection's sending side.
 //!
-//! Replies go out in completion order. The thread that finishes a reply writes it itself
-//! when nobody else is writing, with a non-blocking send: no hand-off to another thread
-//! (a futex wake and two context switches per reply). Replies finished while some thread
-//! is writing are queued, and that thread writes them too before it lets go, several to a
-//! `sendmsg`. When the socket is full (a slow or stalled client), the rest is handed to the
-//! connection's writer thread, which waits on the socket, so an executor thread never
-//! blocks on a client.
+//! Replies go out in completion order. The reader writes the replies of the requests it
+//! served itself when its burst ends, with a non-blocking send: no hand-off to another
+//! thread (a futex wake and two context switches per reply). Replies finished on the
+//! executor go to the connection's writer thread, started the first time one does (an
+//! executor thread never writes: it must never block on a client). Replies finished
+//! while some thread is writing are queued, and that thread writes them too before it
+//! lets go, several to a `sendmsg`. When the socket is full (a slow or stalled client),
+//! the reader hands the rest to the writer thread too, which waits on the socket.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
 
 use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
 
@@ -37,6 +39,11 @@ pub(super) struct OutQueue {
     state: Mutex<OutState>,
     cond: Condvar,
     sock: Conn,
+    /// The writer thread, started the first time something is handed to it: a connection
+    /// whose replies all go out from the threads that made them (an idle one, or one of
+    /// small requests the reader serves itself) never has one.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    me: Weak<OutQueue>,
 }
 
 #[derive(Default)]
@@ -63,11 +70,50 @@ struct OutState {
 struct Stopped(usize, usize);
 
 impl OutQueue {
-    pub(super) fn new(sock: Conn) -> Self {
-        Self {
+    pub(super) fn new(sock: Conn) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             state: Mutex::default(),
             cond: Condvar::new(),
             sock,
+            writer: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    /// Starts the writer thread if it is not running yet. Called with the state unlocked,
+    /// after handing it something (it finds the work when it first looks). If no thread can
+    /// be made, the connection cannot be served without blocking an executor thread: it is
+    /// closed, as when the peer is gone.
+    fn ensure_writer(&self) {
+        let mut slot = self.writer.lock_unpoisoned();
+        if slot.is_some() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        match std::thread::Builder::new()
+            .name("co9p-writer".into())
+            .spawn(move || me.run_writer())
+        {
+            Ok(t) => *slot = Some(t),
+            Err(e) => {
+                drop(slot);
+                tracing::warn!("cannot start a connection's writer thread: {e}; closing it");
+                let mut s = self.lock();
+                s.frames.clear();
+                s.bytes = 0;
+                s.closed = true;
+                s.owned = false;
+                s.handed_off = false;
+                self.sock.shutdown();
+            }
+        }
+    }
+
+    /// Waits for the writer thread, if one was started (call after [`close`](Self::close)).
+    pub(super) fn join_writer(&self) {
+        let t = self.writer.lock_unpoisoned().take();
+        if let Some(t) = t {
+            let _ = t.join();
         }
     }
 
@@ -103,6 +149,8 @@ impl OutQueue {
         s.owned = true;
         s.handed_off = true;
         self.cond.notify_all();
+        drop(s);
+        self.ensure_writer();
     }
 
     /// The reader is about to serve a request itself: that request's reply, if it comes
@@ -205,6 +253,8 @@ impl OutQueue {
                 }
             }
             if s.handed_off && flags.contains(SendFlags::DONTWAIT) {
+                drop(s);
+                self.ensure_writer();
                 return;
             }
         }
@@ -268,7 +318,6 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
-    use std::sync::Arc;
 
     /// A frame of `len` bytes (size prefix included) whose body is `seq` repeated.
     fn frame(seq: u8, len: usize) -> Vec<u8> {
@@ -286,16 +335,14 @@ mod tests {
         f
     }
 
-    fn queue() -> (Arc<OutQueue>, UnixStream, std::thread::JoinHandle<()>) {
+    fn queue() -> (Arc<OutQueue>, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
-        let out = Arc::new(OutQueue::new(Conn::Unix(a)));
-        let w = out.clone();
-        (out, b, std::thread::spawn(move || w.run_writer()))
+        (OutQueue::new(Conn::Unix(a)), b)
     }
 
     #[test]
     fn replies_of_the_readers_own_request_wait_for_it_and_others_do_not() {
-        let (out, mut peer, writer) = queue();
+        let (out, mut peer) = queue();
         out.begin_inline();
         for seq in 0..5 {
             out.push(frame(seq, 100 + seq as usize), true);
@@ -312,18 +359,24 @@ mod tests {
         for seq in 0..5 {
             assert_eq!(read_frame(&mut peer), frame(seq, 100 + seq as usize));
         }
+        // All went out from the reader: no writer thread was needed, so none was started.
+        assert!(out.writer.lock_unpoisoned().is_none());
         // A reply of a pool request during the reader's window goes out at once.
         out.begin_inline();
         out.push(frame(9, 64), false);
         assert_eq!(read_frame(&mut peer), frame(9, 64));
+        assert!(
+            out.writer.lock_unpoisoned().is_some(),
+            "the writer thread wrote it"
+        );
         out.end_inline();
         out.close();
-        writer.join().unwrap();
+        out.join_writer();
     }
 
     #[test]
     fn a_full_socket_hands_the_rest_to_the_writer_thread_and_the_reader_pauses() {
-        let (out, mut peer, writer) = queue();
+        let (out, mut peer) = queue();
         const N: u8 = 200;
         const LEN: usize = 100_000;
         // The peer reads nothing yet: far more than the socket buffer is pushed, as the
@@ -353,17 +406,17 @@ mod tests {
         }
         assert!(!out.is_backlogged());
         out.close();
-        writer.join().unwrap();
+        out.join_writer();
     }
 
     #[test]
     fn a_gone_peer_closes_the_queue_and_frees_what_was_queued() {
-        let (out, peer, writer) = queue();
+        let (out, peer) = queue();
         drop(peer);
         out.push(frame(1, 64), false);
         // The writer thread's send fails: the queue closes and drops its frames, and the
         // writer thread, nobody writing, ends.
-        writer.join().unwrap();
+        out.join_writer();
         assert!(out.lock().closed);
         out.push(frame(2, 64), false);
         assert_eq!(out.lock().frames.len(), 0);
