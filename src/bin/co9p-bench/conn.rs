@@ -174,6 +174,46 @@ impl Conn {
     pub(super) fn clunk(&mut self, fid: Fid) -> Res<()> {
         self.rpc(Tmessage::Clunk { fid }).map(drop)
     }
+
+    /// Creates (empty) or removes the files `name(i)` for `i` in `range` in the directory
+    /// `dir`, 64 at a time: their walks, then their creates and clunks, or their removes,
+    /// each a pipelined batch.
+    pub(super) fn files(
+        &mut self,
+        op: FilesOp,
+        dir: Fid,
+        range: std::ops::Range<u64>,
+        name: impl Fn(u64) -> String,
+    ) -> Res<()> {
+        let fid = |i: u64| Fid(1000 + (i % 64) as u32);
+        let all: Vec<u64> = range.collect();
+        for group in all.chunks(64) {
+            self.batch(group.iter().map(|&i| Tmessage::Walk {
+                fid: dir,
+                newfid: fid(i),
+                wnames: match op {
+                    FilesOp::Create => vec![],
+                    FilesOp::Remove => vec![name(i).as_str().into()],
+                },
+            }))?;
+            match op {
+                FilesOp::Create => {
+                    self.batch(group.iter().map(|&i| Tmessage::Lcreate {
+                        fid: fid(i),
+                        name: name(i).as_str().into(),
+                        flags: OpenFlags::WRONLY,
+                        mode: 0o644,
+                        gid: 0,
+                    }))?;
+                    self.batch(group.iter().map(|&i| Tmessage::Clunk { fid: fid(i) }))?;
+                }
+                FilesOp::Remove => {
+                    self.batch(group.iter().map(|&i| Tmessage::Remove { fid: fid(i) }))?
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn getattr_basic(fid: Fid) -> Tmessage {
@@ -181,4 +221,11 @@ pub(super) fn getattr_basic(fid: Fid) -> Tmessage {
         fid,
         request_mask: GetattrMask::BASIC,
     }
+}
+
+/// What [`Conn::files`] does to each file.
+#[derive(Clone, Copy)]
+pub(super) enum FilesOp {
+    Create,
+    Remove,
 }

@@ -89,23 +89,12 @@ impl Side {
         // The directory to list: --entries empty files.
         if args.workloads.contains(&Workload::Readdir) {
             c.walk(DIR, MANY, &["many"])?;
-            // 64 files at a time: their walks, then their creates, then their clunks.
-            for group in (0..args.entries).collect::<Vec<_>>().chunks(64) {
-                let fid = |i: u32| Fid(1000 + i % 64);
-                c.batch(group.iter().map(|&i| Tmessage::Walk {
-                    fid: MANY,
-                    newfid: fid(i),
-                    wnames: vec![],
-                }))?;
-                c.batch(group.iter().map(|&i| Tmessage::Lcreate {
-                    fid: fid(i),
-                    name: format!("entry{i:05}").as_str().into(),
-                    flags: OpenFlags::WRONLY,
-                    mode: 0o644,
-                    gid: 0,
-                }))?;
-                c.batch(group.iter().map(|&i| Tmessage::Clunk { fid: fid(i) }))?;
-            }
+            c.files(
+                FilesOp::Create,
+                MANY,
+                0..u64::from(args.entries),
+                entry_name,
+            )?;
         }
         Ok(())
     }
@@ -120,15 +109,7 @@ impl Side {
         } else {
             0
         };
-        let fid = |i: u32| Fid(1000 + i % 64);
-        for group in (0..entries).collect::<Vec<_>>().chunks(64) {
-            c.batch(group.iter().map(|&i| Tmessage::Walk {
-                fid: MANY,
-                newfid: fid(i),
-                wnames: vec![format!("entry{i:05}").as_str().into()],
-            }))?;
-            c.batch(group.iter().map(|&i| Tmessage::Remove { fid: fid(i) }))?;
-        }
+        c.files(FilesOp::Remove, MANY, 0..u64::from(entries), entry_name)?;
         c.rpc(Tmessage::Remove { fid: MANY })?;
         for names in [&["walk", "leaf"][..], &["walk"], &["churn"], &["data"]] {
             c.walk(DIR, Fid(10), names)?;
@@ -137,4 +118,9 @@ impl Side {
         c.rpc(Tmessage::Remove { fid: DIR })?;
         Ok(())
     }
+}
+
+/// The name of the `i`th file of the directory Treaddir lists.
+fn entry_name(i: u64) -> String {
+    format!("entry{i:05}")
 }

@@ -78,54 +78,6 @@ fn rss(pid: u32) -> Res<u64> {
         .ok_or_else(|| format!("/proc/{pid}/status: no VmRSS"))
 }
 
-/// Creates the empty files `name(i)` for `i` in `range` in the directory `dir` (a fid of
-/// `c`), 64 at a time: their walks, creates and clunks pipelined.
-fn create_9p(
-    c: &mut Conn,
-    dir: Fid,
-    range: std::ops::Range<u64>,
-    name: impl Fn(u64) -> String,
-) -> Res<()> {
-    let fid = |i: u64| Fid(1000 + (i % 64) as u32);
-    let all: Vec<u64> = range.collect();
-    for group in all.chunks(64) {
-        c.batch(group.iter().map(|&i| Tmessage::Walk {
-            fid: dir,
-            newfid: fid(i),
-            wnames: vec![],
-        }))?;
-        c.batch(group.iter().map(|&i| Tmessage::Lcreate {
-            fid: fid(i),
-            name: name(i).as_str().into(),
-            flags: OpenFlags::WRONLY,
-            mode: 0o644,
-            gid: 0,
-        }))?;
-        c.batch(group.iter().map(|&i| Tmessage::Clunk { fid: fid(i) }))?;
-    }
-    Ok(())
-}
-
-/// Removes `name(i)` for `i` in `range` from the directory `dir` (a fid of `c`).
-fn remove_9p(
-    c: &mut Conn,
-    dir: Fid,
-    range: std::ops::Range<u64>,
-    name: impl Fn(u64) -> String,
-) -> Res<()> {
-    let fid = |i: u64| Fid(1000 + (i % 64) as u32);
-    let all: Vec<u64> = range.collect();
-    for group in all.chunks(64) {
-        c.batch(group.iter().map(|&i| Tmessage::Walk {
-            fid: dir,
-            newfid: fid(i),
-            wnames: vec![name(i).as_str().into()],
-        }))?;
-        c.batch(group.iter().map(|&i| Tmessage::Remove { fid: fid(i) }))?;
-    }
-    Ok(())
-}
-
 fn big_name(i: u64) -> String {
     format!("e{i:07}")
 }
@@ -156,7 +108,7 @@ fn grow(
         return Ok(());
     }
     c.walk(DIR, Fid(900), &[dir_name])?;
-    let r = create_9p(c, Fid(900), range, name);
+    let r = c.files(FilesOp::Create, Fid(900), range, name);
     c.clunk(Fid(900))?;
     r
 }
@@ -171,7 +123,7 @@ fn shrink(s: &Server, c: &mut Conn, dir_name: &str, n: u64, name: fn(u64) -> Str
         }
     } else {
         c.walk(DIR, Fid(900), &[dir_name])?;
-        remove_9p(c, Fid(900), 0..n, name)?;
+        c.files(FilesOp::Remove, Fid(900), 0..n, name)?;
         c.clunk(Fid(900))?;
     }
     Ok(())
