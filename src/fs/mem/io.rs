@@ -2,7 +2,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 
-use super::data::PAGE;
+use super::data::{Data, PAGE};
 use super::inode::{Content, PERM_MASK, S_IFMT};
 use super::state::State;
 use crate::fs::FsResult;
@@ -19,15 +19,22 @@ impl State {
         offset: u64,
         bufs: &mut [IoSliceMut<'_>],
     ) -> FsResult<usize> {
+        let data = self.file_data(ino, flags.readable())?;
+        Ok(data.read_vectored(offset, bufs))
+    }
+
+    /// The data of the regular file `ino` for a read or a write: `EISDIR` for a directory,
+    /// `EBADF` for any other kind, or when the file was not `opened_for` it.
+    fn file_data(&self, ino: u64, opened_for: bool) -> FsResult<&Data> {
         let data = match &self.get(ino)?.content {
             Content::File(d) => d,
             Content::Dir(_) => return Err(Errno::EISDIR),
             _ => return Err(Errno::EBADF),
         };
-        if !flags.readable() {
+        if !opened_for {
             return Err(Errno::EBADF);
         }
-        Ok(data.read_vectored(offset, bufs))
+        Ok(data)
     }
 
     /// A write by a user without `CAP_FSETID` drops `S_ISUID`, and `S_ISGID` when
@@ -50,14 +57,7 @@ impl State {
         now: Timespec,
     ) -> FsResult<usize> {
         let max_size = self.limits.max_file_size;
-        let data = match &self.get(ino)?.content {
-            Content::File(d) => d,
-            Content::Dir(_) => return Err(Errno::EISDIR),
-            _ => return Err(Errno::EBADF),
-        };
-        if !flags.writable() {
-            return Err(Errno::EBADF);
-        }
+        let data = self.file_data(ino, flags.writable())?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total == 0 {
             return Ok(0);
