@@ -44,7 +44,7 @@ mod security;
 mod xattr;
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -321,6 +321,22 @@ impl HostFs {
         HostFile::new(node.clone(), fd, slot, writer)
     }
 
+    /// A write to `file` by the syscall `write`: `EROFS` on a read-only export, retried on
+    /// `EINTR`, and the set-id bits dropped once it wrote something.
+    fn write_with(
+        &self,
+        file: &HostFile,
+        mut write: impl FnMut(BorrowedFd<'_>) -> rustix::io::Result<usize>,
+    ) -> FsResult<usize> {
+        self.writable()?;
+        let fd = file.data_fd()?;
+        let n = retry(|| write(fd))?;
+        if n > 0 {
+            self.kill_setid(file);
+        }
+        Ok(n)
+    }
+
     /// After a write through `file` by a user without `CAP_FSETID`: drops the set-id bits
     /// Linux's `file_remove_privs` would, in the mode the guest sees (the host file's, or
     /// the stored one under mapped-xattr). The write happened: a failure here is logged,
@@ -399,24 +415,56 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> FsResult<T> {
     }
 }
 
+/// The operations whose whole work is the method `do_name` with the same arguments (in
+/// the file of its family): `fn name(args) -> T;` makes `async fn name(&self, args) ->
+/// FsResult<T>`. HostFs makes its syscalls in place, so nothing there awaits.
+macro_rules! in_place {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty = $do:ident;)*) => {
+        $(
+            async fn $name(&self, $($arg: $ty),*) -> FsResult<$out> {
+                self.$do($($arg),*)
+            }
+        )*
+    };
+}
+
 impl Filesystem for HostFs {
     type Node = HostNode;
     type File = HostFile;
 
+    in_place! {
+        fn lookup(dir: &HostNode, name: &Name) -> (HostNode, Qid) = do_lookup;
+        fn parent(dir: &HostNode) -> (HostNode, Qid) = do_parent;
+        fn getattr(node: &HostNode) -> Attr = do_getattr;
+        fn setattr(node: &HostNode, attr: &SetAttr) -> () = do_setattr;
+        fn create(
+            dir: &HostNode,
+            name: &Name,
+            flags: OpenFlags,
+            mode: u32,
+            creds: Creds
+        ) -> (HostNode, HostFile, Qid) = do_create;
+        fn readdir(dir: &HostFile, cookie: u64, max: usize) -> Vec<DirEntry> = do_readdir;
+        fn mkdir(dir: &HostNode, name: &Name, mode: u32, creds: Creds) -> Qid = do_mkdir;
+        fn symlink(dir: &HostNode, name: &Name, target: &[u8], creds: Creds) -> Qid = do_symlink;
+        fn mknod(
+            dir: &HostNode,
+            name: &Name,
+            mode: u32,
+            rdev: (u32, u32),
+            creds: Creds
+        ) -> Qid = do_mknod;
+        fn link(target: &HostNode, dir: &HostNode, name: &Name) -> () = do_link;
+        fn readlink(node: &HostNode) -> Vec<u8> = do_readlink;
+        fn statfs(node: &HostNode) -> StatFs = do_statfs;
+        fn getxattr(node: &HostNode, name: &[u8]) -> Vec<u8> = do_getxattr;
+        fn listxattr(node: &HostNode) -> Vec<u8> = do_listxattr;
+        fn setxattr(node: &HostNode, name: &[u8], value: &[u8], flags: u32) -> () = do_setxattr;
+        fn removexattr(node: &HostNode, name: &[u8]) -> () = do_removexattr;
+    }
+
     async fn root(&self) -> FsResult<(HostNode, Qid)> {
         Ok((self.root.clone(), self.qid_of(&self.root)?))
-    }
-    async fn lookup(&self, dir: &HostNode, name: &Name) -> FsResult<(HostNode, Qid)> {
-        self.do_lookup(dir, name)
-    }
-    async fn parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {
-        self.do_parent(dir)
-    }
-    async fn getattr(&self, node: &HostNode) -> FsResult<Attr> {
-        self.do_getattr(node)
-    }
-    async fn setattr(&self, node: &HostNode, attr: &SetAttr) -> FsResult<()> {
-        self.do_setattr(node, attr)
     }
     async fn open(&self, node: &HostNode, flags: OpenFlags) -> FsResult<HostFile> {
         self.do_open(node, flags, 0)
@@ -424,29 +472,13 @@ impl Filesystem for HostFs {
     async fn open_by(&self, node: &HostNode, flags: OpenFlags, creds: Creds) -> FsResult<HostFile> {
         self.do_open(node, flags, creds.uid)
     }
-    async fn create(
-        &self,
-        dir: &HostNode,
-        name: &Name,
-        flags: OpenFlags,
-        mode: u32,
-        creds: Creds,
-    ) -> FsResult<(HostNode, HostFile, Qid)> {
-        self.do_create(dir, name, flags, mode, creds)
-    }
     async fn read(&self, file: &HostFile, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
         let fd = file.data_fd()?;
         retry(|| rustix::io::pread(fd, &mut *buf, offset))
     }
     async fn write(&self, file: &HostFile, offset: u64, data: &[u8]) -> FsResult<usize> {
-        self.writable()?;
-        let fd = file.data_fd()?;
         // With O_APPEND, Linux's pwrite appends whatever the offset.
-        let n = retry(|| rustix::io::pwrite(fd, data, offset))?;
-        if n > 0 {
-            self.kill_setid(file);
-        }
-        Ok(n)
+        self.write_with(file, |fd| rustix::io::pwrite(fd, data, offset))
     }
     async fn read_vectored(
         &self,
@@ -463,16 +495,7 @@ impl Filesystem for HostFs {
         offset: u64,
         bufs: &[IoSlice<'_>],
     ) -> FsResult<usize> {
-        self.writable()?;
-        let fd = file.data_fd()?;
-        let n = retry(|| rustix::io::pwritev(fd, bufs, offset))?;
-        if n > 0 {
-            self.kill_setid(file);
-        }
-        Ok(n)
-    }
-    async fn readdir(&self, dir: &HostFile, cookie: u64, max: usize) -> FsResult<Vec<DirEntry>> {
-        self.do_readdir(dir, cookie, max)
+        self.write_with(file, |fd| rustix::io::pwritev(fd, bufs, offset))
     }
     async fn fsync(&self, file: &HostFile, datasync: bool) -> FsResult<()> {
         file.with_fd(|fd| {
@@ -482,34 +505,6 @@ impl Filesystem for HostFs {
                 retry(|| fsync(fd))
             }
         })
-    }
-    async fn mkdir(&self, dir: &HostNode, name: &Name, mode: u32, creds: Creds) -> FsResult<Qid> {
-        self.do_mkdir(dir, name, mode, creds)
-    }
-    async fn symlink(
-        &self,
-        dir: &HostNode,
-        name: &Name,
-        target: &[u8],
-        creds: Creds,
-    ) -> FsResult<Qid> {
-        self.do_symlink(dir, name, target, creds)
-    }
-    async fn mknod(
-        &self,
-        dir: &HostNode,
-        name: &Name,
-        mode: u32,
-        rdev: (u32, u32),
-        creds: Creds,
-    ) -> FsResult<Qid> {
-        self.do_mknod(dir, name, mode, rdev, creds)
-    }
-    async fn link(&self, target: &HostNode, dir: &HostNode, name: &Name) -> FsResult<()> {
-        self.do_link(target, dir, name)
-    }
-    async fn readlink(&self, node: &HostNode) -> FsResult<Vec<u8>> {
-        self.do_readlink(node)
     }
     async fn rename(
         &self,
@@ -541,29 +536,6 @@ impl Filesystem for HostFs {
         new_name: &Name,
     ) -> FsResult<()> {
         self.do_rename(old_dir, old_name, new_dir, new_name, Some(node))
-    }
-    async fn statfs(&self, node: &HostNode) -> FsResult<StatFs> {
-        self.do_statfs(node)
-    }
-    async fn getxattr(&self, node: &HostNode, name: &[u8]) -> FsResult<Vec<u8>> {
-        self.do_getxattr(node, name)
-    }
-    async fn listxattr(&self, node: &HostNode) -> FsResult<Vec<u8>> {
-        self.do_listxattr(node)
-    }
-    async fn setxattr(
-        &self,
-        node: &HostNode,
-        name: &[u8],
-        value: &[u8],
-        flags: u32,
-    ) -> FsResult<()> {
-        self.writable()?;
-        self.do_setxattr(node, name, value, flags)
-    }
-    async fn removexattr(&self, node: &HostNode, name: &[u8]) -> FsResult<()> {
-        self.writable()?;
-        self.do_removexattr(node, name)
     }
     async fn lock(&self, file: &HostFile, req: &LockRequest) -> FsResult<LockOutcome> {
         file.with_fd(|fd| locks::set(fd, req))

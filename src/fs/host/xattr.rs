@@ -106,6 +106,7 @@ impl HostFs {
         value: &[u8],
         flags: u32,
     ) -> FsResult<()> {
+        self.writable()?;
         let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
         permit(self.model, name, Errno::EACCES)?;
         let fd = self.node_fd(node)?;
@@ -114,6 +115,7 @@ impl HostFs {
     }
 
     pub(super) fn do_removexattr(&self, node: &HostNode, name: &[u8]) -> FsResult<()> {
+        self.writable()?;
         permit(self.model, name, Errno::ENODATA)?;
         let fd = self.node_fd(node)?;
         let p = ProcPath::new(fd.raw());
