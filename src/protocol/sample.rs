@@ -38,16 +38,7 @@ macro_rules! sample_newtype {
         }
     )*};
 }
-sample_newtype!(
-    Fid(u32),
-    Tag(u16),
-    QidType(u8),
-    Errno(u32),
-    GetattrMask(u64),
-    SetattrMask(u32),
-    OpenFlags(u32),
-    LockFlags(u32)
-);
+super::types::wire_newtypes!(sample_newtype);
 
 macro_rules! sample_struct {
     ($t:ident { $($f:ident),* }) => {

@@ -247,52 +247,51 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
-/// A byte-range lock's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LockType {
-    /// A shared (read) lock, `F_RDLCK`.
-    Read = 0,
-    /// An exclusive (write) lock, `F_WRLCK`.
-    Write = 1,
-    /// No lock: release the range, `F_UNLCK`.
-    Unlock = 2,
+/// A fieldless enum that travels as one byte: the enum, its wire numbers, and `from_u8`
+/// back from them (the one place a variant's number is written).
+macro_rules! byte_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $v:ident = $n:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $v = $n,)*
+        }
+
+        impl $name {
+            /// The value of its wire number, if it is one.
+            pub fn from_u8(v: u8) -> Option<$name> {
+                match v {
+                    $($n => Some($name::$v),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl LockType {
-    /// The lock type of its wire number, if it is one.
-    pub fn from_u8(v: u8) -> Option<LockType> {
-        match v {
-            0 => Some(LockType::Read),
-            1 => Some(LockType::Write),
-            2 => Some(LockType::Unlock),
-            _ => None,
-        }
+byte_enum! {
+    /// A byte-range lock's kind.
+    LockType {
+        /// A shared (read) lock, `F_RDLCK`.
+        Read = 0,
+        /// An exclusive (write) lock, `F_WRLCK`.
+        Write = 1,
+        /// No lock: release the range, `F_UNLCK`.
+        Unlock = 2,
     }
 }
 
-/// The outcome of a `Tlock`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LockStatus {
-    /// The lock is held.
-    Success = 0,
-    /// A conflicting lock is held; the client may retry.
-    Blocked = 1,
-    /// The request failed.
-    Error = 2,
-    /// The server is in its grace period.
-    Grace = 3,
-}
-
-impl LockStatus {
-    /// The status of its wire number, if it is one.
-    pub fn from_u8(v: u8) -> Option<LockStatus> {
-        match v {
-            0 => Some(LockStatus::Success),
-            1 => Some(LockStatus::Blocked),
-            2 => Some(LockStatus::Error),
-            3 => Some(LockStatus::Grace),
-            _ => None,
-        }
+byte_enum! {
+    /// The outcome of a `Tlock`.
+    LockStatus {
+        /// The lock is held.
+        Success = 0,
+        /// A conflicting lock is held; the client may retry.
+        Blocked = 1,
+        /// The request failed.
+        Error = 2,
+        /// The server is in its grace period.
+        Grace = 3,
     }
 }
 
@@ -354,6 +353,23 @@ impl Dirent {
     pub fn wire_len(&self) -> usize {
         DIRENT_FIXED_LEN + self.name.0.len()
     }
+}
+
+/// Every newtype that travels as its inner integer, listed once: `$m!` is applied to the
+/// list, to derive its wire form and its sampling.
+macro_rules! wire_newtypes {
+    ($m:ident) => {
+        $m!(
+            Fid(u32),
+            Tag(u16),
+            QidType(u8),
+            Errno(u32),
+            GetattrMask(u64),
+            SetattrMask(u32),
+            OpenFlags(u32),
+            LockFlags(u32)
+        );
+    };
 }
 
 /// Every struct that travels as its fields in wire order, each field list written once:
@@ -418,4 +434,4 @@ macro_rules! traced_wire_structs {
     };
 }
 
-pub(crate) use {traced_wire_structs, wire_structs};
+pub(crate) use {traced_wire_structs, wire_newtypes, wire_structs};

@@ -233,16 +233,7 @@ macro_rules! wire_newtype {
         }
     )*};
 }
-wire_newtype!(
-    Fid(u32),
-    Tag(u16),
-    QidType(u8),
-    Errno(u32),
-    GetattrMask(u64),
-    SetattrMask(u32),
-    OpenFlags(u32),
-    LockFlags(u32)
-);
+super::types::wire_newtypes!(wire_newtype);
 
 /// Structs that travel as their fields in order.
 macro_rules! wire_struct {
@@ -280,37 +271,27 @@ impl Wire for P9String {
     }
 }
 
-impl Wire for LockType {
-    fn wire_len(&self) -> usize {
-        1
-    }
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
-        (*self as u8).encode(w)
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeErrorKind> {
-        let v = u8::decode(r)?;
-        LockType::from_u8(v).ok_or(DecodeErrorKind::InvalidValue {
-            field: "lock type",
-            value: v.into(),
-        })
-    }
+/// Enums that travel as one byte (`byte_enum!`), and the field a bad byte is reported as.
+macro_rules! wire_byte_enum {
+    ($($t:ident: $field:literal),*) => {$(
+        impl Wire for $t {
+            fn wire_len(&self) -> usize {
+                1
+            }
+            fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+                (*self as u8).encode(w)
+            }
+            fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeErrorKind> {
+                let v = u8::decode(r)?;
+                $t::from_u8(v).ok_or(DecodeErrorKind::InvalidValue {
+                    field: $field,
+                    value: v.into(),
+                })
+            }
+        }
+    )*};
 }
-
-impl Wire for LockStatus {
-    fn wire_len(&self) -> usize {
-        1
-    }
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
-        (*self as u8).encode(w)
-    }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeErrorKind> {
-        let v = u8::decode(r)?;
-        LockStatus::from_u8(v).ok_or(DecodeErrorKind::InvalidValue {
-            field: "lock status",
-            value: v.into(),
-        })
-    }
-}
+wire_byte_enum!(LockType: "lock type", LockStatus: "lock status");
 
 /// Walk names and walk qids: a `u16` count of at most [`MAXWELEM`] elements.
 impl<T: Wire> Wire for Vec<T> {
