@@ -66,30 +66,16 @@ pub fn landlock(c: &Confinement) -> Result<Enforcement, SandboxError> {
         .create()
         .map_err(|e| err(&e))?;
     let open = |p: &PathBuf| PathFd::new(p).map_err(|e| err(&format!("{}: {e}", p.display())));
-    if let Some(export) = &c.export {
-        let access = if c.readonly { ro } else { rw };
+    // One rule for each path, with the access it gives beneath it.
+    let export = if c.readonly { ro } else { rw };
+    let rules = beneath(c.export.as_slice(), export)
+        .chain(beneath(&c.socket_dirs, AccessFs::MakeSock.into()))
+        .chain(beneath(&c.readable, ro))
+        .chain(beneath(&c.listable, AccessFs::ReadDir.into()))
+        .chain(beneath(&c.writable_files, file_rw));
+    for (path, access) in rules {
         ruleset = ruleset
-            .add_rule(PathBeneath::new(open(export)?, access))
-            .map_err(|e| err(&e))?;
-    }
-    for dir in &c.socket_dirs {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(open(dir)?, AccessFs::MakeSock))
-            .map_err(|e| err(&e))?;
-    }
-    for dir in &c.readable {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(open(dir)?, ro))
-            .map_err(|e| err(&e))?;
-    }
-    for dir in &c.listable {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(open(dir)?, AccessFs::ReadDir))
-            .map_err(|e| err(&e))?;
-    }
-    for file in &c.writable_files {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(open(file)?, file_rw))
+            .add_rule(PathBeneath::new(open(path)?, access))
             .map_err(|e| err(&e))?;
     }
     let status = ruleset.restrict_self().map_err(|e| err(&e))?;
@@ -98,4 +84,12 @@ pub fn landlock(c: &Confinement) -> Result<Enforcement, SandboxError> {
         RulesetStatus::PartiallyEnforced => Enforcement::Partial,
         RulesetStatus::NotEnforced => Enforcement::None,
     })
+}
+
+/// Each of `paths` with the access a rule gives beneath it.
+fn beneath(
+    paths: &[PathBuf],
+    access: BitFlags<AccessFs>,
+) -> impl Iterator<Item = (&PathBuf, BitFlags<AccessFs>)> {
+    paths.iter().map(move |p| (p, access))
 }
