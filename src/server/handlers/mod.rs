@@ -206,7 +206,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// The whole of a handler that makes one filesystem call on what its fid holds: takes
     /// the fid's barrier shared (the fid rule), checks the export is writable if the
     /// request writes, takes from the fid what the call needs (`pick`: `node`,
-    /// `file::open_file`) and makes the call with the barrier held.
+    /// `file::open_file`; for a handler with no call, `pick` is its whole work) and makes
+    /// the call with the barrier held.
     async fn on_fid<X, T, Fut>(
         &self,
         fid: Fid,

@@ -1,15 +1,16 @@
 //! Extended attributes: Txattrwalk (read one, or the list) and Txattrcreate (write one,
 //! set at clunk).
 
+use std::future::ready;
 use std::sync::Arc;
 
 use crate::co::Executor;
 use crate::fs::Filesystem;
 use crate::protocol::{Errno, Fid, P9String, Rmessage};
-use crate::server::fids::{Open, XattrSlot};
+use crate::server::fids::{FidEntry, Open, XattrSlot};
 use crate::server::{HandlerResult, Responder, SessionCore, XATTR_SIZE_MAX};
 
-use super::ok;
+use super::{Access, ok};
 
 /// `setxattr(2)` flags.
 const XATTR_CREATE: u32 = 1;
@@ -42,7 +43,8 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         ok(Rmessage::Xattrwalk { size })
     }
 
-    /// Txattrcreate: `fid` becomes the buffer for a value of exactly `attr_size` bytes.
+    /// Txattrcreate: `fid` becomes the buffer for a value of exactly `attr_size` bytes. No
+    /// filesystem call: the value is set when the fid is clunked.
     pub(super) async fn xattrcreate(
         &self,
         fid: Fid,
@@ -50,32 +52,33 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
         attr_size: u64,
         flags: u32,
     ) -> HandlerResult {
-        let e = self.fids.get(fid)?;
-        let _g = e.enter().await?;
-        self.writable()?;
-        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 || name.as_bytes().is_empty() {
-            return Err(Errno::EINVAL);
-        }
-        let size = usize::try_from(attr_size)
-            .ok()
-            .filter(|&s| s <= XATTR_SIZE_MAX)
-            .ok_or(Errno::E2BIG)?;
-        e.with(|s| match s.open {
-            Open::Closed => {
-                // Each pending value holds up to 64 KiB: how many may exist is bounded.
-                let slot = XattrSlot::take(&self.xattr_writes, self.config.max_xattr_writes)
-                    .ok_or(Errno::ENOSPC)?;
-                s.open = Open::XattrWrite {
-                    name: name.0,
-                    flags,
-                    value: vec![0; size],
-                    written: 0,
-                    _slot: slot,
-                };
-                Ok(())
+        let make_buffer = |e: &FidEntry<F>| {
+            if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 || name.as_bytes().is_empty() {
+                return Err(Errno::EINVAL);
             }
-            _ => Err(Errno::EINVAL),
-        })?;
+            let size = usize::try_from(attr_size)
+                .ok()
+                .filter(|&s| s <= XATTR_SIZE_MAX)
+                .ok_or(Errno::E2BIG)?;
+            e.with(|s| match s.open {
+                Open::Closed => {
+                    // Each pending value holds up to 64 KiB: how many may exist is bounded.
+                    let slot = XattrSlot::take(&self.xattr_writes, self.config.max_xattr_writes)
+                        .ok_or(Errno::ENOSPC)?;
+                    s.open = Open::XattrWrite {
+                        name: name.0,
+                        flags,
+                        value: vec![0; size],
+                        written: 0,
+                        _slot: slot,
+                    };
+                    Ok(())
+                }
+                _ => Err(Errno::EINVAL),
+            })
+        };
+        self.on_fid(fid, Access::Write, make_buffer, |()| ready(Ok(())))
+            .await?;
         ok(Rmessage::Xattrcreate {})
     }
 }
