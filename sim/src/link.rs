@@ -12,9 +12,18 @@
 //!
 //! A device reset (status 0 through MMIO) is the virtio form of a client reset: every
 //! request in flight is cancelled, and the device is booted again through the registers.
+//!
+//! Some devices' drivers also misbehave (`driver.rs`): a wrong bring-up before the real one,
+//! register writes while running, chains with less room than a reply header, and guest RAM
+//! moved to a new host mapping between kicks.
 
-use std::collections::BTreeMap;
+mod driver;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use co9p::protocol::{PAYLOAD_HEADER_LEN, Tmessage};
 use co9p::server::{Config, Latch, Session};
@@ -134,6 +143,16 @@ pub struct VirtioDev {
     pub event_idx: bool,
     id: usize,
     ex: SimExecutor,
+    /// This driver's own choices (misbehaviour), from the seed.
+    rng: ChaCha8Rng,
+    /// How often it brings the device up wrongly first, sends a chain with too little
+    /// room before a request, writes registers it must not while running, moves RAM.
+    misboot: f64,
+    tiny: f64,
+    poke: f64,
+    remap: f64,
+    /// Heads of the chains with too little room still in flight.
+    tiny_heads: BTreeSet<u16>,
 }
 
 /// One chain the device completed: the request it carried and the reply bytes (empty if
@@ -146,6 +165,7 @@ pub struct Done {
 impl VirtioDev {
     /// A device over `fs` on `ex`, its interrupt wired to a journal marker
     /// ([`Event::Irq`] with `id`), booted.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         fs: Arc<Fs>,
@@ -154,6 +174,7 @@ impl VirtioDev {
         journal: Journal,
         batch: usize,
         event_idx: bool,
+        seed: u64,
     ) -> Result<VirtioDev, String> {
         let config = DeviceConfig {
             server: Config {
@@ -168,6 +189,9 @@ impl VirtioDev {
         let notifier: co9p::transport::virtio::Notifier =
             Arc::new(move || journal.push(Event::Irq(id)));
         let front = MmioFront::new(device, ram.memory().clone(), notifier);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut often = |p: f64| if rng.random_bool(0.5) { p } else { 0.0 };
+        let (misboot, tiny, poke, remap) = (often(0.5), often(0.1), often(0.02), often(0.02));
         let mut dev = VirtioDev {
             guest: VirtualGuest::new(front, ram, IrqLine::new()),
             interrupts: 0,
@@ -179,6 +203,12 @@ impl VirtioDev {
             event_idx,
             id,
             ex,
+            rng,
+            misboot,
+            tiny,
+            poke,
+            remap,
+            tiny_heads: BTreeSet::new(),
         };
         dev.boot()?;
         Ok(dev)
@@ -186,6 +216,9 @@ impl VirtioDev {
 
     /// Brings the device up through its registers, as a driver does at probe.
     pub fn boot(&mut self) -> Result<(), String> {
+        if self.rng.random_bool(self.misboot) {
+            self.misboot()?;
+        }
         let mut opts = BootOptions {
             queue_size: QUEUE,
             ..BootOptions::default()
@@ -193,10 +226,10 @@ impl VirtioDev {
         if !self.event_idx {
             opts.features &= !co9p::transport::virtio::F_RING_EVENT_IDX;
         }
-        self.guest
-            .boot(&opts)
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+        self.guest.boot(&opts).map_err(|e| format!("{e:?}"))?;
+        // The front activated the device on the RAM it was built with; RAM moved since.
+        self.guest.resync_memory();
+        Ok(())
     }
 
     /// The device's current session (a new one after every reset).
@@ -214,6 +247,9 @@ impl VirtioDev {
         msize: u32,
         indirect: bool,
     ) -> Result<(), String> {
+        if self.rng.random_bool(self.tiny) {
+            self.send_tiny()?;
+        }
         let layout = layout(frame, msg, msize);
         let Some(head) = self.guest.submit(frame, layout, indirect) else {
             return Err(format!(
@@ -288,6 +324,10 @@ impl VirtioDev {
             self.ex.record_line(b'U', &payload, || {
                 format!("virtio dev={id} used head={} len={}", c.head, c.len)
             });
+            if self.tiny_heads.remove(&c.head) {
+                self.tiny_used(c.head, c.len)?;
+                continue;
+            }
             let Some(req) = self.heads.remove(&c.head) else {
                 return Err(format!("used entry of head {} names no request", c.head));
             };
@@ -319,6 +359,7 @@ impl VirtioDev {
     pub fn reset(&mut self) -> Result<Arc<Latch>, String> {
         self.guest.reset();
         self.heads.clear();
+        self.tiny_heads.clear();
         self.unkicked.clear();
         self.irq_pending = false;
         let latch = self
@@ -332,6 +373,12 @@ impl VirtioDev {
 
     /// Resets the device for good (the end of the run).
     pub fn shut_down(&mut self) -> Result<Arc<Latch>, String> {
+        if !self.tiny_heads.is_empty() {
+            return Err(format!(
+                "chains with too little room never came back: heads {:?}",
+                self.tiny_heads
+            ));
+        }
         self.guest.reset();
         self.heads.clear();
         self.unkicked.clear();

@@ -216,6 +216,7 @@ impl World {
             let dev = if w.lrng.random_bool(share) {
                 let batch = [1, 1, 2, 4][w.lrng.random_range(0..4)];
                 let event_idx = w.lrng.random_bool(0.8);
+                let seed = w.lrng.random::<u64>();
                 let d = VirtioDev::new(
                     w.devices.len(),
                     w.fs.clone(),
@@ -224,6 +225,7 @@ impl World {
                     w.journal.clone(),
                     batch,
                     event_idx,
+                    seed,
                 );
                 match d {
                     Ok(d) => {

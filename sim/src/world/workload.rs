@@ -243,6 +243,9 @@ impl World {
             if self.devices[d].irq_pending && self.lrng.random_bool(0.6) {
                 self.handle_irq(d);
             }
+            if let Err(e) = self.devices[d].misbehave() {
+                return self.fail("virtio driver", e);
+            }
         }
         self.after_step();
     }

@@ -128,6 +128,21 @@ impl<F: Filesystem, E: Executor> VirtualGuest<MmioFront<F, E>> {
     pub fn device(&self) -> &Arc<Virtio9p<F, E>> {
         self.dev.device()
     }
+
+    /// Moves guest RAM to a new host mapping with the same contents ([`GuestRam::remap`])
+    /// and gives it to the device, as vhost-user's SET_MEM_TABLE does. The MMIO front keeps
+    /// activating the device on the memory it was built with: after a reboot, call
+    /// [`Self::resync_memory`].
+    pub fn remap_memory(&mut self) {
+        let mem = self.ram.remap();
+        self.device().set_memory(mem);
+    }
+
+    /// Gives the device the guest's current RAM mapping (after a boot that activated it on
+    /// the front's).
+    pub fn resync_memory(&self) {
+        self.device().set_memory(self.ram.memory().clone());
+    }
 }
 
 impl<D: MmioDevice> VirtualGuest<D> {

@@ -55,6 +55,29 @@ impl GuestRam {
         &self.mem
     }
 
+    /// Moves the RAM to a new host mapping with the same contents (every allocated page,
+    /// and page 0), as a VMM does when it changes its memory table, and returns it for the
+    /// device ([`Virtio9p::set_memory`](crate::transport::virtio::Virtio9p::set_memory)).
+    /// The old mapping is no longer the guest's: what is written there from now on is not
+    /// seen, so a device that kept it would read stale rings. Only sound while the device
+    /// has no chain in flight (a running request keeps the mapping it was given).
+    pub fn remap(&mut self) -> Arc<GuestMemoryMmap> {
+        use vm_memory::Bytes;
+        let size = self.used.len() * PAGE as usize;
+        let new = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
+            .expect("mapping guest RAM");
+        let mut page = vec![0u8; PAGE as usize];
+        for (i, _) in self.used.iter().enumerate().filter(|(_, u)| **u) {
+            let at = GuestAddress(i as u64 * PAGE);
+            self.mem
+                .read_slice(&mut page, at)
+                .expect("a page of guest RAM");
+            new.write_slice(&page, at).expect("a page of guest RAM");
+        }
+        self.mem = Arc::new(new);
+        self.mem.clone()
+    }
+
     /// Bytes of RAM.
     pub fn size(&self) -> u64 {
         self.used.len() as u64 * PAGE

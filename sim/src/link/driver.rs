@@ -1,0 +1,204 @@
+//! A driver that breaks the rules, and what the device must answer (virtio 1.2 §3.1.1 says
+//! what a driver must do; the device documents what it does when one does not:
+//! `Virtio9p::set_status`, `set_driver_features`, the queue setters, `activate`):
+//!
+//! - a wrong bring-up before the real one ([`VirtioDev::misboot`]): features acked before
+//!   DRIVER (ignored), features the device does not offer or without VERSION_1
+//!   (FEATURES_OK not latched), DRIVER_OK before FEATURES_OK (not latched, nothing served),
+//!   features changed after FEATURES_OK (ignored), DRIVER_OK with no queue (NEEDS_RESET and
+//!   a configuration interrupt); each ends with a reset that must clear everything;
+//! - register writes while running ([`VirtioDev::misbehave`]): queue size, addresses and
+//!   readiness, features: all ignored after DRIVER_OK;
+//! - a chain whose writable part is smaller than any reply ([`VirtioDev::send_tiny`]): it
+//!   carries a Tclunk of a directory fid the client keeps, must come back used with length
+//!   0 and never run (a run would take the fid away, which the model and the fid count see);
+//! - guest RAM moved to a new host mapping between kicks, while the device has nothing in
+//!   flight (`Virtio9p::set_memory`, as vhost-user's SET_MEM_TABLE): the old mapping is no
+//!   longer the guest's, so a device that kept it would stop seeing requests.
+
+use co9p::protocol::{Fid, Request, Tag, Tmessage};
+use co9p::transport::virtio::harness::Layout;
+use co9p::transport::virtio::{
+    DEVICE_FEATURES, F_VERSION_1, INT_CONFIG, STATUS_ACKNOWLEDGE as ACK, STATUS_DRIVER as DRIVER,
+    STATUS_DRIVER_OK as DRIVER_OK, STATUS_FEATURES_OK as FEATURES_OK, STATUS_NEEDS_RESET, mmio,
+};
+use rand::RngExt;
+
+use super::VirtioDev;
+
+/// The tag of the chains with too little room (the guests' own tags are 1..=200).
+const TINY_TAG: u16 = 0xfff0;
+/// A feature bit the device does not offer.
+const NOT_OFFERED: u64 = 1 << 40;
+
+fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+impl VirtioDev {
+    /// One wrong bring-up, checked, then a reset that must leave the device as new.
+    pub(super) fn misboot(&mut self) -> Result<(), String> {
+        let kind = self.rng.random_range(0..5);
+        let g = &mut self.guest;
+        g.set_status(0);
+        g.set_status(ACK);
+        let offered = g.device_features();
+        expect(offered == DEVICE_FEATURES, || {
+            format!("device offers {offered:#x}, documented {DEVICE_FEATURES:#x}")
+        })?;
+        match kind {
+            0 => {
+                // Acked before DRIVER: ignored, so nothing is acked and FEATURES_OK (which
+                // needs VERSION_1) is refused.
+                g.write_driver_features(offered);
+                g.set_status(ACK | DRIVER);
+                g.set_status(ACK | DRIVER | FEATURES_OK);
+                let s = g.status();
+                expect(s & FEATURES_OK == 0, || {
+                    format!("FEATURES_OK latched (status {s:#x}) with features acked before DRIVER")
+                })?;
+            }
+            1 => {
+                let bad =
+                    [offered | NOT_OFFERED, offered & !F_VERSION_1][self.rng.random_range(0..2)];
+                g.set_status(ACK | DRIVER);
+                g.write_driver_features(bad);
+                g.set_status(ACK | DRIVER | FEATURES_OK);
+                let s = g.status();
+                expect(s & FEATURES_OK == 0, || {
+                    format!("FEATURES_OK latched (status {s:#x}) with features {bad:#x} acked")
+                })?;
+            }
+            2 => {
+                // DRIVER_OK before FEATURES_OK: not latched, the device stays inactive and
+                // a kick is ignored.
+                g.set_status(ACK | DRIVER);
+                g.write_driver_features(offered);
+                g.set_status(ACK | DRIVER | DRIVER_OK);
+                g.kick();
+                let s = g.status();
+                let active = g.device().is_active();
+                expect(s & DRIVER_OK == 0 && !active, || {
+                    format!("DRIVER_OK before FEATURES_OK: status {s:#x}, active {active}")
+                })?;
+            }
+            3 => {
+                // Features changed after FEATURES_OK: ignored.
+                g.set_status(ACK | DRIVER);
+                g.write_driver_features(offered);
+                g.set_status(ACK | DRIVER | FEATURES_OK);
+                g.write_driver_features(F_VERSION_1 | NOT_OFFERED);
+                let (s, acked) = (g.status(), g.device().driver_features());
+                expect(s & FEATURES_OK != 0 && acked == offered, || {
+                    format!("features rewritten after FEATURES_OK: status {s:#x}, acked {acked:#x}")
+                })?;
+            }
+            _ => {
+                // DRIVER_OK with no queue set up: NEEDS_RESET and a configuration interrupt,
+                // nothing served.
+                g.set_status(ACK | DRIVER);
+                g.write_driver_features(offered);
+                g.set_status(ACK | DRIVER | FEATURES_OK);
+                g.set_status(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+                g.kick();
+                let (s, int) = (g.status(), g.read32(mmio::INTERRUPT_STATUS));
+                let active = g.device().is_active();
+                expect(
+                    s & STATUS_NEEDS_RESET != 0 && int & INT_CONFIG != 0 && !active,
+                    || {
+                        format!(
+                            "DRIVER_OK with no queue: status {s:#x}, interrupt {int:#x}, active {active}"
+                        )
+                    },
+                )?;
+            }
+        }
+        g.set_status(0);
+        let (s, int) = (g.status(), g.read32(mmio::INTERRUPT_STATUS));
+        let (acked, active) = (g.device().driver_features(), g.device().is_active());
+        expect(s == 0 && int == 0 && acked == 0 && !active, || {
+            format!(
+                "after a reset: status {s:#x}, interrupt {int:#x}, features {acked:#x}, active {active}"
+            )
+        })
+    }
+
+    /// Sends a chain with less writable room than a reply header: a Tclunk of fid 1 (a
+    /// directory every client keeps), which the device must complete with length 0
+    /// without running it.
+    pub(super) fn send_tiny(&mut self) -> Result<(), String> {
+        let room = [0, 1, 6, 7, 10][self.rng.random_range(0..5)];
+        let frame = Request::new(Tag(TINY_TAG), Tmessage::Clunk { fid: Fid(1) })
+            .to_bytes()
+            .map_err(|e| e.to_string())?;
+        let indirect = self.rng.random_bool(0.25);
+        let head = self
+            .guest
+            .submit(&frame, Layout::Plain { room }, indirect)
+            .ok_or("no room for a chain with too little room")?;
+        self.tiny_heads.insert(head);
+        Ok(())
+    }
+
+    /// A chain with too little room came back: with nothing in it.
+    pub(super) fn tiny_used(&self, head: u16, len: u32) -> Result<(), String> {
+        expect(len == 0, || {
+            format!(
+                "a chain (head {head}) with less room than a reply header came back with {len} bytes"
+            )
+        })
+    }
+
+    /// Between kicks: maybe register writes the device must ignore while running, maybe
+    /// guest RAM moved to a new host mapping.
+    pub fn misbehave(&mut self) -> Result<(), String> {
+        if self.rng.random_bool(self.poke) && self.guest.device().is_active() {
+            self.poke()?;
+        }
+        if self.rng.random_bool(self.remap)
+            && self.guest.device().is_active()
+            && self.guest.device().in_flight() == 0
+        {
+            let id = self.id;
+            self.ex.record_line(b'M', &[id as u8], || {
+                format!("virtio dev={id} memory remapped")
+            });
+            self.guest.remap_memory();
+        }
+        Ok(())
+    }
+
+    /// Queue and feature registers written while the device runs: all ignored.
+    fn poke(&mut self) -> Result<(), String> {
+        let g = &self.guest;
+        let (q, s, acked) = (
+            g.device().queue_config(),
+            g.status(),
+            g.device().driver_features(),
+        );
+        let (reg, v) = [
+            (mmio::QUEUE_NUM, 2),
+            (mmio::QUEUE_DESC_LOW, 0x10),
+            (mmio::QUEUE_DRIVER_LOW, 0x20),
+            (mmio::QUEUE_DEVICE_LOW, 0x40),
+            (mmio::QUEUE_READY, 0),
+            (mmio::DRIVER_FEATURES, 0),
+        ][self.rng.random_range(0..6)];
+        g.write32(mmio::DRIVER_FEATURES_SEL, 0);
+        g.write32(reg, v);
+        let (q2, s2, acked2) = (
+            g.device().queue_config(),
+            g.status(),
+            g.device().driver_features(),
+        );
+        expect(
+            format!("{q:?}") == format!("{q2:?}") && s == s2 && acked == acked2,
+            || {
+                format!(
+                    "register {reg:#x} = {v:#x} while running changed the device: \
+                     queue {q:?} -> {q2:?}, status {s:#x} -> {s2:#x}, features {acked:#x} -> {acked2:#x}"
+                )
+            },
+        )
+    }
+}
