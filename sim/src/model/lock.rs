@@ -112,7 +112,7 @@ impl Model {
     }
 
     /// F_GETLK by `owner`: the locks any of which may be reported, each exactly as
-    /// [`Model::runs`] says the lock appears (none: `Unlock` must come back), and whether
+    /// `Model::runs` says the lock appears (none: `Unlock` must come back), and whether
     /// that list holds only zombies' locks (then either answer).
     pub fn getlock(
         &self,

@@ -7,7 +7,7 @@
 //! executor. The frames one read brought in (a pipelined burst) are served one after
 //! another, and their replies go out together, in one `sendmsg`, when the burst ends. The
 //! exceptions go to the executor at once when frames wait behind them: `Tfsync` (it may
-//! take long in the kernel) and requests that move more than [`INLINE_MAX`] bytes (the
+//! take long in the kernel) and requests that move more than 32 KiB, `INLINE_MAX` (the
 //! executor's threads copy them in parallel). The cost: a request whose syscall blocks in
 //! the kernel for long holds up the frames read after it on the same connection.
 //!
