@@ -160,7 +160,10 @@ fn read<D: MmioDevice>(rig: &mut Rig<D>, data: &[u8], iters: usize) -> f64 {
     )
     .to_bytes()
     .unwrap();
-    let layout = Layout::ZeroCopyRead { data: MIB as u32 };
+    let layout = Layout::ZeroCopyRead {
+        data: MIB as u32,
+        skew: 0,
+    };
     // Once with the reply copied out: the data arrives whole.
     rig.guest.set_copy_replies(true);
     let done = rig.round(std::slice::from_ref(&frame), layout);

@@ -163,7 +163,14 @@ fn read_bandwidth() {
     .unwrap();
     // Check once, with the reply copied out, that the data arrived whole.
     rig.guest
-        .submit(&read, Layout::ZeroCopyRead { data: MIB as u32 }, false)
+        .submit(
+            &read,
+            Layout::ZeroCopyRead {
+                data: MIB as u32,
+                skew: 0,
+            },
+            false,
+        )
         .unwrap();
     rig.guest.kick();
     rig.pool.run_until_idle();
@@ -346,12 +353,18 @@ fn read_bandwidth() {
     for (name, layout, indirect) in [
         (
             "zero-copy pages",
-            Layout::ZeroCopyRead { data: MIB as u32 },
+            Layout::ZeroCopyRead {
+                data: MIB as u32,
+                skew: 0,
+            },
             false,
         ),
         (
             "zero-copy pages, indirect",
-            Layout::ZeroCopyRead { data: MIB as u32 },
+            Layout::ZeroCopyRead {
+                data: MIB as u32,
+                skew: 0,
+            },
             true,
         ),
         ("one msize buffer", Layout::Plain { room: msize }, false),

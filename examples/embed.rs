@@ -148,7 +148,10 @@ fn main() {
             offset: 0,
             count: 8192,
         },
-        Layout::ZeroCopyRead { data: 8192 },
+        Layout::ZeroCopyRead {
+            data: 8192,
+            skew: 0,
+        },
     );
     match r {
         Rmessage::Read { data } => {

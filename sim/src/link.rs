@@ -115,6 +115,11 @@ const RAM: usize = 64 << 20;
 const QUEUE: u16 = 256;
 /// Linux sends reads, readdirs and writes above this through the zero-copy layouts.
 const ZC_MIN: u32 = 1024;
+/// The guest's page size: a zero-copy read's buffer may begin anywhere in a page, so its
+/// reply's data may cross from one descriptor to the next at any byte.
+const PAGE_BYTES: u32 = 4096;
+/// Mixed into the seed for the stream of buffer skews.
+const SKEW_STREAM: u64 = 0x5CE3_0000_0000_0001;
 
 /// One virtio-9p device with the virtual guest that drives it.
 ///
@@ -153,6 +158,10 @@ pub struct VirtioDev {
     remap: f64,
     /// Heads of the chains with too little room still in flight.
     tiny_heads: BTreeSet<u16>,
+    /// Where in a page the data buffers of zero-copy reads begin: a stream of its own
+    /// (so the draws above are the same with or without it); `None` for a driver whose
+    /// buffers are page-aligned.
+    skew: Option<ChaCha8Rng>,
 }
 
 /// One chain the device completed: the request it carried and the reply bytes (empty if
@@ -192,6 +201,8 @@ impl VirtioDev {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut often = |p: f64| if rng.random_bool(0.5) { p } else { 0.0 };
         let (misboot, tiny, poke, remap) = (often(0.5), often(0.1), often(0.02), often(0.02));
+        let mut skew = ChaCha8Rng::seed_from_u64(seed ^ SKEW_STREAM);
+        let skew = skew.random_bool(0.5).then_some(skew);
         let mut dev = VirtioDev {
             guest: VirtualGuest::new(front, ram, IrqLine::new()),
             interrupts: 0,
@@ -209,6 +220,7 @@ impl VirtioDev {
             poke,
             remap,
             tiny_heads: BTreeSet::new(),
+            skew,
         };
         dev.boot()?;
         Ok(dev)
@@ -250,7 +262,15 @@ impl VirtioDev {
         if self.rng.random_bool(self.tiny) {
             self.send_tiny()?;
         }
-        let layout = layout(frame, msg, msize);
+        // Half the skews near the page's end, so that even a short reply crosses.
+        let skew = self.skew.as_mut().map_or(0, |r| {
+            if r.random_bool(0.5) {
+                PAGE_BYTES - r.random_range(1..=256)
+            } else {
+                r.random_range(0..PAGE_BYTES)
+            }
+        });
+        let layout = layout(frame, msg, msize, skew);
         let Some(head) = self.guest.submit(frame, layout, indirect) else {
             return Err(format!(
                 "no room for a chain ({} descriptors free, {} chains in flight)",
@@ -392,7 +412,7 @@ impl VirtioDev {
 
 /// The chain layout Linux's 9pnet_virtio uses for `msg`: large reads and readdirs get an
 /// 11-byte header buffer and data pages, large writes a small header and payload pages.
-fn layout(frame: &[u8], msg: &Tmessage, msize: u32) -> Layout {
+fn layout(frame: &[u8], msg: &Tmessage, msize: u32, skew: u32) -> Layout {
     let payload = u32::try_from(PAYLOAD_HEADER_LEN).unwrap_or(11);
     match msg {
         Tmessage::Read { count, .. } | Tmessage::Readdir { count, .. }
@@ -400,6 +420,7 @@ fn layout(frame: &[u8], msg: &Tmessage, msize: u32) -> Layout {
         {
             Layout::ZeroCopyRead {
                 data: (*count).min(msize - payload),
+                skew,
             }
         }
         Tmessage::Write { data, .. } if data.0.len() > ZC_MIN as usize => Layout::ZeroCopyWrite {

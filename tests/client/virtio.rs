@@ -175,6 +175,7 @@ pub fn linux_layout(frame: &[u8], msize: u32, zero_copy: bool) -> Layout {
         // Tread, Treaddir: fid[4] offset[8] count[4].
         116 | 40 if count(19) > ZC_THRESHOLD => Layout::ZeroCopyRead {
             data: count(19).min(msize.saturating_sub(11)),
+            skew: 0,
         },
         118 if frame.len() - TWRITE_HEADER_LEN > ZC_THRESHOLD as usize => Layout::ZeroCopyWrite {
             header: TWRITE_HEADER_LEN as u32,

@@ -98,6 +98,12 @@ pub enum Layout {
     ZeroCopyRead {
         /// Bytes of data asked for.
         data: u32,
+        /// 0: the data buffer is page-aligned and contiguous (a kernel buffer). Otherwise
+        /// it is laid out as a user buffer Linux pins: it begins `skew` bytes (modulo the
+        /// page size) into its first page, so its first descriptor holds a page less
+        /// `skew` bytes at most, and its pages lie apart in guest memory, so the device
+        /// cannot merge them and a reply's data crosses from one buffer to the next.
+        skew: u32,
     },
     /// Zero-copy `Twrite`: the first `header` bytes of the request in one readable buffer,
     /// the rest in readable pages, each allocated on its own; `room` writable bytes.
@@ -358,17 +364,28 @@ impl DriverQueue {
                 buf(ram, frame, frame.len() as u32, false)?;
                 buf(ram, &[], room, true)?;
             }
-            Layout::ZeroCopyRead { data } => {
+            Layout::ZeroCopyRead { data, skew } => {
                 buf(ram, frame, frame.len() as u32, false)?;
                 buf(ram, &[], PAYLOAD_HEADER_LEN as u32, true)?;
-                // The user's buffer: one allocation, one descriptor per page.
+                // The data buffer: one descriptor per page it touches. Skewed, it starts
+                // `skew` bytes into its first page and takes every other page of its
+                // allocation (pages apart, as a user buffer's pinned pages are).
                 if data > 0 {
-                    let a = ram.alloc(u64::from(data))?;
-                    allocs.push((a, u64::from(data)));
-                    let mut off = 0;
-                    while off < u64::from(data) {
-                        let n = (u64::from(data) - off).min(PAGE);
-                        descs.push(RawDesc::writable(a.0 + off, n as u32));
+                    let skew = u64::from(skew) % PAGE;
+                    let end = skew + u64::from(data);
+                    let stride = if skew == 0 { 1 } else { 2 };
+                    let len = if skew == 0 {
+                        end
+                    } else {
+                        (end.div_ceil(PAGE) * 2 - 1) * PAGE
+                    };
+                    let a = ram.alloc(len)?;
+                    allocs.push((a, len));
+                    let mut off = skew;
+                    while off < end {
+                        let n = (end - off).min(PAGE - off % PAGE);
+                        let at = a.0 + off / PAGE * stride * PAGE + off % PAGE;
+                        descs.push(RawDesc::writable(at, n as u32));
                         off += n;
                     }
                 }
