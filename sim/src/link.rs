@@ -27,7 +27,9 @@ use rand_chacha::ChaCha8Rng;
 
 use co9p::protocol::{PAYLOAD_HEADER_LEN, Tmessage};
 use co9p::server::{Config, Latch, Session};
-use co9p::transport::virtio::harness::{BootOptions, GuestRam, IrqLine, Layout, VirtualGuest};
+use co9p::transport::virtio::harness::{
+    BootOptions, GuestRam, IrqLine, Layout, PAGE, VirtualGuest,
+};
 use co9p::transport::virtio::mmio::MmioFront;
 use co9p::transport::virtio::{DeviceConfig, Virtio9p, VirtioResponder};
 
@@ -115,9 +117,6 @@ const RAM: usize = 64 << 20;
 const QUEUE: u16 = 256;
 /// Linux sends reads, readdirs and writes above this through the zero-copy layouts.
 const ZC_MIN: u32 = 1024;
-/// The guest's page size: a zero-copy read's buffer may begin anywhere in a page, so its
-/// reply's data may cross from one descriptor to the next at any byte.
-const PAGE_BYTES: u32 = 4096;
 /// Mixed into the seed for the stream of buffer skews.
 const SKEW_STREAM: u64 = 0x5CE3_0000_0000_0001;
 
@@ -264,10 +263,11 @@ impl VirtioDev {
         }
         // Half the skews near the page's end, so that even a short reply crosses.
         let skew = self.skew.as_mut().map_or(0, |r| {
+            let page = PAGE as u32;
             if r.random_bool(0.5) {
-                PAGE_BYTES - r.random_range(1..=256)
+                page - r.random_range(1..=256)
             } else {
-                r.random_range(0..PAGE_BYTES)
+                r.random_range(0..page)
             }
         });
         let layout = layout(frame, msg, msize, skew);

@@ -374,11 +374,7 @@ impl DriverQueue {
                     let skew = u64::from(skew) % PAGE;
                     let end = skew + u64::from(data);
                     let stride = if skew == 0 { 1 } else { 2 };
-                    let len = if skew == 0 {
-                        end
-                    } else {
-                        (end.div_ceil(PAGE) * 2 - 1) * PAGE
-                    };
+                    let len = ((end.div_ceil(PAGE) - 1) * stride + 1) * PAGE;
                     let a = ram.alloc(len)?;
                     allocs.push((a, len));
                     let mut off = skew;
