@@ -99,6 +99,10 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_fstatfs,
     libc::SYS_statfs,
     libc::SYS_getdents64,
+    // kept listings are dropped by inotify (listing.rs)
+    libc::SYS_inotify_init1,
+    libc::SYS_inotify_add_watch,
+    libc::SYS_inotify_rm_watch,
     libc::SYS_readlinkat,
     libc::SYS_mkdirat,
     libc::SYS_mknodat,

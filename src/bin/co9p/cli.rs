@@ -100,6 +100,12 @@ pub struct Common {
     /// Refuse every change (EROFS); the sandbox then grants read access only.
     #[arg(long)]
     pub readonly: bool,
+    /// Read every directory from the host at every listing (host backend). By default a
+    /// whole listing is kept between opens and dropped by inotify when the directory
+    /// changes, on local filesystems only; this is for an export changed where inotify
+    /// cannot see.
+    #[arg(long)]
+    pub no_listing_cache: bool,
     /// Log one decoded line per PDU (with the connection id and a timestamp).
     #[arg(long)]
     pub trace: bool,
@@ -308,6 +314,7 @@ impl Common {
         let opts = HostOptions {
             security_model: self.security_model,
             readonly: self.readonly,
+            no_listing_cache: self.no_listing_cache,
             ..HostOptions::default()
         };
         HostFs::new(export, opts).map_err(|e| cannot(plain(&e)))

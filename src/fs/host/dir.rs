@@ -22,6 +22,7 @@ use rustix::fs::{FileType, RawDir};
 use crate::fs::{DirEntry, FsResult};
 use crate::protocol::{Errno, Qid, QidType};
 
+use super::listing::{Listing, MAX_ENTRIES};
 use super::node::{DIR_BUF, DirStream, FileIo, HostFile};
 use super::security::SecurityModel;
 use super::{HostFs, errno};
@@ -52,6 +53,46 @@ impl HostFs {
         };
         let mut s = stream.lock_unpoisoned();
         let s: &mut DirStream = &mut s;
+        let id = file.node.identity();
+        // A removed directory's IN_DELETE_SELF waits for its last descriptor, this one: a
+        // kept copy is served only while the directory still has links (the kernel answers
+        // a dead directory's readdir ENOENT).
+        if let Some(l) = self.listings.current(id)
+            && rustix::fs::fstat(&s.fd).is_ok_and(|st| st.st_nlink != 0)
+        {
+            let hint = s.place.filter(|&(serial, _)| serial == l.serial);
+            if let Some(i) = l.start(cookie, hint.map(|(_, i)| i)) {
+                return Ok(serve(s, &l, i, max));
+            }
+        }
+        s.place = None;
+        if cookie == 0
+            && let Some(t) = self.listings.begin(id, s.fd.as_fd())
+        {
+            // Read it all for keeping (the descriptor then stands at its end).
+            let (mut all, whole) = self.read_entries(file, s, 0, MAX_ENTRIES + 1)?;
+            if whole && all.len() <= MAX_ENTRIES {
+                let l = self.listings.keep(t, all);
+                return Ok(serve(s, &l, 0, max));
+            }
+            if all.len() > MAX_ENTRIES {
+                self.listings.too_big(t);
+            }
+            all.truncate(max);
+            return Ok(all);
+        }
+        Ok(self.read_entries(file, s, cookie, max)?.0)
+    }
+
+    /// Up to `max` entries from `cookie`, read from the kernel; and whether the reading
+    /// reached the directory's end.
+    fn read_entries(
+        &self,
+        file: &HostFile,
+        s: &mut DirStream,
+        cookie: u64,
+        max: usize,
+    ) -> FsResult<(Vec<DirEntry>, bool)> {
         if s.at != Some(cookie) {
             let off = i64::try_from(cookie).map_err(|_| Errno::EINVAL)?;
             s.at = None; // unknown until the seek succeeds
@@ -65,9 +106,13 @@ impl HostFs {
         s.buf.resize_with(DIR_BUF, std::mem::MaybeUninit::uninit);
         let mut dir = RawDir::new(s.fd.as_fd(), &mut s.buf[..]);
         let mut next = cookie;
+        let mut whole = false;
         while out.len() < max {
             let ent = match dir.next() {
-                None => break,
+                None => {
+                    whole = true;
+                    break;
+                }
                 Some(Ok(ent)) => ent,
                 Some(Err(e)) => {
                     if out.is_empty() {
@@ -109,6 +154,14 @@ impl HostFs {
         // unread in the buffer (the directory's end, or a batch that ended exactly there).
         let exact = dir.is_buffer_empty();
         s.at = exact.then_some(next);
-        Ok(out)
+        Ok((out, whole))
     }
+}
+
+/// Up to `max` entries of the kept listing `l` from index `i`; the stream remembers where
+/// they ended, so the next readdir finds its place without a search.
+fn serve(s: &mut DirStream, l: &Listing, i: usize, max: usize) -> Vec<DirEntry> {
+    let out: Vec<DirEntry> = l.entries[i..].iter().take(max).cloned().collect();
+    s.place = Some((l.serial, i + out.len()));
+    out
 }

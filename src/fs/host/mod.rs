@@ -16,7 +16,8 @@
 //!   (`ENXIO`, as QEMU) and nothing blocks.
 //! - **Security models** (`security.rs`), **xattr namespaces** (`xattr.rs`), **qids**
 //!   unique across devices (`qid.rs`), **OFD locks** (`locks.rs`), **readdir cookies**
-//!   (`dir.rs`), **making names** (`create.rs`), **attributes** (`attr.rs`).
+//!   (`dir.rs`), **whole listings kept between opens** while inotify sees no change
+//!   (`listing.rs`), **making names** (`create.rs`), **attributes** (`attr.rs`).
 //!
 //! **Descriptor use is bounded, and idle node descriptors are reclaimed** (`reclaim.rs`).
 //! Nodes and open files together hold at most [`HostOptions::max_fds`] descriptors (by
@@ -35,6 +36,7 @@ mod attr;
 mod cache;
 mod create;
 mod dir;
+mod listing;
 mod locks;
 mod node;
 mod qid;
@@ -57,6 +59,7 @@ pub use node::{HostFile, HostNode};
 pub use security::SecurityModel;
 
 use cache::{NodeCache, Probe};
+use listing::Listings;
 use node::{FdBudget, Identity, Kind, Registry};
 use qid::QidMap;
 use resolve::{ProcPath, reopen_flags};
@@ -81,6 +84,10 @@ pub struct HostOptions {
     /// `statx` instead of an open, two stats and a close (see `cache.rs`); `None`: 256.
     /// `Some(0)` turns the cache off.
     pub node_cache: Option<usize>,
+    /// Read every directory from the kernel at every listing instead of keeping whole
+    /// listings between opens (see `listing.rs`; kept listings are dropped by inotify, on
+    /// local filesystems only). For an export that changes where inotify cannot see.
+    pub no_listing_cache: bool,
 }
 
 /// Nodes the cache keeps when [`HostOptions::node_cache`] is `None`.
@@ -100,6 +107,7 @@ pub struct HostFs {
     /// The process umask, which the kernel applies to modes given at creation.
     umask: u32,
     cache: NodeCache,
+    listings: Listings,
 }
 
 impl std::fmt::Debug for HostFs {
@@ -198,6 +206,7 @@ impl HostFs {
             has_openat2,
             umask: process_umask(),
             cache: NodeCache::new(opts.node_cache.unwrap_or(DEFAULT_NODE_CACHE)),
+            listings: Listings::new(!opts.no_listing_cache),
         })
     }
 
@@ -285,6 +294,11 @@ impl HostFs {
     /// Empties the lookup cache: nodes no fid uses close their descriptors.
     pub fn drop_cached_nodes(&self) {
         self.cache.clear();
+    }
+
+    /// Whole directory listings kept now (see [`HostOptions::no_listing_cache`]).
+    pub fn kept_listings(&self) -> usize {
+        self.listings.kept()
     }
 
     fn do_parent(&self, dir: &HostNode) -> FsResult<(HostNode, Qid)> {

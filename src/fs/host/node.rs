@@ -552,11 +552,13 @@ pub(super) enum FileIo {
 
 /// A directory stream: the open directory and a `getdents64` buffer. `at` is the cookie
 /// (`d_off`) the descriptor's position stands at, if known: a readdir from it reads on
-/// without a seek; from any other cookie it seeks first.
+/// without a seek; from any other cookie it seeks first. `place` is where the last readdir
+/// served from a kept listing ended: that listing's serial and the index of the next entry.
 pub(super) struct DirStream {
     pub(super) fd: OwnedFd,
     pub(super) buf: Vec<std::mem::MaybeUninit<u8>>,
     pub(super) at: Option<u64>,
+    pub(super) place: Option<(u64, usize)>,
 }
 
 /// `getdents64` buffer of an open directory.
@@ -574,6 +576,7 @@ impl HostFile {
                 fd,
                 buf: Vec::with_capacity(DIR_BUF),
                 at: Some(0),
+                place: None,
             })),
             _ => FileIo::Data(Arc::new(fd)),
         };
