@@ -121,3 +121,116 @@ pub fn create_ops_s(dir: &Path, threads: usize) -> Res<f64> {
         None => Ok(done.load(Ordering::Relaxed) as f64 / secs),
     }
 }
+
+/// How a file-to-socket ceiling moves each MiB.
+#[derive(Clone, Copy, Debug)]
+pub enum FileSend {
+    /// `pread` into a buffer, then `write` it: a copying server's fewest calls.
+    Copy,
+    /// `sendfile` from the file into the socket: no copy in the sender.
+    Sendfile,
+}
+
+/// MiB/s of 1 MiB pieces of a `file_mib` MiB file in `dir` (on the exported filesystem)
+/// sent over `streams` loopback sockets of the kind `addr` names, each sender moving
+/// through the file as the read1m workload does, with no 9P in the way: what a server
+/// that reads the file (`Copy`) or splices it (`Sendfile`) can reach at best here.
+pub fn file_socket_mib_s(
+    dir: &Path,
+    addr: &str,
+    streams: usize,
+    file_mib: u64,
+    how: FileSend,
+) -> Res<f64> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(format!("co9p-ceiling.{}.data", std::process::id()));
+    let made = (|| -> std::io::Result<std::fs::File> {
+        let mut f = std::fs::File::create_new(&path)?;
+        let piece: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+        for _ in 0..file_mib.max(1) {
+            f.write_all(&piece)?;
+        }
+        std::fs::File::open(&path)
+    })();
+    let _ = std::fs::remove_file(&path);
+    let file = Arc::new(made.map_err(|e| format!("{}: {e}", path.display()))?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..streams.max(1) {
+        let (mut rx, tx) = fd_pair(addr)?;
+        let (stop2, file) = (stop.clone(), file.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut tx = tx;
+            let mut buf = vec![0u8; MIB as usize];
+            let mut i = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let mut off = ((t as u64 * 7919 + i) % file_mib.max(1)) * MIB;
+                i += 1;
+                let sent = match how {
+                    FileSend::Copy => file
+                        .read_exact_at(&mut buf, off)
+                        .and_then(|()| tx.write_all(&buf)),
+                    FileSend::Sendfile => {
+                        let end = off + MIB;
+                        let mut r = Ok(());
+                        while off < end {
+                            let left = (end - off) as usize;
+                            match rustix::fs::sendfile(&tx, &*file, Some(&mut off), left) {
+                                Ok(0) => {
+                                    r = Err(std::io::ErrorKind::WriteZero.into());
+                                    break;
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    r = Err(e.into());
+                                    break;
+                                }
+                            }
+                        }
+                        r
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }));
+        let (stop3, received) = (stop.clone(), received.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; MIB as usize];
+            while !stop3.load(Ordering::Relaxed) {
+                if rx.read_exact(&mut buf).is_err() {
+                    return;
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    std::thread::sleep(RUN);
+    let n = received.load(Ordering::Relaxed);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(rate)
+}
+
+/// A connected pair of loopback sockets of the kind `addr` names, as files (so the sender
+/// can also be handed to `sendfile`).
+fn fd_pair(addr: &str) -> Res<(std::fs::File, std::fs::File)> {
+    use std::os::fd::OwnedFd;
+    let (a, b): (OwnedFd, OwnedFd) = if addr.starts_with("unix:") {
+        let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+        (a.into(), b.into())
+    } else {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let a = TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let (b, _) = l.accept().map_err(|e| e.to_string())?;
+        (a.into(), b.into())
+    };
+    Ok((a.into(), b.into()))
+}

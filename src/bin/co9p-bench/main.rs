@@ -307,6 +307,22 @@ fn bench(args: &Args) -> Res<()> {
             100.0 * sock / hot,
             100.0 * sock / spread
         );
+        if let Some(dir) = &args.ceiling_dir {
+            for (how, what) in [
+                (ceiling::FileSend::Copy, "pread+write"),
+                (ceiling::FileSend::Sendfile, "sendfile"),
+            ] {
+                let r =
+                    ceiling::file_socket_mib_s(dir, &args.addr, args.conns, args.file_mib, how)?;
+                println!(
+                    "  ceiling: 1 MiB pieces of a {} MiB file in {} over {} loopback sockets by {what}, no 9P: {r:.0} MiB/s = {:.0}% of the socket ceiling",
+                    args.file_mib,
+                    dir.display(),
+                    args.conns,
+                    100.0 * r / sock
+                );
+            }
+        }
         for (w, row) in &results {
             if *w == Workload::Read1m {
                 for (s, f) in sides.iter().zip(row) {
