@@ -243,7 +243,11 @@ impl Shared {
         };
         self.cv.notify_all();
         queue.into_iter().for_each(TaskRef::cancel);
-        drop(timers);
+        // A sleeping task is held by nothing but its timer's waker, which its own `Sleep`
+        // holds too (and the `Sleep` holds this pool): dropping the heap alone would leave
+        // that cycle alive. Taking each waker out drops the last reference to its task, and
+        // with it the task's future.
+        timers.into_iter().for_each(|t| drop(t.fire()));
     }
 }
 

@@ -1,0 +1,188 @@
+//! Wakers and handles of the runtime, polled by hand: a future polled again with another
+//! waker wakes that one (the task that polled last), a join handle says when its coroutine
+//! is done, and dropping a pool drops what it still holds. Each assertion is an ordering
+//! the runtime guarantees, not a timing: waits are bounded only to turn a bug into a
+//! failure instead of a hang.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use co9p::co::{CoMutex, CoQueue, Executor, ThreadPool, yield_now};
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Count(AtomicUsize);
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counting() -> (Arc<Count>, Waker) {
+    let c = Arc::new(Count::default());
+    (c.clone(), Waker::from(c))
+}
+
+/// Waits (bounded) until `cond` holds.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_lock_waiter_polled_with_a_new_waker_wakes_the_new_one() {
+    let m = CoMutex::new(0u32);
+    let (_, noop) = counting();
+    let mut held = pin!(m.lock());
+    let Poll::Ready(guard) = held.as_mut().poll(&mut Context::from_waker(&noop)) else {
+        panic!("a free mutex is taken at once");
+    };
+    let mut waiter = pin!(m.lock());
+    let (a, wa) = counting();
+    let (b, wb) = counting();
+    assert!(
+        waiter
+            .as_mut()
+            .poll(&mut Context::from_waker(&wa))
+            .is_pending()
+    );
+    assert!(
+        waiter
+            .as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_pending()
+    );
+    drop(guard);
+    assert_eq!(
+        b.0.load(Ordering::SeqCst),
+        1,
+        "the waker of the last poll is woken"
+    );
+    assert_eq!(a.0.load(Ordering::SeqCst), 0, "the replaced waker is not");
+    assert!(
+        waiter
+            .as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_ready()
+    );
+}
+
+#[test]
+fn a_queue_waiter_polled_with_a_new_waker_wakes_the_new_one() {
+    let m = CoMutex::new(());
+    let q = CoQueue::new();
+    let (_, noop) = counting();
+    let Poll::Ready(guard) = pin!(m.lock()).poll(&mut Context::from_waker(&noop)) else {
+        panic!("a free mutex is taken at once");
+    };
+    let mut wait = pin!(q.wait(guard));
+    let (a, wa) = counting();
+    let (b, wb) = counting();
+    assert!(
+        wait.as_mut()
+            .poll(&mut Context::from_waker(&wa))
+            .is_pending()
+    );
+    assert!(
+        wait.as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_pending()
+    );
+    assert!(q.next(), "one waiter to restart");
+    assert!(
+        b.0.load(Ordering::SeqCst) >= 1,
+        "the waker of the last poll is woken"
+    );
+    assert_eq!(a.0.load(Ordering::SeqCst), 0, "the replaced waker is not");
+}
+
+#[test]
+fn a_sleep_polled_with_a_new_waker_wakes_the_new_one() {
+    let pool = ThreadPool::new(1);
+    let mut sleep = pin!(pool.handle().sleep(Duration::from_millis(20)));
+    let (a, wa) = counting();
+    let (b, wb) = counting();
+    assert!(
+        sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&wa))
+            .is_pending()
+    );
+    assert!(
+        sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_pending()
+    );
+    eventually("the sleep's last waker is woken", || {
+        b.0.load(Ordering::SeqCst) >= 1
+    });
+    assert_eq!(a.0.load(Ordering::SeqCst), 0, "the replaced waker is not");
+    assert!(
+        sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_ready()
+    );
+}
+
+#[test]
+fn a_join_handle_is_finished_once_its_coroutine_returned() {
+    let pool = ThreadPool::new(1);
+    let gate = Arc::new(CoQueue::new());
+    let m = Arc::new(CoMutex::new(false));
+    let (g2, m2) = (gate.clone(), m.clone());
+    let h = pool.spawn_handle(async move {
+        let mut open = m2.lock().await;
+        while !*open {
+            open = g2.wait(open).await;
+        }
+        7u32
+    });
+    eventually("the coroutine waits at the gate", || !gate.is_empty());
+    assert!(!h.is_finished(), "still waiting at the gate");
+    *pool.block_on(m.lock()) = true;
+    assert!(gate.next());
+    eventually("the coroutine returns", || h.is_finished());
+    assert_eq!(pool.block_on(h), Ok(7));
+}
+
+#[test]
+fn dropping_a_pool_drops_the_coroutines_it_still_holds() {
+    // No threads: the calling thread runs everything in `block_on`, so when the loop below
+    // sees all three asleep, each has finished the poll that armed its timer.
+    let pool = ThreadPool::new(0);
+    let token = Arc::new(());
+    let asleep = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let (t, ex, asleep) = (token.clone(), pool.handle(), asleep.clone());
+        pool.spawn(async move {
+            let _t = t;
+            asleep.fetch_add(1, Ordering::SeqCst);
+            ex.sleep(Duration::from_secs(3600)).await;
+        });
+    }
+    pool.block_on(async {
+        while asleep.load(Ordering::SeqCst) < 3 {
+            yield_now().await;
+        }
+        yield_now().await;
+    });
+    assert_eq!(Arc::strong_count(&token), 4, "three coroutines asleep");
+    drop(pool);
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the pool's drop dropped its sleeping coroutines"
+    );
+}
