@@ -40,13 +40,17 @@ impl Guest {
                 let (gid, _) = self.make_in(model, d);
                 let ty = [0, S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFDIR, 0o170000]
                     [rng.random_range(0..7)];
+                // Device numbers that set every part of a dev_t (Linux's 12-bit major and
+                // 20-bit minor, both split in two fields).
+                let (major, minor) = [(1, 3), (0xabc, 0x1_2345), (0xfff, 0xf_ffff), (8, 0x100)]
+                    [rng.random_range(0..4)];
                 (
                     Tmessage::Mknod {
                         dfid: Fid(d),
                         name: self.name(rng),
                         mode: ty | 0o644,
-                        major: 1,
-                        minor: 3,
+                        major,
+                        minor,
                         gid,
                     },
                     u(&[d], &[], &[], &[]),

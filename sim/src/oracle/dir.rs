@@ -119,7 +119,9 @@ pub(super) fn mknod_call(
 ) -> Result<Res, Violation> {
     c.expect(FsOp::Mknod)?;
     let (d, by) = (c.fid(dfid).node, c.by(dfid, gid));
-    let rdev = co9p::fs::mem::makedev(major, minor);
+    // glibc's `makedev` (through the libc crate), not the server's own encoding: a wrong
+    // bit in MemFs's shows as a wrong rdev.
+    let rdev = libc::makedev(major, minor);
     let r = c.effect(0, || m.mknod(d, name, mode, rdev, by));
     c.touched(&r, (d, name.to_vec()));
     Ok(Res::Node(r))
