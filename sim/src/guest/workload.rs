@@ -139,6 +139,10 @@ impl Guest {
                 if rng.random_bool(0.1) {
                     flags = flags | OpenFlags::APPEND;
                 }
+                // As Linux opens a directory to list it; on a file, ENOTDIR.
+                if rng.random_bool(0.15) {
+                    flags = flags | OpenFlags::DIRECTORY;
+                }
                 (
                     Tmessage::Lopen { fid: Fid(f), flags },
                     u(&[], &[], &[f], &[]),
