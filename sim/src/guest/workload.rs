@@ -11,11 +11,12 @@
 //! Aiming is in `aim.rs`, sequences in `plan.rs`, requests that change directories in
 //! `namespace.rs`, those about attributes in `attrs.rs` and byte-range locks in `lock.rs`.
 
-use co9p::protocol::{Data, Fid, OpenFlags, P9String, Tmessage};
+use co9p::protocol::{Data, Fid, GetattrMask, OpenFlags, P9String, Tmessage};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 use super::aim::u;
+use super::plan::Step;
 use super::{FidOpen, Guest, OpKind, PERSISTENT, Uses};
 use crate::model::{Content, Model, NodeId};
 
@@ -193,6 +194,16 @@ impl Guest {
                     _ if self.gaps && rng.random_bool(0.3) => rng.random_range(4080..4110),
                     _ => rng.random_range(0..64),
                 };
+                // With cache=none Linux asks for the attributes after a write (its size):
+                // a Tgetattr right behind it, racing it.
+                if matches!(self.fids[&f].open, FidOpen::File { .. }) && rng.random_bool(0.3) {
+                    let stat = Tmessage::Getattr {
+                        fid: Fid(f),
+                        request_mask: GetattrMask::ALL,
+                    };
+                    self.plan
+                        .push_front(Step::Then(Box::new((stat, u(&[f], &[], &[], &[])))));
+                }
                 (
                     Tmessage::Write {
                         fid: Fid(f),

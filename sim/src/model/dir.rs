@@ -48,6 +48,8 @@ impl Model {
             xattrs: BTreeMap::new(),
             locks: Vec::new(),
             ino: None,
+            writes: 0,
+            seen_version: None,
         });
         self.dir_mut(dir).insert(name, id);
         if is_dir {

@@ -79,6 +79,7 @@ impl Model {
             d.resize(off + data.len(), 0);
         }
         d[off..off + data.len()].copy_from_slice(data);
+        n.writes += 1;
         if uid != 0 {
             n.mode &= !setid_to_kill(n.mode);
         }

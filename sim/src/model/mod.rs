@@ -132,6 +132,12 @@ pub struct Node {
     pub locks: Vec<Held>,
     /// The qid path the server showed for it (learnt from the first qid seen).
     pub ino: Option<u64>,
+    /// Writes that changed its bytes so far.
+    pub writes: u64,
+    /// The latest qid version an Rgetattr showed, with `writes` as they stood at that
+    /// Tgetattr's call: a version must move when the contents do (MemFs, whose versions
+    /// count changes; HostFs's follow the host's coarse mtime).
+    pub seen_version: Option<(u64, u32)>,
 }
 
 impl Node {
@@ -239,6 +245,8 @@ impl Model {
                 xattrs: BTreeMap::new(),
                 locks: Vec::new(),
                 ino: None,
+                writes: 0,
+                seen_version: None,
             }],
             backend,
             next_owner: 1,

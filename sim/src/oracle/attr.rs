@@ -6,7 +6,7 @@ use co9p::fs::hooked::OpKind as FsOp;
 use co9p::protocol::{Fid, Rmessage, SetAttr};
 
 use super::{Answer, FsCall, Res, Violation};
-use crate::model::{Content, Model};
+use crate::model::{Backend, Content, Model, NodeId};
 
 pub(super) fn getattr_call(c: &mut FsCall, m: &mut Model, f: Fid) -> Result<Res, Violation> {
     c.expect(FsOp::Getattr)?;
@@ -55,7 +55,35 @@ pub(super) fn getattr_reply(a: &Answer, m: &mut Model) -> Result<(), Violation> 
             n.rdev
         )));
     }
-    a.qid(m, *node, &attr.qid)
+    a.qid(m, *node, &attr.qid)?;
+    version_moves(a, m, *node, n.writes, attr.qid.version)
+}
+
+/// A file written since an earlier Rgetattr showed its qid version has another version
+/// now (9P's version: it changes when the contents do). Judged on MemFs, whose versions
+/// count changes; replies judged out of order compare by the writes at their calls.
+fn version_moves(
+    a: &Answer,
+    m: &mut Model,
+    node: NodeId,
+    writes: u64,
+    version: u32,
+) -> Result<(), Violation> {
+    if m.backend != Backend::Mem || !matches!(m.node(node).content, Content::File(_)) {
+        return Ok(());
+    }
+    let seen = &mut m.nodes[node].seen_version;
+    match *seen {
+        Some((w0, v0)) if writes > w0 && version == v0 => Err(a.fail(format_args!(
+            "qid version {version} after {} writes to the file since it was {v0}",
+            writes - w0
+        ))),
+        Some((w0, _)) if writes < w0 => Ok(()),
+        _ => {
+            *seen = Some((writes, version));
+            Ok(())
+        }
+    }
 }
 
 pub(super) fn setattr_call(
