@@ -119,6 +119,8 @@ const QUEUE: u16 = 256;
 const ZC_MIN: u32 = 1024;
 /// Mixed into the seed for the stream of buffer skews.
 const SKEW_STREAM: u64 = 0x5CE3_0000_0000_0001;
+/// Mixed into the seed for the stream of scattered chains.
+const SPLIT_STREAM: u64 = 0x5CE3_0000_0000_0002;
 
 /// One virtio-9p device with the virtual guest that drives it.
 ///
@@ -161,6 +163,10 @@ pub struct VirtioDev {
     /// (so the draws above are the same with or without it); `None` for a driver whose
     /// buffers are page-aligned.
     skew: Option<ChaCha8Rng>,
+    /// Which of the other chains are scattered over buffers of any size
+    /// ([`Layout::Split`]): a stream of its own too; `None` for a driver that lays every
+    /// message out in one buffer each way.
+    split: Option<ChaCha8Rng>,
 }
 
 /// One chain the device completed: the request it carried and the reply bytes (empty if
@@ -189,7 +195,8 @@ impl VirtioDev {
                 max_inflight: virtio_max_inflight(server),
                 ..server.clone()
             },
-            queue_max_size: QUEUE,
+            // More than the guest sets up: the device must use the size it is given.
+            queue_max_size: 2 * QUEUE,
             ..DeviceConfig::new(format!("sim{id}"))
         };
         let device = Arc::new(Virtio9p::new(config, fs, ex.clone()).map_err(|e| e.to_string())?);
@@ -202,6 +209,8 @@ impl VirtioDev {
         let (misboot, tiny, poke, remap) = (often(0.5), often(0.1), often(0.02), often(0.02));
         let mut skew = ChaCha8Rng::seed_from_u64(seed ^ SKEW_STREAM);
         let skew = skew.random_bool(0.5).then_some(skew);
+        let mut split = ChaCha8Rng::seed_from_u64(seed ^ SPLIT_STREAM);
+        let split = split.random_bool(0.5).then_some(split);
         let mut dev = VirtioDev {
             guest: VirtualGuest::new(front, ram, IrqLine::new()),
             interrupts: 0,
@@ -220,6 +229,7 @@ impl VirtioDev {
             remap,
             tiny_heads: BTreeSet::new(),
             skew,
+            split,
         };
         dev.boot()?;
         Ok(dev)
@@ -238,6 +248,7 @@ impl VirtioDev {
             opts.features &= !co9p::transport::virtio::F_RING_EVENT_IDX;
         }
         self.guest.boot(&opts).map_err(|e| format!("{e:?}"))?;
+        self.check_identity(format!("sim{}", self.id).as_bytes())?;
         // The front activated the device on the RAM it was built with; RAM moved since.
         self.guest.resync_memory();
         Ok(())
@@ -270,7 +281,20 @@ impl VirtioDev {
                 r.random_range(0..page)
             }
         });
-        let layout = layout(frame, msg, msize, skew);
+        let mut layout = layout(frame, msg, msize, skew);
+        // A third of the other chains scattered over buffers of any size, the reply's
+        // header among them.
+        if let (Layout::Plain { room }, Some(r)) = (layout, self.split.as_mut())
+            && r.random_bool(0.3)
+        {
+            let read_cut = r.random_range(1..frame.len() as u32);
+            let write_cuts = [(); 3].map(|()| [0, 1, 3, 4, 7, 11, 16, 100][r.random_range(0..8)]);
+            layout = Layout::Split {
+                read_cut,
+                write_cuts,
+                room,
+            };
+        }
         let Some(head) = self.guest.submit(frame, layout, indirect) else {
             return Err(format!(
                 "no room for a chain ({} descriptors free, {} chains in flight)",

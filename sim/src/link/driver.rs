@@ -19,7 +19,7 @@
 use co9p::protocol::{Fid, Request, Tag, Tmessage};
 use co9p::transport::virtio::harness::Layout;
 use co9p::transport::virtio::{
-    DEVICE_FEATURES, F_VERSION_1, INT_CONFIG, STATUS_ACKNOWLEDGE as ACK, STATUS_DRIVER as DRIVER,
+    F_VERSION_1, INT_CONFIG, STATUS_ACKNOWLEDGE as ACK, STATUS_DRIVER as DRIVER,
     STATUS_DRIVER_OK as DRIVER_OK, STATUS_FEATURES_OK as FEATURES_OK, STATUS_NEEDS_RESET, mmio,
 };
 use rand::RngExt;
@@ -36,17 +36,77 @@ fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 impl VirtioDev {
+    /// What the device shows a driver before any request: the features virtio-9p's
+    /// specification lets it offer and this device documents (bit numbers from the
+    /// specification, not the device's constants), and its mount tag in the configuration
+    /// space (`le16 tag_len`, the tag, nothing after).
+    pub(super) fn check_identity(&self, tag: &[u8]) -> Result<(), String> {
+        const SPEC: u64 = 1 << 0 | 1 << 28 | 1 << 29 | 1 << 32; // MOUNT_TAG, INDIRECT_DESC, EVENT_IDX, VERSION_1
+        let offered = self.guest.device_features();
+        expect(offered == SPEC, || {
+            format!("device offers {offered:#x}, documented {SPEC:#x}")
+        })?;
+        let cfg = self.guest.read_config(0, 2 + tag.len() + 4);
+        let mut want = (tag.len() as u16).to_le_bytes().to_vec();
+        want.extend_from_slice(tag);
+        want.extend_from_slice(&[0; 4]);
+        expect(cfg == want, || {
+            format!("configuration space {cfg:02x?}, the tag {tag:?} wants {want:02x?}")
+        })
+    }
+
     /// One wrong bring-up, checked, then a reset that must leave the device as new.
     pub(super) fn misboot(&mut self) -> Result<(), String> {
-        let kind = self.rng.random_range(0..5);
+        let kind = self.rng.random_range(0..6);
         let g = &mut self.guest;
         g.set_status(0);
         g.set_status(ACK);
         let offered = g.device_features();
-        expect(offered == DEVICE_FEATURES, || {
-            format!("device offers {offered:#x}, documented {DEVICE_FEATURES:#x}")
-        })?;
         match kind {
+            5 => {
+                // Registers of a queue the device does not have (a 9P device has one).
+                let before = g.device().queue_config();
+                g.write32(mmio::QUEUE_SEL, 1);
+                let max = g.read32(mmio::QUEUE_NUM_MAX);
+                for (reg, v) in [
+                    (mmio::QUEUE_NUM, 2),
+                    (mmio::QUEUE_DESC_LOW, 0x10),
+                    (mmio::QUEUE_DESC_HIGH, 1),
+                    (mmio::QUEUE_DRIVER_LOW, 0x20),
+                    (mmio::QUEUE_DRIVER_HIGH, 1),
+                    (mmio::QUEUE_DEVICE_LOW, 0x40),
+                    (mmio::QUEUE_DEVICE_HIGH, 1),
+                    (mmio::QUEUE_READY, 1),
+                ] {
+                    g.write32(reg, v);
+                }
+                g.write32(mmio::QUEUE_SEL, 0);
+                let after = g.device().queue_config();
+                expect(
+                    max == 0 && format!("{before:?}") == format!("{after:?}"),
+                    || {
+                        format!(
+                            "queue 1's registers: QueueNumMax {max}, queue 0 {before:?} -> {after:?}"
+                        )
+                    },
+                )?;
+                // Queue 0's descriptor table address written twice, each half on its own
+                // (a driver may rewrite it before DRIVER_OK): each write replaces its half.
+                let mut table = Vec::new();
+                for (reg, v) in [
+                    (mmio::QUEUE_DESC_LOW, 0x1000),
+                    (mmio::QUEUE_DESC_HIGH, 0x2),
+                    (mmio::QUEUE_DESC_LOW, 0x3000),
+                    (mmio::QUEUE_DESC_HIGH, 0x5),
+                ] {
+                    g.write32(reg, v);
+                    table.push(g.device().queue_config().desc_table);
+                }
+                expect(
+                    table == [0x1000, 0x2_0000_1000, 0x2_0000_3000, 0x5_0000_3000],
+                    || format!("descriptor table address after each half written: {table:#x?}"),
+                )?;
+            }
             0 => {
                 // Acked before DRIVER: ignored, so nothing is acked and FEATURES_OK (which
                 // needs VERSION_1) is refused.

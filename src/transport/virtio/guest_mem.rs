@@ -90,33 +90,18 @@ pub(super) fn read_from(mem: &GuestMemoryMmap, regions: &[Region], buf: &mut [u8
     done
 }
 
-/// Copies `data` into `regions` from their start, skipping the first `skip` bytes of room;
-/// returns the bytes written.
-pub(super) fn write_to(
-    mem: &GuestMemoryMmap,
-    regions: &[Region],
-    mut skip: usize,
-    data: &[u8],
-) -> usize {
+/// Copies `data` into `regions` from their start; returns the bytes written.
+pub(super) fn write_to(mem: &GuestMemoryMmap, regions: &[Region], data: &[u8]) -> usize {
     let mut done = 0;
     for r in regions {
         if done == data.len() {
             break;
         }
-        let len = r.len as usize;
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let n = (len - skip).min(data.len() - done);
-        let Some(addr) = r.addr.checked_add(skip as u64) else {
-            break;
-        };
-        if mem.write_slice(&data[done..done + n], addr).is_err() {
+        let n = (r.len as usize).min(data.len() - done);
+        if mem.write_slice(&data[done..done + n], r.addr).is_err() {
             break;
         }
         done += n;
-        skip = 0;
     }
     done
 }

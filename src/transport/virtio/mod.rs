@@ -254,7 +254,7 @@ impl<F: Filesystem, E: Executor> Virtio9p<F, E> {
             *b = usize::try_from(offset)
                 .ok()
                 .and_then(|o| o.checked_add(i))
-                .and_then(|o| self.config_space.get(o))
+                .and_then(|o| self.config_space().get(o))
                 .copied()
                 .unwrap_or(0);
         }

@@ -136,7 +136,7 @@ impl QueueCore {
                 self.idle.notify_all();
             }
             let Some(mem) = st.mem.clone() else { return };
-            let written = write_to(&mem, &writable, 0, bytes);
+            let written = write_to(&mem, &writable, bytes);
             st.give_spare(writable);
             let len = if written == bytes.len() {
                 written as u32 + payload_len

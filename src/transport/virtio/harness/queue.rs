@@ -105,6 +105,19 @@ pub enum Layout {
         /// cannot merge them and a reply's data crosses from one buffer to the next.
         skew: u32,
     },
+    /// Any message scattered over buffers of arbitrary sizes, as a driver may lay out any
+    /// chain (a device must not assume the framing of a message from its descriptors,
+    /// virtio 1.2 §2.7.4): the request in two readable buffers, cut `read_cut` bytes in
+    /// (in one when that is not inside it), and `room` writable bytes in buffers of
+    /// `write_cuts` bytes each, then the rest (zero sizes are skipped).
+    Split {
+        /// Where the request is cut.
+        read_cut: u32,
+        /// Sizes of the first writable buffers.
+        write_cuts: [u32; 3],
+        /// Bytes of room for the reply, in all.
+        room: u32,
+    },
     /// Zero-copy `Twrite`: the first `header` bytes of the request in one readable buffer,
     /// the rest in readable pages, each allocated on its own; `room` writable bytes.
     ZeroCopyWrite {
@@ -384,6 +397,30 @@ impl DriverQueue {
                         descs.push(RawDesc::writable(at, n as u32));
                         off += n;
                     }
+                }
+            }
+            Layout::Split {
+                read_cut,
+                write_cuts,
+                room,
+            } => {
+                let cut = (read_cut as usize).min(frame.len());
+                if cut > 0 && cut < frame.len() {
+                    buf(ram, &frame[..cut], cut as u32, false)?;
+                    buf(ram, &frame[cut..], (frame.len() - cut) as u32, false)?;
+                } else {
+                    buf(ram, frame, frame.len() as u32, false)?;
+                }
+                let mut left = room;
+                for w in write_cuts {
+                    let w = w.min(left);
+                    if w > 0 {
+                        buf(ram, &[], w, true)?;
+                        left -= w;
+                    }
+                }
+                if left > 0 {
+                    buf(ram, &[], left, true)?;
                 }
             }
             Layout::ZeroCopyWrite { header, room } => {
