@@ -24,7 +24,23 @@ impl Guest {
         if self.contention { &NAMES[..2] } else { &NAMES }
     }
 
+    /// A name for an entry: one of the guest's few, or now and then one that cannot be a
+    /// name (empty, a slash, a NUL, one byte too long).
     pub(super) fn name(&self, rng: &mut ChaCha8Rng) -> P9String {
+        if rng.random_bool(0.02) {
+            const LONG: &str = concat!(
+                "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+                "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+                "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+                "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+            );
+            return P9String::from(["", "a/b", "a\0b", LONG][rng.random_range(0..4)]);
+        }
+        self.good_name(rng)
+    }
+
+    /// One of the guest's few names.
+    pub(super) fn good_name(&self, rng: &mut ChaCha8Rng) -> P9String {
         let n = self.names();
         P9String::from(n[rng.random_range(0..n.len())])
     }

@@ -63,7 +63,7 @@ impl Guest {
                     Tmessage::Symlink {
                         fid: Fid(d),
                         name: self.name(rng),
-                        symtgt: self.name(rng),
+                        symtgt: self.good_name(rng),
                         gid,
                     },
                     u(&[d], &[], &[], &[]),

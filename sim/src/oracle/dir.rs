@@ -28,9 +28,18 @@ fn old_name(n: &[u8]) -> Result<&[u8], Errno> {
 }
 
 fn name(n: &[u8]) -> Result<&[u8], Errno> {
-    co9p::fs::Name::new(n)
-        .map(|_| n)
-        .map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e })
+    // Written out here, not the server's `Name::new`: a path component is non-empty, at
+    // most NAME_MAX (255) bytes, without `/` or NUL; what is not one does not exist
+    // (`ENOENT`, as QEMU answers), unless it is too long to be one (`ENAMETOOLONG`).
+    if n.is_empty() {
+        Err(Errno::ENOENT)
+    } else if n.len() > 255 {
+        Err(Errno::ENAMETOOLONG)
+    } else if n.iter().any(|&b| b == b'/' || b == 0) {
+        Err(Errno::ENOENT)
+    } else {
+        Ok(n)
+    }
 }
 
 /// Tmkdir, Tmknod, Tsymlink: a new name in the directory `dfid`.

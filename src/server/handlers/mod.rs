@@ -253,7 +253,7 @@ fn node<F: Filesystem>(e: &FidEntry<F>) -> Result<F::Node, Errno> {
 fn new_entry_name(s: &P9String) -> Result<Name, Errno> {
     match s.as_bytes() {
         b"." | b".." => Err(Errno::EEXIST),
-        b => Name::new(b).map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e }),
+        b => component(b),
     }
 }
 
@@ -261,8 +261,14 @@ fn new_entry_name(s: &P9String) -> Result<Name, Errno> {
 fn existing_name(s: &P9String) -> Result<Name, Errno> {
     match s.as_bytes() {
         b"." | b".." => Err(Errno::EINVAL),
-        b => Name::new(b).map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e }),
+        b => component(b),
     }
+}
+
+/// Any other name: one that cannot be a name (empty, a `/` or NUL in it) does not exist
+/// (`ENOENT`, as QEMU answers); one too long is `ENAMETOOLONG`.
+fn component(b: &[u8]) -> Result<Name, Errno> {
+    Name::new(b).map_err(|e| if e == Errno::EINVAL { Errno::ENOENT } else { e })
 }
 
 fn ok(msg: Rmessage) -> HandlerResult {
