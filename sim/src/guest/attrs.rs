@@ -122,6 +122,10 @@ impl Guest {
             OpKind::XattrSet => {
                 let f = self.pick(rng, |f, m| nonpersistent(f) && m.is_closed())?;
                 let name = ["user.x", "user.y"][rng.random_range(0..2)];
+                // Most of the time the value follows, so the Tclunk sets it.
+                if rng.random_bool(0.8) {
+                    self.plan.push_back(Step::FillXattr { fid: f });
+                }
                 (
                     Tmessage::Xattrcreate {
                         fid: Fid(f),

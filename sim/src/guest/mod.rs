@@ -30,7 +30,12 @@ pub enum FidOpen {
         flags: OpenFlags,
         owner: u64,
     },
-    XattrRead(Vec<u8>),
+    /// An xattr's value, or a list of names, read at Txattrwalk. A list's order is the
+    /// host's (`listxattr` keeps none): `unordered` until a whole read showed it.
+    XattrRead {
+        value: Vec<u8>,
+        unordered: bool,
+    },
     XattrWrite {
         name: Vec<u8>,
         flags: u32,

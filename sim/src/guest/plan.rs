@@ -25,6 +25,9 @@ pub enum Step {
     List { node: NodeId },
     /// Tremove through `fid` (made racing a rename of its entry).
     RemoveFid { fid: u32 },
+    /// Twrite the rest of the value a Txattrcreate on `fid` announced, as Linux's
+    /// setxattr does (the Tclunk that sets it comes later).
+    FillXattr { fid: u32 },
     /// Tlock through `fid` (a merge sequence: the same owner each time).
     Lock {
         fid: u32,
@@ -62,7 +65,11 @@ impl Guest {
         let step = self.plan.pop_front()?;
         let retry = matches!(
             step,
-            Step::Grow { .. } | Step::Read { .. } | Step::RemoveFid { .. } | Step::Lock { .. }
+            Step::Grow { .. }
+                | Step::Read { .. }
+                | Step::RemoveFid { .. }
+                | Step::Lock { .. }
+                | Step::FillXattr { .. }
         )
         .then(|| step.clone());
         let r = self.realize(step, rng, model);
@@ -163,6 +170,25 @@ impl Guest {
                     return None;
                 }
                 Some((Tmessage::Remove { fid: Fid(fid) }, u(&[], &[], &[], &[fid])))
+            }
+            Step::FillXattr { fid } => {
+                let m = self.fids.get(&fid)?;
+                let FidOpen::XattrWrite { value, written, .. } = &m.open else {
+                    return None;
+                };
+                if self.claims.contains_key(&fid) || *written >= value.len() {
+                    return None;
+                }
+                let (at, len) = (*written, value.len() - *written);
+                let byte = rng.random_range(1..=255u8);
+                Some((
+                    Tmessage::Write {
+                        fid: Fid(fid),
+                        offset: at as u64,
+                        data: Data(vec![byte; len]),
+                    },
+                    u(&[], &[], &[fid], &[]),
+                ))
             }
             Step::Then(m) => Some(*m),
             Step::Lock {

@@ -152,7 +152,7 @@ impl Guest {
             OpKind::Read => {
                 let f = self.pick(rng, |_, m| match m.open {
                     FidOpen::File { flags, .. } => flags.readable() && is_file(m.node),
-                    FidOpen::XattrRead(_) => true,
+                    FidOpen::XattrRead { .. } => true,
                     _ => false,
                 })?;
                 let count = match rng.random_range(0..4) {
@@ -204,13 +204,20 @@ impl Guest {
                     self.plan
                         .push_front(Step::Then(Box::new((stat, u(&[f], &[], &[], &[])))));
                 }
+                // Writes into an xattr's buffer go one at a time: which of two at once
+                // lands last is the server's choice, and no reply shows it.
+                let uses = if matches!(self.fids[&f].open, FidOpen::XattrWrite { .. }) {
+                    u(&[], &[], &[f], &[])
+                } else {
+                    u(&[f], &[], &[], &[])
+                };
                 (
                     Tmessage::Write {
                         fid: Fid(f),
                         offset,
                         data: Data(data),
                     },
-                    u(&[f], &[], &[], &[]),
+                    uses,
                 )
             }
             OpKind::Readdir => {

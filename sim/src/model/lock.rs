@@ -150,6 +150,29 @@ impl Model {
         self.set_lock(id, owner, ty, start, end);
     }
 
+    /// The locks `owner` holds, with their nodes.
+    pub fn locks_of(&self, owner: u64) -> Vec<(NodeId, Held)> {
+        let mut v = Vec::new();
+        for (id, n) in self.nodes.iter().enumerate() {
+            v.extend(
+                n.locks
+                    .iter()
+                    .filter(|h| h.owner == owner)
+                    .map(|h| (id, h.clone())),
+            );
+        }
+        v
+    }
+
+    /// Puts back locks [`Self::release`] dropped, held by a zombie now: a file whose fid
+    /// was clunked while requests behind the clunk may still hold it open.
+    pub fn linger(&mut self, owner: u64, locks: Vec<(NodeId, Held)>) {
+        for (id, h) in locks {
+            self.nodes[id].locks.push(h);
+        }
+        self.zombies.insert(owner);
+    }
+
     /// Drops every lock of `owner` (its file was closed).
     pub fn release(&mut self, owner: u64) {
         self.zombies.remove(&owner);

@@ -118,7 +118,7 @@ pub(super) fn lcreate_reply(
 pub(super) fn read_pre(g: &Guest, f: Fid) -> Result<(), Errno> {
     match &super::fid(g, f)?.open {
         FidOpen::File { flags, .. } if flags.readable() => Ok(()),
-        FidOpen::XattrRead(_) => Ok(()),
+        FidOpen::XattrRead { .. } => Ok(()),
         _ => Err(Errno::EBADF),
     }
 }
@@ -140,7 +140,7 @@ pub(super) fn read_call(
 /// An Rread carries what the model read (or the xattr buffer's bytes), byte for byte.
 pub(super) fn read_reply(
     a: &Answer,
-    g: &Guest,
+    g: &mut Guest,
     fid: Fid,
     offset: u64,
     count: u32,
@@ -148,11 +148,27 @@ pub(super) fn read_reply(
     let Rmessage::Read { data } = a.got else {
         return Err(a.unexpected());
     };
-    let want = match &g.fids[&fid.0].open {
-        FidOpen::XattrRead(v) => {
-            let count = room(g, count);
-            let s = (offset as usize).min(v.len());
-            v[s..v.len().min(s + count)].to_vec()
+    let count = room(g, count);
+    let want = match &mut g.fids.get_mut(&fid.0).expect("prechecked").open {
+        FidOpen::XattrRead { value, unordered } => {
+            let s = (offset as usize).min(value.len());
+            let want = value[s..value.len().min(s + count)].to_vec();
+            if !*unordered || data.0.len() != want.len() {
+                want
+            } else if s == 0 && want.len() == value.len() {
+                // The whole list: the same names, in the host's order, which is then
+                // judged byte for byte.
+                if names(&data.0) != names(value) {
+                    want
+                } else {
+                    *value = data.0.clone();
+                    *unordered = false;
+                    data.0.clone()
+                }
+            } else {
+                // A part of a list whose order is not known yet: its length is all.
+                data.0.clone()
+            }
         }
         _ => a.data().clone(),
     };
@@ -160,6 +176,12 @@ pub(super) fn read_reply(
         return Err(a.fail(format_args!("read {}", data_diff(&data.0, &want, offset))));
     }
     Ok(())
+}
+
+/// The names of an xattr list (each NUL-terminated), in order; `None` if it is not one.
+fn names(list: &[u8]) -> Option<std::collections::BTreeSet<&[u8]>> {
+    let body = list.strip_suffix(&[0])?;
+    Some(body.split(|&b| b == 0).collect())
 }
 
 pub(super) fn write_pre(g: &Guest, f: Fid, offset: u64, data: &[u8]) -> Result<(), Errno> {

@@ -141,7 +141,7 @@ fn calls_done(g: &Guest, msg: &Tmessage, calls: &[Call]) -> bool {
         T::Walk { wnames, .. } => walk::walk_done(g, msg, calls, wnames.len()),
         // Reading or writing an xattr's buffer makes no call; Txattrcreate never does; a
         // Tremove of no name fails EBUSY without one; a Tclunk calls only to set an xattr.
-        T::Read { fid, .. } => made || matches!(open(fid), Some(FidOpen::XattrRead(_))),
+        T::Read { fid, .. } => made || matches!(open(fid), Some(FidOpen::XattrRead { .. })),
         T::Write { fid, .. } => made || matches!(open(fid), Some(FidOpen::XattrWrite { .. })),
         T::Xattrcreate { .. } => true,
         T::Remove { fid } => made || g.fids.get(&fid.0).is_some_and(|e| e.entry.is_none()),
@@ -506,7 +506,9 @@ pub fn on_reply(m: &mut Model, g: &mut Guest, req: &Req, got: &Rmessage) -> Resu
         T::Readlink { .. } => dir::readlink_reply(&a),
         T::Getattr { .. } => attr::getattr_reply(&a, m),
         T::Setattr { .. } => a.bare(matches!(got, R::Setattr {})),
-        T::Xattrwalk { fid, newfid, .. } => xattr::xattrwalk_reply(&a, g, *fid, *newfid),
+        T::Xattrwalk { fid, newfid, name } => {
+            xattr::xattrwalk_reply(&a, g, *fid, *newfid, name.as_bytes().is_empty())
+        }
         T::Xattrcreate {
             fid,
             name,

@@ -42,6 +42,7 @@ pub(super) fn xattrwalk_reply(
     g: &mut Guest,
     fid: Fid,
     newfid: Fid,
+    list: bool,
 ) -> Result<(), Violation> {
     let Rmessage::Xattrwalk { size } = a.got else {
         return Err(a.unexpected());
@@ -56,7 +57,10 @@ pub(super) fn xattrwalk_reply(
         newfid.0,
         MFid {
             node,
-            open: FidOpen::XattrRead(v.clone()),
+            open: FidOpen::XattrRead {
+                value: v.clone(),
+                unordered: list,
+            },
             entry: a.entry.clone(),
             uid,
         },

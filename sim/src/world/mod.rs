@@ -79,6 +79,9 @@ pub struct World {
     unjudged: BTreeSet<usize>,
     /// The fid a Tclunk/Tremove took away, kept to judge the requests sent behind it.
     tombstones: BTreeMap<usize, crate::guest::MFid>,
+    /// Lock owners of files whose fid a tombstoned Tclunk/Tremove took: zombies until the
+    /// requests behind it are judged.
+    lingering: BTreeMap<usize, u64>,
     /// A Tversion in flight per connection: its request and the lock owners it closes.
     versions: BTreeMap<usize, (usize, Vec<u64>)>,
     model: Model,
@@ -185,6 +188,7 @@ impl World {
             pending: Vec::new(),
             unjudged: BTreeSet::new(),
             tombstones: BTreeMap::new(),
+            lingering: BTreeMap::new(),
             versions: BTreeMap::new(),
             model,
             wrng,

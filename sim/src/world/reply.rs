@@ -237,7 +237,18 @@ impl World {
                 _ => {}
             }
         }
+        // The open file of a fid clunked with requests behind it lives until they end (one
+        // may hold the fid already): its locks stay, a zombie's, until the tombstone goes.
+        let lingering = self.tombstones.get(&r).and_then(|m| match m.open {
+            crate::guest::FidOpen::File { owner, .. } => Some(owner),
+            _ => None,
+        });
+        let held = lingering.map(|o| self.model.locks_of(o));
         let res = oracle::on_reply(&mut self.model, &mut self.guests[client], &req, got);
+        if let (Some(owner), Some(held)) = (lingering, held) {
+            self.model.linger(owner, held);
+            self.lingering.insert(r, owner);
+        }
         if let Some(f) = restore {
             self.guests[client].fids.remove(&f);
             self.guests[client].passes.forget(f);
@@ -257,6 +268,9 @@ impl World {
             .any(|&q| self.reqs[q].after_clunk == Some(c))
         {
             self.tombstones.remove(&c);
+            if let Some(owner) = self.lingering.remove(&c) {
+                self.model.release(owner);
+            }
         }
     }
 
@@ -275,6 +289,14 @@ impl World {
             }
         });
         self.tombstones.retain(|&c, _| reqs[c].conn != conn);
+        let (gone, kept) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|&(c, _)| reqs[c].conn == conn);
+        self.lingering = kept;
+        let gone: std::collections::BTreeMap<usize, u64> = gone;
+        for owner in gone.into_values() {
+            self.model.release(owner);
+        }
     }
 
     pub(super) fn on_rflush(&mut self, r: usize, req: &Req, oldtag: Tag, got: &Rmessage) {
