@@ -2,7 +2,7 @@
 //! tree (mostly names that exist, open files of the right kind) so most requests get past
 //! the error paths, while the rest probe them.
 //!
-//! Besides single requests it plays short sequences ([`Step`](super::Step)): shrink a file, grow it
+//! Besides single requests it plays short sequences ([`Step`]): shrink a file, grow it
 //! past its old end and read the gap back (stale data); after a directory moves across
 //! directories, walk `..` from fids inside it and list it (stale parents). Renamed files
 //! draw the requests that act through fids naming them (Tremove, Tgetattr, Tlopen, Twalk).
