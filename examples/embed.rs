@@ -136,6 +136,7 @@ fn main() {
         Layout::ZeroCopyWrite {
             header: TWRITE_HEADER_LEN as u32,
             room: 4096,
+            apart: true,
         },
     );
     println!("Twrite   -> {r:?}");

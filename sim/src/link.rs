@@ -121,6 +121,8 @@ const ZC_MIN: u32 = 1024;
 const SKEW_STREAM: u64 = 0x5CE3_0000_0000_0001;
 /// Mixed into the seed for the stream of scattered chains.
 const SPLIT_STREAM: u64 = 0x5CE3_0000_0000_0002;
+/// Mixed into the seed for where guest RAM's memory regions meet.
+const REGION_STREAM: u64 = 0x5CE3_0000_0000_0003;
 
 /// One virtio-9p device with the virtual guest that drives it.
 ///
@@ -159,6 +161,9 @@ pub struct VirtioDev {
     remap: f64,
     /// Heads of the chains with too little room still in flight.
     tiny_heads: BTreeSet<u16>,
+    /// Heads of the broken chains still in flight, with the page each one's request and
+    /// room are in.
+    wild_heads: BTreeMap<u16, u64>,
     /// Where in a page the data buffers of zero-copy reads begin: a stream of its own
     /// (so the draws above are the same with or without it); `None` for a driver whose
     /// buffers are page-aligned.
@@ -200,7 +205,22 @@ impl VirtioDev {
             ..DeviceConfig::new(format!("sim{id}"))
         };
         let device = Arc::new(Virtio9p::new(config, fs, ex.clone()).map_err(|e| e.to_string())?);
-        let ram = GuestRam::new(RAM);
+        // Half the devices see guest RAM as many memory regions that touch, near its
+        // start where the rings and buffers are: rings, tables and buffers then cross
+        // from one host mapping into another.
+        let mut regions = ChaCha8Rng::seed_from_u64(seed ^ REGION_STREAM);
+        let cuts: Vec<u64> = if regions.random_bool(0.5) {
+            let mut at = 0;
+            (0..32)
+                .map(|_| {
+                    at += regions.random_range(1..=24u64) * 1024;
+                    at
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ram = GuestRam::with_cuts(RAM, &cuts);
         let notifier: co9p::transport::virtio::Notifier =
             Arc::new(move || journal.push(Event::Irq(id)));
         let front = MmioFront::new(device, ram.memory().clone(), notifier);
@@ -228,6 +248,7 @@ impl VirtioDev {
             poke,
             remap,
             tiny_heads: BTreeSet::new(),
+            wild_heads: BTreeMap::new(),
             skew,
             split,
         };
@@ -270,7 +291,11 @@ impl VirtioDev {
         indirect: bool,
     ) -> Result<(), String> {
         if self.rng.random_bool(self.tiny) {
-            self.send_tiny()?;
+            if self.rng.random_bool(0.5) {
+                self.send_tiny()?;
+            } else {
+                self.send_wild()?;
+            }
         }
         // Half the skews near the page's end, so that even a short reply crosses.
         let skew = self.skew.as_mut().map_or(0, |r| {
@@ -372,6 +397,10 @@ impl VirtioDev {
                 self.tiny_used(c.head, c.len)?;
                 continue;
             }
+            if let Some(page) = self.wild_heads.remove(&c.head) {
+                self.wild_used(page, &c)?;
+                continue;
+            }
             let Some(req) = self.heads.remove(&c.head) else {
                 return Err(format!("used entry of head {} names no request", c.head));
             };
@@ -404,6 +433,7 @@ impl VirtioDev {
         self.guest.reset();
         self.heads.clear();
         self.tiny_heads.clear();
+        self.forget_wild();
         self.unkicked.clear();
         self.irq_pending = false;
         let latch = self
@@ -421,6 +451,12 @@ impl VirtioDev {
             return Err(format!(
                 "chains with too little room never came back: heads {:?}",
                 self.tiny_heads
+            ));
+        }
+        if !self.wild_heads.is_empty() {
+            return Err(format!(
+                "broken chains never came back: heads {:?}",
+                self.wild_heads.keys()
             ));
         }
         self.guest.reset();
@@ -450,6 +486,9 @@ fn layout(frame: &[u8], msg: &Tmessage, msize: u32, skew: u32) -> Layout {
         Tmessage::Write { data, .. } if data.0.len() > ZC_MIN as usize => Layout::ZeroCopyWrite {
             header: (frame.len() - data.0.len()) as u32,
             room: 4096.min(msize),
+            // Most writes' pages lie apart, as a user buffer's pinned pages do (the device
+            // gets the data in slices); where buffers are skewed, half follow one another.
+            apart: skew == 0 || skew % 2 == 1,
         },
         _ => Layout::Plain { room: msize },
     }

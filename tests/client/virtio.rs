@@ -180,6 +180,7 @@ pub fn linux_layout(frame: &[u8], msize: u32, zero_copy: bool) -> Layout {
         118 if frame.len() - TWRITE_HEADER_LEN > ZC_THRESHOLD as usize => Layout::ZeroCopyWrite {
             header: TWRITE_HEADER_LEN as u32,
             room: ZC_HDR_ROOM,
+            apart: true,
         },
         _ => plain,
     }

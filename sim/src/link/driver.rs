@@ -12,12 +12,17 @@
 //! - a chain whose writable part is smaller than any reply ([`VirtioDev::send_tiny`]): it
 //!   carries a Tclunk of a directory fid the client keeps, must come back used with length
 //!   0 and never run (a run would take the fid away, which the model and the fid count see);
+//! - broken chains ([`VirtioDev::send_wild`]): a writable buffer running off the end of
+//!   guest RAM, a loop, a request cut shorter than its header says; the request (a Tclunk
+//!   of the same fid, or a large Twrite) must not run, and the device answers
+//!   `Rlerror(EPROTO)` in the room that is memory (a buffer that only crosses from one
+//!   memory region into the next is memory, and ordinary chains do that all the time);
 //! - guest RAM moved to a new host mapping between kicks, while the device has nothing in
 //!   flight (`Virtio9p::set_memory`, as vhost-user's SET_MEM_TABLE): the old mapping is no
 //!   longer the guest's, so a device that kept it would stop seeing requests.
 
-use co9p::protocol::{Fid, Request, Tag, Tmessage};
-use co9p::transport::virtio::harness::Layout;
+use co9p::protocol::{Data, Fid, Request, Tag, Tmessage};
+use co9p::transport::virtio::harness::{Completion, Layout, PAGE, RawDesc};
 use co9p::transport::virtio::{
     F_VERSION_1, INT_CONFIG, STATUS_ACKNOWLEDGE as ACK, STATUS_DRIVER as DRIVER,
     STATUS_DRIVER_OK as DRIVER_OK, STATUS_FEATURES_OK as FEATURES_OK, STATUS_NEEDS_RESET, mmio,
@@ -28,6 +33,13 @@ use super::VirtioDev;
 
 /// The tag of the chains with too little room (the guests' own tags are 1..=200).
 const TINY_TAG: u16 = 0xfff0;
+/// The tag of the broken chains ([`VirtioDev::send_wild`]).
+const WILD_TAG: u16 = 0xfff1;
+/// Where in a wild chain's page its good room starts (the request is before it).
+const WILD_ROOM_AT: u64 = 2048;
+/// Bytes of good room in a wild chain (more than an `Rlerror`, less than an `Rclunk` and
+/// more: any reply fits).
+const WILD_ROOM: u32 = 64;
 /// A feature bit the device does not offer.
 const NOT_OFFERED: u64 = 1 << 40;
 
@@ -207,6 +219,84 @@ impl VirtioDev {
                 "a chain (head {head}) with less room than a reply header came back with {len} bytes"
             )
         })
+    }
+
+    /// A chain that is broken, with a request that must not run and good room for the
+    /// answer. Not kicked: it goes with the next request. One of:
+    /// - a Tclunk of fid 1 (a directory fid the client keeps) whose last writable buffer
+    ///   starts inside guest RAM and ends past it;
+    /// - the same Tclunk, its room descriptor naming itself as next (a loop);
+    /// - a large Twrite on fid 1 whose readable part ends before the size its header
+    ///   declares (it would fail with EBADF if it ran).
+    pub(super) fn send_wild(&mut self) -> Result<(), String> {
+        let kind = self.rng.random_range(0..3);
+        let msg = if kind == 2 {
+            // Large enough for the device's in-place path, small enough that the request
+            // and the room share a page.
+            let len = self.rng.random_range(1100..(WILD_ROOM_AT as usize - 23));
+            Tmessage::Write {
+                fid: Fid(1),
+                offset: 0,
+                data: Data(vec![0x5a; len]),
+            }
+        } else {
+            Tmessage::Clunk { fid: Fid(1) }
+        };
+        let frame = Request::new(Tag(WILD_TAG), msg)
+            .to_bytes()
+            .map_err(|e| e.to_string())?;
+        let page = self.guest.alloc(PAGE).ok_or("no RAM for a broken chain")?;
+        let cut = if kind == 2 {
+            frame.len() - self.rng.random_range(1..=64)
+        } else {
+            frame.len()
+        };
+        self.guest.write_ram(page, &frame[..cut]);
+        let request = RawDesc::readable(page, cut as u32);
+        let room = RawDesc::writable(page + WILD_ROOM_AT, WILD_ROOM);
+        let descs = match kind {
+            0 => {
+                let end = self.guest.ram.size();
+                let inside = self.rng.random_range(1..=64u64);
+                let outside = self.rng.random_range(1..=64u32);
+                vec![
+                    request.then(1),
+                    room.then(2),
+                    RawDesc::writable(end - inside, inside as u32 + outside),
+                ]
+            }
+            1 => vec![request.then(1), room.then(1)],
+            _ => vec![request.then(1), room],
+        };
+        let Some(head) = self.guest.inject(&descs) else {
+            self.guest.free(page, PAGE);
+            return Err("no descriptors for a broken chain".into());
+        };
+        self.wild_heads.insert(head, page);
+        Ok(())
+    }
+
+    /// A broken chain came back: with `Rlerror(EPROTO)` in its good room, never run.
+    pub(super) fn wild_used(&mut self, page: u64, c: &Completion) -> Result<(), String> {
+        self.guest.free(page, PAGE);
+        let mut want = 11u32.to_le_bytes().to_vec();
+        want.push(7); // Rlerror
+        want.extend_from_slice(&WILD_TAG.to_le_bytes());
+        want.extend_from_slice(&(libc::EPROTO as u32).to_le_bytes());
+        expect(c.reply == want, || {
+            format!(
+                "a broken chain (head {}) came back with {:02x?}, not Rlerror(EPROTO) \
+                 {want:02x?}",
+                c.head, c.reply
+            )
+        })
+    }
+
+    /// Frees the pages of the broken chains a reset cancelled.
+    pub(super) fn forget_wild(&mut self) {
+        for (_, page) in std::mem::take(&mut self.wild_heads) {
+            self.guest.free(page, PAGE);
+        }
     }
 
     /// Between kicks: maybe register writes the device must ignore while running, maybe

@@ -327,6 +327,11 @@ impl<D: MmioDevice> VirtualGuest<D> {
         self.ram.alloc(len).map(|a| a.0)
     }
 
+    /// Frees a buffer [`Self::alloc`] gave for `len` bytes.
+    pub fn free(&mut self, addr: u64, len: u64) {
+        self.ram.free(vm_memory::GuestAddress(addr), len);
+    }
+
     /// Writes bytes into guest RAM.
     pub fn write_ram(&self, addr: u64, data: &[u8]) {
         use vm_memory::{Bytes, GuestAddress};

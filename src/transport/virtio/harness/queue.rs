@@ -119,12 +119,16 @@ pub enum Layout {
         room: u32,
     },
     /// Zero-copy `Twrite`: the first `header` bytes of the request in one readable buffer,
-    /// the rest in readable pages, each allocated on its own; `room` writable bytes.
+    /// the rest in readable pages, one descriptor each; `room` writable bytes.
     ZeroCopyWrite {
         /// Bytes of the request before its data.
         header: u32,
         /// Bytes of room for the reply.
         room: u32,
+        /// The data pages lie apart in guest memory (every other page), as a user buffer's
+        /// pinned pages usually do, so the device gets the data in several slices; else
+        /// they follow one another and the device may take them as one.
+        apart: bool,
     },
 }
 
@@ -423,13 +427,30 @@ impl DriverQueue {
                     buf(ram, &[], left, true)?;
                 }
             }
-            Layout::ZeroCopyWrite { header, room } => {
+            Layout::ZeroCopyWrite {
+                header,
+                room,
+                apart,
+            } => {
                 let h = (header as usize).min(frame.len());
                 buf(ram, &frame[..h], h as u32, false)?;
-                for chunk in frame[h..].chunks(PAGE as usize) {
-                    buf(ram, chunk, chunk.len() as u32, false)?;
+                // The reply's room first in memory (its descriptor still goes last).
+                let reply = ram.alloc(u64::from(room))?;
+                allocs.push((reply, u64::from(room)));
+                let data = &frame[h..];
+                if !data.is_empty() {
+                    let pages = (data.len() as u64).div_ceil(PAGE);
+                    let stride = if apart { 2 } else { 1 };
+                    let len = ((pages - 1) * stride + 1) * PAGE;
+                    let a = ram.alloc(len)?;
+                    allocs.push((a, len));
+                    for (i, chunk) in data.chunks(PAGE as usize).enumerate() {
+                        let at = GuestAddress(a.0 + i as u64 * stride * PAGE);
+                        ram.memory().write_slice(chunk, at).ok()?;
+                        descs.push(RawDesc::readable(at.0, chunk.len() as u32));
+                    }
                 }
-                buf(ram, &[], room, true)?;
+                descs.push(RawDesc::writable(reply.0, room));
             }
         }
         Some(())

@@ -12,6 +12,8 @@ pub const PAGE: u64 = 4096;
 /// out (a zero address means "unset" to virtio-queue).
 pub struct GuestRam {
     mem: Arc<GuestMemoryMmap>,
+    /// Where each memory region starts and how long it is (kept for [`Self::remap`]).
+    regions: Vec<(GuestAddress, usize)>,
     used: Vec<bool>,
     /// No free page below this one.
     cursor: usize,
@@ -21,13 +23,32 @@ pub struct GuestRam {
 impl GuestRam {
     /// `size` bytes of RAM (rounded up to whole pages), all zero.
     pub fn new(size: usize) -> Self {
+        Self::with_cuts(size, &[])
+    }
+
+    /// `size` bytes of RAM (rounded up to whole pages) in several memory regions that touch
+    /// in guest memory but are mapped apart on the host, as a VMM's memory slots may be: a
+    /// new region starts at each address of `cuts` (any byte; those outside the RAM are
+    /// ignored). A buffer the allocator hands out may then span regions, and a device must
+    /// follow it from one mapping into the next.
+    pub fn with_cuts(size: usize, cuts: &[u64]) -> Self {
         let pages = (size as u64).div_ceil(PAGE).max(2) as usize;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), pages * PAGE as usize)])
-            .expect("mapping guest RAM");
+        let end = pages as u64 * PAGE;
+        let mut starts: Vec<u64> = cuts.iter().copied().filter(|&c| c > 0 && c < end).collect();
+        starts.push(0);
+        starts.sort_unstable();
+        starts.dedup();
+        let regions: Vec<(GuestAddress, usize)> = starts
+            .iter()
+            .zip(starts.iter().skip(1).chain([&end]))
+            .map(|(&a, &b)| (GuestAddress(a), (b - a) as usize))
+            .collect();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&regions).expect("mapping guest RAM");
         let mut used = vec![false; pages];
         used[0] = true;
         GuestRam {
             mem: Arc::new(mem),
+            regions,
             used,
             cursor: 1,
             free: pages - 1,
@@ -37,13 +58,18 @@ impl GuestRam {
     /// RAM over memory made elsewhere (one region from address 0, e.g. a shared memfd a
     /// vhost-user backend maps too); it is not cleared.
     pub fn with_memory(mem: Arc<GuestMemoryMmap>) -> Self {
-        use vm_memory::GuestMemoryBackend;
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
         let size = mem.last_addr().0 + 1;
         let pages = (size / PAGE).max(2) as usize;
         let mut used = vec![false; pages];
         used[0] = true;
+        let regions = mem
+            .iter()
+            .map(|r| (r.start_addr(), r.len() as usize))
+            .collect();
         GuestRam {
             mem,
+            regions,
             used,
             cursor: 1,
             free: pages - 1,
@@ -63,9 +89,7 @@ impl GuestRam {
     /// has no chain in flight (a running request keeps the mapping it was given).
     pub fn remap(&mut self) -> Arc<GuestMemoryMmap> {
         use vm_memory::Bytes;
-        let size = self.used.len() * PAGE as usize;
-        let new = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
-            .expect("mapping guest RAM");
+        let new = GuestMemoryMmap::<()>::from_ranges(&self.regions).expect("mapping guest RAM");
         let mut page = vec![0u8; PAGE as usize];
         for (i, _) in self.used.iter().enumerate().filter(|(_, u)| **u) {
             let at = GuestAddress(i as u64 * PAGE);
