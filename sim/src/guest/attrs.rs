@@ -67,8 +67,12 @@ impl Guest {
                     }
                     4..=6 => {
                         a.valid = SetattrMask::MODE;
-                        a.mode = [0o600, 0o644, 0o700, 0o4755, 0o2755, 0o6711, 0o2644, 0o1777]
-                            [rng.random_range(0..8)];
+                        // Set-id modes others may write too: a write by another user
+                        // must drop S_ISUID, and S_ISGID only with group execute.
+                        a.mode = [
+                            0o600, 0o644, 0o700, 0o4755, 0o2755, 0o6711, 0o2644, 0o1777, 0o2666,
+                            0o6767,
+                        ][rng.random_range(0..10)];
                     }
                     7 => {
                         // A chown as the Linux client sends it (with the set-id bits it
