@@ -1,6 +1,7 @@
 //! Wakers and handles of the runtime, polled by hand: a future polled again with another
 //! waker wakes that one (the task that polled last), a join handle says when its coroutine
-//! is done, and dropping a pool drops what it still holds. Each assertion is an ordering
+//! is done, dropping a pool drops what it still holds, wakes of a task already queued
+//! queue it once, and a `block_on` parked for its root wakes when another thread wakes it. Each assertion is an ordering
 //! the runtime guarantees, not a timing: waits are bounded only to turn a bug into a
 //! failure instead of a hang.
 
@@ -185,4 +186,105 @@ fn dropping_a_pool_drops_the_coroutines_it_still_holds() {
         1,
         "the pool's drop dropped its sleeping coroutines"
     );
+}
+
+/// A task that stays pending until `done`, counting its polls and keeping its last waker.
+fn parked_task(
+    polls: Arc<AtomicUsize>,
+    kept: Arc<std::sync::Mutex<Option<Waker>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    std::future::poll_fn(move |cx| {
+        polls.fetch_add(1, Ordering::SeqCst);
+        *kept.lock().unwrap() = Some(cx.waker().clone());
+        if done.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+/// Lets every task queued now run: `block_on` runs each runnable task once before it polls
+/// its root again, and the root yields a few times.
+fn drain(pool: &ThreadPool) {
+    pool.block_on(async {
+        for _ in 0..4 {
+            yield_now().await;
+        }
+    });
+}
+
+#[test]
+fn wakes_of_a_task_already_scheduled_queue_it_once() {
+    // No pool threads: tasks run only inside `block_on`, on this thread, so between drains
+    // nothing runs and the wakes below all find the task queued or parked, never running.
+    let pool = ThreadPool::new(0);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let kept = Arc::new(std::sync::Mutex::new(None));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = pool.spawn_handle(parked_task(polls.clone(), kept.clone(), done.clone()));
+    drain(&pool);
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        1,
+        "a spawned task is polled once"
+    );
+    let waker = kept
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the task kept its waker");
+
+    // Three wakes while it waits: the first queues it, the others find it queued.
+    waker.wake_by_ref();
+    waker.wake_by_ref();
+    waker.clone().wake();
+    drain(&pool);
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        2,
+        "wakes of a task already queued must not queue it again"
+    );
+
+    // Woken again after that poll: polled once more.
+    waker.wake_by_ref();
+    drain(&pool);
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+
+    done.store(true, Ordering::SeqCst);
+    waker.wake();
+    assert_eq!(pool.block_on(h), Ok(()));
+    assert_eq!(polls.load(Ordering::SeqCst), 4);
+    assert_eq!(pool.panics(), 0);
+}
+
+#[test]
+fn a_block_on_parked_for_its_root_wakes_when_another_thread_wakes_the_root() {
+    // block_on's thread parks when nothing is runnable (no timers, so with no deadline):
+    // only the root's waker, used here from a thread outside the pool, can wake it.
+    let kept: Arc<std::sync::Mutex<Option<Waker>>> = Arc::new(std::sync::Mutex::new(None));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (k, d) = (kept.clone(), done.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        let pool = ThreadPool::new(0);
+        let out = pool.block_on(std::future::poll_fn(move |cx| {
+            *k.lock().unwrap() = Some(cx.waker().clone());
+            if d.load(Ordering::SeqCst) {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        }));
+        let _ = tx.send(out);
+    });
+    eventually("the root was polled", || kept.lock().unwrap().is_some());
+    // Most likely parked by now; a wake that comes earlier must work as well.
+    std::thread::sleep(Duration::from_millis(20));
+    done.store(true, Ordering::SeqCst);
+    kept.lock().unwrap().take().unwrap().wake();
+    let out = rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(out, Ok(7), "the parked block_on never saw its root woken");
+    runner.join().unwrap();
 }
