@@ -237,9 +237,10 @@ fn wakes_of_a_task_already_scheduled_queue_it_once() {
         .expect("the task kept its waker");
 
     // Three wakes while it waits: the first queues it, the others find it queued.
+    let owned = waker.clone();
     waker.wake_by_ref();
     waker.wake_by_ref();
-    waker.clone().wake();
+    owned.wake();
     drain(&pool);
     assert_eq!(
         polls.load(Ordering::SeqCst),
