@@ -16,8 +16,13 @@
 //! Some devices' drivers also misbehave (`driver.rs`): a wrong bring-up before the real one,
 //! register writes while running, chains with less room than a reply header, and guest RAM
 //! moved to a new host mapping between kicks.
+//!
+//! A third of the devices are vhost-user ones (`vhost.rs`): handed their ring whole rather
+//! than set up through the registers, and now and then stopped and handed it again with
+//! the session carrying over; their resets go through a ring stop that cannot wait.
 
 mod driver;
+mod vhost;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -123,6 +128,8 @@ const SKEW_STREAM: u64 = 0x5CE3_0000_0000_0001;
 const SPLIT_STREAM: u64 = 0x5CE3_0000_0000_0002;
 /// Mixed into the seed for where guest RAM's memory regions meet.
 const REGION_STREAM: u64 = 0x5CE3_0000_0000_0003;
+/// Mixed into the seed for the vhost-user devices' choices (`vhost.rs`).
+const VHOST_STREAM: u64 = 0x5CE3_0000_0000_0004;
 
 /// One virtio-9p device with the virtual guest that drives it.
 ///
@@ -172,6 +179,16 @@ pub struct VirtioDev {
     /// ([`Layout::Split`]): a stream of its own too; `None` for a driver that lays every
     /// message out in one buffer each way.
     split: Option<ChaCha8Rng>,
+    /// Whether the device is a vhost-user one (`vhost.rs`): handed its ring whole, never
+    /// set up through its registers.
+    vhost: bool,
+    /// How often a vhost device's ring is taken back and handed over again while nothing
+    /// runs.
+    handover: f64,
+    /// The vhost-user frontend's choices: a stream of its own.
+    hrng: ChaCha8Rng,
+    /// The interrupt, as a frontend hands it to a vhost device.
+    notifier: co9p::transport::virtio::Notifier,
 }
 
 /// One chain the device completed: the request it carried and the reply bytes (empty if
@@ -223,7 +240,7 @@ impl VirtioDev {
         let ram = GuestRam::with_cuts(RAM, &cuts);
         let notifier: co9p::transport::virtio::Notifier =
             Arc::new(move || journal.push(Event::Irq(id)));
-        let front = MmioFront::new(device, ram.memory().clone(), notifier);
+        let front = MmioFront::new(device, ram.memory().clone(), notifier.clone());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut often = |p: f64| if rng.random_bool(0.5) { p } else { 0.0 };
         let (misboot, tiny, poke, remap) = (often(0.5), often(0.1), often(0.02), often(0.02));
@@ -231,6 +248,11 @@ impl VirtioDev {
         let skew = skew.random_bool(0.5).then_some(skew);
         let mut split = ChaCha8Rng::seed_from_u64(seed ^ SPLIT_STREAM);
         let split = split.random_bool(0.5).then_some(split);
+        // A third of the devices are vhost-user ones; most of those have their ring taken
+        // back and handed over again now and then.
+        let mut hrng = ChaCha8Rng::seed_from_u64(seed ^ VHOST_STREAM);
+        let vhost = hrng.random_bool(1.0 / 3.0);
+        let handover = if hrng.random_bool(0.75) { 0.05 } else { 0.0 };
         let mut dev = VirtioDev {
             guest: VirtualGuest::new(front, ram, IrqLine::new()),
             interrupts: 0,
@@ -251,6 +273,10 @@ impl VirtioDev {
             wild_heads: BTreeMap::new(),
             skew,
             split,
+            vhost,
+            handover,
+            hrng,
+            notifier,
         };
         dev.boot()?;
         Ok(dev)
@@ -258,6 +284,9 @@ impl VirtioDev {
 
     /// Brings the device up through its registers, as a driver does at probe.
     pub fn boot(&mut self) -> Result<(), String> {
+        if self.vhost {
+            return self.vhost_boot();
+        }
         if self.rng.random_bool(self.misboot) {
             self.misboot()?;
         }
@@ -430,7 +459,11 @@ impl VirtioDev {
     /// every fid gone) and boots it again. The latch opens when the cancelled requests
     /// have finished.
     pub fn reset(&mut self) -> Result<Arc<Latch>, String> {
-        self.guest.reset();
+        if self.vhost {
+            self.vhost_reset()?;
+        } else {
+            self.guest.reset();
+        }
         self.heads.clear();
         self.tiny_heads.clear();
         self.forget_wild();

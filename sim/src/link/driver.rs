@@ -41,9 +41,9 @@ const WILD_ROOM_AT: u64 = 2048;
 /// more: any reply fits).
 const WILD_ROOM: u32 = 64;
 /// A feature bit the device does not offer.
-const NOT_OFFERED: u64 = 1 << 40;
+pub(super) const NOT_OFFERED: u64 = 1 << 40;
 
-fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+pub(super) fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
 }
 
@@ -302,6 +302,7 @@ impl VirtioDev {
     /// Between kicks: maybe register writes the device must ignore while running, maybe
     /// guest RAM moved to a new host mapping.
     pub fn misbehave(&mut self) -> Result<(), String> {
+        self.check_in_flight_and_hand_over()?;
         if self.rng.random_bool(self.poke) && self.guest.device().is_active() {
             self.poke()?;
         }

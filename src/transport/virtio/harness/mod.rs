@@ -32,6 +32,8 @@ pub use ram::{GuestRam, PAGE};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use virtio_queue::QueueState;
+
 use super::mmio::{self, MmioDevice, MmioFront};
 use super::{
     DEVICE_FEATURES, Notifier, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED,
@@ -280,9 +282,52 @@ impl<D: MmioDevice> VirtualGuest<D> {
     /// flight are freed.
     pub fn reset(&mut self) {
         self.set_status(0);
+        self.forget_queue();
+    }
+
+    /// Forgets the queue without touching the device (a vhost-user frontend tells the
+    /// device otherwise): its rings and the buffers of chains still in flight are freed.
+    pub fn forget_queue(&mut self) {
         if let Some(q) = self.queue.take() {
             q.release(&mut self.ram);
         }
+    }
+
+    /// Lays a fresh ring of `size` out in guest RAM for a device that is handed it whole
+    /// (vhost-user's `SET_VRING_*`, [`Virtio9p::start_queue`]) rather than set up through
+    /// its registers, with `features` agreed; returns it as [`Self::ring`] does. Any queue
+    /// of an earlier boot is forgotten (its buffers stay allocated).
+    pub fn lay_out_ring(&mut self, size: u16, features: u64) -> Option<QueueState> {
+        let q = DriverQueue::new(&mut self.ram, size, features & super::F_RING_EVENT_IDX != 0)?;
+        self.queue = Some(q);
+        self.features = features;
+        self.ring()
+    }
+
+    /// The driver's ring as a vhost-user frontend hands it over: its size and addresses,
+    /// `next_avail` at the chains the driver has published and `next_used` at the used
+    /// ring's index in guest RAM; `ready` and `event_idx_enabled` as the driver set them
+    /// up, `max_size` its size. `None` before a boot.
+    pub fn ring(&self) -> Option<QueueState> {
+        use vm_memory::{Bytes, GuestAddress};
+        let q = self.queue.as_ref()?;
+        let used: u16 = self
+            .ram
+            .memory()
+            .read_obj(GuestAddress(q.used.0 + 2))
+            .map(u16::from_le)
+            .unwrap_or(0);
+        Some(QueueState {
+            max_size: q.size,
+            next_avail: q.published(),
+            next_used: used,
+            event_idx_enabled: self.features & super::F_RING_EVENT_IDX != 0,
+            size: q.size,
+            ready: true,
+            desc_table: q.desc.0,
+            avail_ring: q.avail.0,
+            used_ring: q.used.0,
+        })
     }
 
     fn q(&mut self) -> &mut DriverQueue {

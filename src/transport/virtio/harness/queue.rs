@@ -198,6 +198,11 @@ impl DriverQueue {
         })
     }
 
+    /// The avail ring's index: how many chains the driver has published.
+    pub(super) fn published(&self) -> u16 {
+        self.avail_idx
+    }
+
     pub(super) fn in_flight(&self) -> usize {
         self.pending.len()
     }
