@@ -1025,6 +1025,39 @@ fn file_size_limit_is_efbig() {
 }
 
 #[test]
+fn link_limit_is_emlink_for_links_subdirectories_and_moves() {
+    let fs = MemFs::with_limits(Limits {
+        max_links: 4,
+        ..Limits::default()
+    });
+    let r = root(&fs);
+    // The root holds two subdirectories: its link count (2 + 2) is at the limit.
+    let (a, b) = (mkdir(&fs, &r, "a"), mkdir(&fs, &r, "b"));
+    assert_eq!(
+        run(fs.mkdir(&r, &n("c"), 0o755, ME)).unwrap_err(),
+        Errno::EMLINK
+    );
+    // A directory moved into a full one is refused; within it, or over an empty
+    // directory there (which frees a link as it takes one), it is not.
+    mkdir(&fs, &a, "d");
+    assert_eq!(
+        run(fs.rename(&a, &n("d"), &r, &n("d"))).unwrap_err(),
+        Errno::EMLINK
+    );
+    run(fs.rename(&a, &n("d"), &r, &n("b"))).unwrap();
+    run(fs.rename(&r, &n("b"), &r, &n("e"))).unwrap();
+    assert_eq!(run(fs.getattr(&r)).unwrap().nlink, 4);
+    // A file's links stop at the limit.
+    let (f, _) = create(&fs, &a, "f");
+    for i in 1..4 {
+        run(fs.link(&f, &a, &n(&format!("l{i}")))).unwrap();
+    }
+    assert_eq!(run(fs.link(&f, &a, &n("l4"))).unwrap_err(), Errno::EMLINK);
+    assert_eq!(run(fs.getattr(&f)).unwrap().nlink, 4);
+    assert_eq!(run(fs.getattr(&b)).unwrap().nlink, 0, "b was replaced by d");
+}
+
+#[test]
 fn capacity_limit_is_enospc_and_statfs_reports_it() {
     let fs = MemFs::with_limits(Limits {
         capacity: 64 * 1024,

@@ -26,6 +26,7 @@ pub enum Feature {
     Nonroot,
     ReplyYield,
     Reclaim,
+    Limits,
     /// An operation kind of the workload (never `Walk` or `Clunk`: every seed has them).
     Op(OpKind),
 }
@@ -50,6 +51,7 @@ pub fn all_features() -> Vec<Feature> {
         Feature::Nonroot,
         Feature::ReplyYield,
         Feature::Reclaim,
+        Feature::Limits,
     ];
     v.extend(
         ALL_OPS
@@ -110,6 +112,7 @@ impl Feature {
             Feature::Nonroot => "nonroot",
             Feature::ReplyYield => "reply-yield",
             Feature::Reclaim => "reclaim",
+            Feature::Limits => "limits",
             Feature::Op(k) => op_name(k),
         }
     }

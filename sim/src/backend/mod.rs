@@ -133,6 +133,11 @@ impl SimFs {
         SimFs::Mem(MemFs::new())
     }
 
+    /// MemFs with `limits` (the `limits` knob's small ones).
+    pub fn mem_with(limits: co9p::fs::mem::Limits) -> SimFs {
+        SimFs::Mem(MemFs::with_limits(limits))
+    }
+
     /// HostFs on a fresh scratch directory, in `model`.
     pub fn host(model: SecurityModel, tag: &str) -> std::io::Result<SimFs> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -30,6 +30,9 @@ impl Model {
         }
         let is_dir = matches!(content, Content::Dir(_));
         let parent = &self.nodes[dir];
+        if is_dir && self.backend == Backend::Mem && parent.nlink >= self.max_links {
+            return Err(Errno::EMLINK);
+        }
         let setgid = parent.mode & S_ISGID != 0 && self.backend == Backend::Mem;
         let gid = if setgid { parent.gid } else { by.gid };
         let mode = if is_dir && setgid {
@@ -120,6 +123,9 @@ impl Model {
         let gone = t.nlink == 0;
         if gone && self.backend == Backend::Mem {
             return Err(Errno::ENOENT);
+        }
+        if self.backend == Backend::Mem && t.nlink >= self.max_links {
+            return Err(Errno::EMLINK);
         }
         if self.live_dir(dir)?.get(name).is_some() {
             return Err(Errno::EEXIST);
@@ -223,6 +229,15 @@ impl Model {
                 (true, Some(d)) if !d.by_name.is_empty() => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
+        }
+        // A directory moved into another one adds a link to it, unless it replaces one.
+        if target.is_none()
+            && src_is_dir
+            && od != nd
+            && self.backend == Backend::Mem
+            && self.nodes[nd].nlink >= self.max_links
+        {
+            return Err(Errno::EMLINK);
         }
         self.dir_mut(od).remove(on);
         if let Some(t) = target {

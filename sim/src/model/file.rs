@@ -71,10 +71,19 @@ impl Model {
             return Ok(0);
         }
         let off = if flags.contains(OpenFlags::APPEND) {
-            d.len()
+            d.len() as u64
         } else {
-            offset as usize
+            offset
         };
+        let data = if self.backend == Backend::Mem {
+            if off >= self.max_file_size {
+                return Err(Errno::EFBIG);
+            }
+            &data[..data.len().min((self.max_file_size - off) as usize)]
+        } else {
+            data
+        };
+        let off = off as usize;
         if d.len() < off + data.len() {
             d.resize(off + data.len(), 0);
         }
@@ -105,6 +114,9 @@ impl Model {
             Backend::Mem => {
                 if v.contains(SetattrMask::SIZE) {
                     size_err(&self.nodes[id])?;
+                    if a.size > self.max_file_size {
+                        return Err(Errno::EFBIG);
+                    }
                 }
                 if bad_time {
                     return Err(Errno::EINVAL);

@@ -214,6 +214,13 @@ pub struct Model {
     /// Every directory entry added, removed or replaced, in order (for directory passes:
     /// what changed between a readdir's call and its judgement).
     pub touches: Vec<(NodeId, Vec<u8>)>,
+    /// MemFs's documented limits (`co9p::fs::mem::Limits`): a write starting at or past
+    /// `max_file_size` is `EFBIG`, one crossing it is cut short there, a truncate beyond
+    /// it is `EFBIG`; an inode at `max_links` links takes no more (`EMLINK`: a hard link,
+    /// a subdirectory made in or moved into a directory). HostFs's limits are the host's
+    /// and never reached.
+    pub max_file_size: u64,
+    pub max_links: u64,
 }
 
 pub type R<T> = Result<T, Errno>;
@@ -252,6 +259,8 @@ impl Model {
             next_owner: 1,
             zombies: Default::default(),
             touches: Vec::new(),
+            max_file_size: 1 << 30,
+            max_links: 65_000,
         }
     }
 

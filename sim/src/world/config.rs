@@ -29,7 +29,7 @@ pub enum FsChoice {
 }
 
 /// Knobs a run can force on (the swarm draws each per seed otherwise).
-pub const KNOBS: [&str; 7] = [
+pub const KNOBS: [&str; 8] = [
     "hostile",
     "contention",
     "gaps",
@@ -37,6 +37,7 @@ pub const KNOBS: [&str; 7] = [
     "nonroot",
     "reply-yield",
     "reclaim",
+    "limits",
 ];
 
 impl Scheduler {

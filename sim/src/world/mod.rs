@@ -143,7 +143,14 @@ impl World {
         let faults_on = hook.switch();
         let mut failure = None;
         let backend = match knobs.backend {
-            Backend::Mem => SimFs::mem(),
+            Backend::Mem => match knobs.limits {
+                Some(l) => SimFs::mem_with(co9p::fs::mem::Limits {
+                    max_file_size: l.max_file_size,
+                    max_links: l.max_links,
+                    ..Default::default()
+                }),
+                None => SimFs::mem(),
+            },
             Backend::Host(m) => match SimFs::host(m, &cfg.seed.to_string()) {
                 Ok(fs) => fs,
                 Err(e) => {
@@ -155,7 +162,11 @@ impl World {
                 }
             },
         };
-        let model = Model::new(backend.backend());
+        let mut model = Model::new(backend.backend());
+        if let Some(l) = knobs.limits {
+            model.max_file_size = l.max_file_size;
+            model.max_links = l.max_links;
+        }
         let fs = Arc::new(FaultyFs::new(backend, hook));
         let mut lrng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, LINK));
         // Some seeds give sessions very few request slots, so requests are refused for

@@ -61,6 +61,15 @@ pub(crate) struct Knobs {
     pub(super) reply_yield: f64,
     /// HostFs: chance per move that every idle descriptor is closed (reopened by name).
     pub(super) reclaim: f64,
+    /// MemFs with limits the workload reaches (`None`: the defaults).
+    pub(super) limits: Option<SmallLimits>,
+}
+
+/// MemFs limits small enough that writes, links, mkdirs and renames meet them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SmallLimits {
+    pub max_file_size: u64,
+    pub max_links: u64,
 }
 
 impl Knobs {
@@ -125,6 +134,19 @@ impl Knobs {
         } else {
             0.0
         };
+        // The root holds `shared` and a directory per client: its link count starts at
+        // 3 + clients, so a link limit there (or one above) leaves the root full, and
+        // directory moves into it refused, while clients work in their directories.
+        let limits = if !on_host && forced("limits", k.random_bool(0.25)) {
+            Some(SmallLimits {
+                max_file_size: [60, 4100, 8192][k.random_range(0..3)],
+                max_links: 3 + cfg.clients as u64 + [0, 0, 0, 1][k.random_range(0..4)],
+            })
+        } else {
+            None
+        };
+        // Directories moved across directories are what meet a full one.
+        let dirs = dirs || limits.is_some();
         // A knob brings the request kinds its sequences are made of.
         let mut need = Vec::new();
         if gaps {
@@ -135,6 +157,15 @@ impl Knobs {
         }
         if nonroot {
             need.extend([OpKind::Create, OpKind::Write, OpKind::Setattr, OpKind::Open]);
+        }
+        if limits.is_some() {
+            need.extend([
+                OpKind::Write,
+                OpKind::Setattr,
+                OpKind::Mkdir,
+                OpKind::Rename,
+                OpKind::Link,
+            ]);
         }
         for kind in need {
             if !ops.contains(&kind) {
@@ -161,6 +192,7 @@ impl Knobs {
             uids,
             reply_yield,
             reclaim,
+            limits,
         }
     }
 }
@@ -187,6 +219,7 @@ impl Knobs {
                 Feature::Nonroot => self.uids.iter_mut().for_each(|u| *u = (0, 0)),
                 Feature::ReplyYield => self.reply_yield = 0.0,
                 Feature::Reclaim => self.reclaim = 0.0,
+                Feature::Limits => self.limits = None,
                 Feature::Op(k) => self.ops.retain(|o| *o != k),
             }
         }
@@ -212,6 +245,7 @@ impl Knobs {
             Feature::Nonroot => self.uids.iter().any(|u| *u != (0, 0)),
             Feature::ReplyYield => self.reply_yield > 0.0,
             Feature::Reclaim => self.reclaim > 0.0,
+            Feature::Limits => self.limits.is_some(),
             Feature::Op(k) => self.ops.contains(&k),
         }
     }
@@ -247,7 +281,7 @@ impl std::fmt::Display for Knobs {
             f,
             "ops={} faults={faults} flush={} tversion={} reset={} depth={} lock-swarm={} \
              backend={} hostile={} contention={} gaps={} dirs={} uids={} reply-yield={} \
-             reclaim={}",
+             reclaim={} limits={}",
             ops.join(","),
             percent(self.flush),
             percent(self.version),
@@ -262,6 +296,10 @@ impl std::fmt::Display for Knobs {
             uids.join(","),
             percent(self.reply_yield),
             percent(self.reclaim),
+            self.limits.map_or("off".to_string(), |l| format!(
+                "size<={},links<={}",
+                l.max_file_size, l.max_links
+            )),
         )
     }
 }

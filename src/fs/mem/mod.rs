@@ -83,6 +83,9 @@ pub struct Limits {
     pub max_xattrs: usize,
     /// Largest xattr value (`E2BIG` beyond). Default 64 KiB (Linux `XATTR_SIZE_MAX`).
     pub max_xattr_value: usize,
+    /// Most links one inode may have, and so most subdirectories a directory may hold
+    /// (its `..` entries count): `EMLINK` beyond. Default 65 000, as ext4.
+    pub max_links: u64,
 }
 
 impl Default for Limits {
@@ -93,6 +96,7 @@ impl Default for Limits {
             max_inodes: 1 << 20,
             max_xattrs: 128,
             max_xattr_value: 64 << 10,
+            max_links: 65_000,
         }
     }
 }

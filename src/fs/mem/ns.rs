@@ -8,9 +8,6 @@ use super::state::{ROOT_INO, State};
 use crate::fs::{Creds, DirEntry, FsResult, Name};
 use crate::protocol::{Errno, Timespec};
 
-/// Most links one inode may have (and subdirectories one directory may hold), as ext4.
-pub(crate) const LINK_MAX: u64 = 65_000;
-
 /// What a new inode is to be.
 pub(crate) struct NewInode {
     /// Full `st_mode`: type and permission bits.
@@ -50,7 +47,7 @@ impl State {
         }
         let is_dir = matches!(new.content, Content::Dir(_));
         let parent = self.get(dir)?;
-        if is_dir && parent.nlink >= LINK_MAX {
+        if is_dir && parent.nlink >= self.limits.max_links {
             return Err(Errno::EMLINK);
         }
         let setgid = parent.mode & S_ISGID != 0;
@@ -99,7 +96,7 @@ impl State {
         if t.nlink == 0 {
             return Err(Errno::ENOENT);
         }
-        if t.nlink >= LINK_MAX {
+        if t.nlink >= self.limits.max_links {
             return Err(Errno::EMLINK);
         }
         if self.live_dir(dir)?.get(name).is_some() {
@@ -198,7 +195,10 @@ impl State {
                 (true, Some(d)) if !d.is_empty() => return Err(Errno::ENOTEMPTY),
                 _ => {}
             },
-            None if src_is_dir && old_dir != new_dir && self.get(new_dir)?.nlink >= LINK_MAX => {
+            None if src_is_dir
+                && old_dir != new_dir
+                && self.get(new_dir)?.nlink >= self.limits.max_links =>
+            {
                 return Err(Errno::EMLINK);
             }
             None => {}
