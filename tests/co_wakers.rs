@@ -1,7 +1,8 @@
 //! Wakers and handles of the runtime, polled by hand: a future polled again with another
 //! waker wakes that one (the task that polled last), a join handle says when its coroutine
 //! is done, dropping a pool drops what it still holds, wakes of a task already queued
-//! queue it once, and a `block_on` parked for its root wakes when another thread wakes it. Each assertion is an ordering
+//! queue it once, a `block_on` parked for its root wakes when another thread wakes it, and a
+//! timer armed outside the pool wakes its parked thread. Each assertion is an ordering
 //! the runtime guarantees, not a timing: waits are bounded only to turn a bug into a
 //! failure instead of a hang.
 
@@ -288,4 +289,22 @@ fn a_block_on_parked_for_its_root_wakes_when_another_thread_wakes_the_root() {
     let out = rx.recv_timeout(Duration::from_secs(20));
     assert_eq!(out, Ok(7), "the parked block_on never saw its root woken");
     runner.join().unwrap();
+}
+
+/// A timer armed from a thread outside the pool while the pool's one thread is parked with
+/// nothing to do (so with no deadline to wake at) must wake that thread: only pool threads
+/// fire timers, and the armer here runs nothing of the pool's. (If the pool's thread has not
+/// parked yet when the timer is armed, it finds the timer before it parks: the test holds
+/// either way; the pause only makes the parked case the likely one.)
+#[test]
+fn a_timer_armed_outside_the_pool_wakes_its_parked_thread() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    std::thread::sleep(Duration::from_millis(50));
+    let fired =
+        co9p::co::block_on_timeout(ex.sleep(Duration::from_millis(1)), Duration::from_secs(60));
+    assert!(
+        fired.is_some(),
+        "the timer never fired: its pool's parked thread was not woken"
+    );
 }

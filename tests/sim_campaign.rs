@@ -20,11 +20,12 @@ fn seeds_pass_on_every_transport_and_scheduler() {
         if seed % 4 == 3 {
             cfg.scheduler = Scheduler::Pct;
         }
-        // The knobs whose bugs the plain swarm draws rarely: hostile clients, and MemFs's
-        // small limits (writes cut short, EFBIG, EMLINK).
+        // The knobs whose bugs the plain swarm draws rarely: hostile clients, MemFs's small
+        // limits (writes cut short, EFBIG, EMLINK), clients of other uids (set-id rules).
         match seed % 6 {
             1 => cfg.force.push("hostile".into()),
             2 => cfg.force.push("limits".into()),
+            4 => cfg.force.push("nonroot".into()),
             _ => {}
         }
         let (report, nondet) = run_seed(&cfg, false);
