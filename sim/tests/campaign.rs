@@ -108,3 +108,13 @@ fn a_flush_while_cancelled_requests_leave_may_be_answered_either_way() {
         c.ops = 221;
     });
 }
+
+/// Seed 1017770 (HostFs, hostile clients, flushes): a Tclunk with a Tstatfs pipelined behind
+/// it is flushed before it has any effect, so the fid lives on and the Tstatfs succeeds; a
+/// later Tclunk of the fid, ordered behind the Tstatfs by the server, is answered first. The
+/// world used to keep judging the Tstatfs as sent behind a clunk, let the later clunk take
+/// the fid from the model first, and call the Rstatfs wrong.
+#[test]
+fn a_request_behind_a_clunk_flushed_before_its_effect_runs_on_a_live_fid() {
+    campaign(1_017_770, 1, |c| c.fs = FsChoice::Swarm);
+}

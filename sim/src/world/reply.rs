@@ -336,6 +336,16 @@ impl World {
             }
             self.outstanding.remove(&(o.conn, o.tag));
             self.reqs[old].done = true;
+            // A Tclunk/Tremove flushed before its effect left the fid alive: the requests
+            // sent behind it ran on a live fid, and are judged (and ordered against later
+            // clunks of the fid) as any request on it.
+            if matches!(o.msg, Tmessage::Clunk { .. } | Tmessage::Remove { .. }) {
+                for q in self.unjudged.clone() {
+                    if self.reqs[q].after_clunk == Some(old) {
+                        self.reqs[q].after_clunk = None;
+                    }
+                }
+            }
             let g = &mut self.guests[o.client];
             if g.conn == o.conn && o.before_version.is_none() {
                 g.tags.remove(&o.tag);
