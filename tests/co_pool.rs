@@ -394,3 +394,48 @@ fn run_here_inside_a_coroutine_just_spawns() {
     // Both ran on the pool's one thread; nothing was polled re-entrantly.
     assert_eq!(inner.0, inner.1);
 }
+
+/// One task whose future holds `N` bytes across a yield: it writes a pattern of its own
+/// before the yield and reads it back after, so a block too small for the future (a task
+/// cache handing out the wrong size class) shows as corrupted bytes or a crash.
+async fn holds_bytes<const N: usize>(seed: u8) -> bool {
+    let mut bytes = [0u8; N];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = seed.wrapping_add(i as u8);
+    }
+    yield_now().await;
+    let bytes = std::hint::black_box(bytes);
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == seed.wrapping_add(i as u8))
+}
+
+/// Futures of every size class of the task cache (64 B to 4 KiB) and beyond, many rounds:
+/// blocks of finished tasks are reused by later tasks of the same class, each of which must
+/// find its own bytes intact after a yield while tasks of other sizes run around it.
+#[test]
+fn reused_task_blocks_hold_futures_of_every_size_intact() {
+    let pool = ThreadPool::new(2);
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut spawned = 0;
+    for round in 0..50u8 {
+        let mut handles = Vec::new();
+        macro_rules! size {
+            ($($n:literal),*) => {$(
+                let hits = ok.clone();
+                handles.push(pool.spawn_handle(async move {
+                    if holds_bytes::<$n>(round).await {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+                spawned += 1;
+            )*};
+        }
+        size!(8, 40, 100, 200, 400, 900, 1500, 3000, 3900, 6000);
+        for h in handles {
+            block_on(h).unwrap();
+        }
+    }
+    assert_eq!(ok.load(Ordering::Relaxed), spawned);
+}
