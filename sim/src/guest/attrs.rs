@@ -126,15 +126,21 @@ impl Guest {
             OpKind::XattrSet => {
                 let f = self.pick(rng, |f, m| nonpersistent(f) && m.is_closed())?;
                 let name = ["user.x", "user.y"][rng.random_range(0..2)];
-                // Most of the time the value follows, so the Tclunk sets it.
-                if rng.random_bool(0.8) {
+                // Now and then a value at the limit, or a byte past it (E2BIG), left unfilled
+                // (the Tclunk then answers EINVAL). A small one is filled most of the time,
+                // so the Tclunk sets it.
+                let attr_size = match rng.random_range(0..12) {
+                    0 => crate::oracle::XATTR_SIZE_MAX + rng.random_range(0..2),
+                    k => [0, 3, 8][k % 3],
+                };
+                if attr_size <= 8 && rng.random_bool(0.8) {
                     self.plan.push_back(Step::FillXattr { fid: f });
                 }
                 (
                     Tmessage::Xattrcreate {
                         fid: Fid(f),
                         name: name.into(),
-                        attr_size: [0, 3, 8][rng.random_range(0..3)],
+                        attr_size,
                         flags: [0, 0, 1, 2][rng.random_range(0..4)],
                     },
                     u(&[], &[], &[f], &[]),

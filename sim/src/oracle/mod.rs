@@ -47,6 +47,11 @@ pub use passes::Passes;
 pub use types::{Call, Effect, Req, Res, Show, Violation};
 pub use walk::{WalkNext, WalkState, walk_state};
 
+/// The largest xattr value a client may create or read: Linux's `XATTR_SIZE_MAX`, which
+/// the server promises (E2BIG beyond). Stated here, not read from the server, so a server
+/// whose own limit drifts disagrees with the model.
+pub const XATTR_SIZE_MAX: u64 = 64 * 1024;
+
 // ---- the fid rules every handler starts with ----
 
 /// The node of `fid` and its state (for pre-checks), or the handler's `ENOENT`.

@@ -79,7 +79,7 @@ pub(super) fn xattrcreate_pre(
     if flags & !3 != 0 || name.is_empty() {
         return Err(Errno::EINVAL);
     }
-    if attr_size > co9p::server::XATTR_SIZE_MAX as u64 {
+    if attr_size > super::XATTR_SIZE_MAX {
         return Err(Errno::E2BIG);
     }
     match fid(g, f)?.open {
