@@ -208,6 +208,25 @@ fn reads_never_exceed_msize() {
     assert_eq!(got.len(), 8192 - PAYLOAD_HEADER_LEN);
 }
 
+/// An Rreadlink is the one reply its request does not bound: the target may have been made
+/// through a session of larger msize. A reply of exactly msize bytes goes out; one byte
+/// more is `EMSGSIZE` (the client asserts every frame fits msize).
+#[test]
+fn a_reply_of_exactly_msize_goes_out_and_one_byte_more_is_emsgsize() {
+    let (mut c, _) = attached(Config::default());
+    // Rreadlink: a 7-byte header, the target's 2-byte length, the target.
+    let fits = "x".repeat(4096 - 7 - 2);
+    let over = "x".repeat(4096 - 7 - 2 + 1);
+    c.symlink(Fid(0), "fits", &fits).unwrap();
+    c.symlink(Fid(0), "over", &over).unwrap();
+    assert_eq!(c.version(4096).0, 4096);
+    c.attach(Fid(0), "").unwrap();
+    let f = c.walk_path(Fid(0), "fits").unwrap();
+    assert_eq!(c.readlink(f), Ok(fits.into_bytes()));
+    let f = c.walk_path(Fid(0), "over").unwrap();
+    assert_eq!(c.readlink(f), Err(Errno::EMSGSIZE));
+}
+
 #[test]
 fn readonly_export_refuses_changes() {
     let (mut c, _) = attached(Config {

@@ -87,6 +87,14 @@ impl Link {
         }
     }
 
+    /// The msize the session says it negotiated (what an embedder reads).
+    pub fn msize(&self) -> u32 {
+        match self {
+            Link::Direct(s) => s.msize(),
+            Link::Virtio { session, .. } => session.msize(),
+        }
+    }
+
     pub fn inflight(&self) -> usize {
         match self {
             Link::Direct(s) => s.inflight(),

@@ -375,6 +375,15 @@ impl World {
                 return;
             }
         }
+        // What the session tells its embedder must be what it told the client.
+        let said = self.conns[conn].link.msize();
+        if said != want {
+            self.fail(
+                "Tversion",
+                format!("the session says msize {said} after an Rversion of {want}"),
+            );
+            return;
+        }
         self.end_limbo(conn, Some(r));
         for z in zombies {
             self.model.release(z);
