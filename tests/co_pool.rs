@@ -100,6 +100,81 @@ fn parked_task_is_dropped_when_woken_after_shutdown() {
     assert_eq!(block_on(started), Err(JoinError::Cancelled));
 }
 
+/// A task woken after shutdown is dropped by that wake-up, even while another of its wakers
+/// still exists (the wake-up's own reference is not the last one).
+#[test]
+fn task_woken_after_shutdown_is_dropped_then_though_another_waker_remains() {
+    let pool = ThreadPool::new(1);
+    let q = Arc::new(CoQueue::new());
+    let m = Arc::new(CoMutex::new(()));
+    let spare: Arc<std::sync::Mutex<Option<std::task::Waker>>> = Arc::default();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (q2, m2, spare2, token) = (
+        q.clone(),
+        m.clone(),
+        spare.clone(),
+        SetOnDrop(dropped.clone()),
+    );
+    pool.spawn(async move {
+        let _token = token;
+        std::future::poll_fn(|cx| {
+            *spare2.lock().unwrap() = Some(cx.waker().clone());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let g = m2.lock().await;
+        let _g = q2.wait(g).await;
+    });
+    while q.is_empty() {
+        std::thread::yield_now();
+    }
+    pool.shutdown();
+    assert!(spare.lock().unwrap().is_some());
+    assert!(!dropped.load(Ordering::SeqCst));
+    assert!(q.next());
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the wake-up after shutdown dropped the future"
+    );
+}
+
+/// `shutdown` joins the pool's threads: a task running on one when it is called has
+/// finished its poll by the time it returns.
+#[test]
+fn shutdown_returns_after_the_running_task_has_finished() {
+    let pool = ThreadPool::new(1);
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = finished.clone();
+    pool.spawn(async move {
+        started_tx.send(()).unwrap();
+        // Blocks the pool's thread: shutdown cannot stop this poll, only wait for it.
+        std::thread::sleep(Duration::from_millis(100));
+        f.store(true, Ordering::SeqCst);
+    });
+    started.recv().unwrap();
+    pool.shutdown();
+    assert!(finished.load(Ordering::SeqCst));
+}
+
+/// `run_until_idle` runs every task to completion on the calling thread and counts its
+/// polls: at least one per task, and two for a task that yields once.
+#[test]
+fn run_until_idle_runs_every_task_and_counts_its_polls() {
+    let pool = ThreadPool::new(0);
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let d = done.clone();
+        pool.spawn(async move {
+            yield_now().await;
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let polls = pool.run_until_idle();
+    assert_eq!(done.load(Ordering::SeqCst), 3);
+    assert!(polls >= 6, "{polls} polls for three tasks that yield once");
+}
+
 #[test]
 fn sleep_waits_at_least_its_duration_and_timers_fire_in_order() {
     let pool = ThreadPool::new(0);
@@ -411,6 +486,19 @@ async fn holds_bytes<const N: usize>(seed: u8) -> bool {
         .all(|(i, b)| *b == seed.wrapping_add(i as u8))
 }
 
+/// A 256-byte-aligned value held across a yield.
+#[repr(align(256))]
+struct OverAligned(u8);
+
+/// A task whose small future must be 256-byte aligned: the task cache's blocks are only
+/// 16-aligned, so such a future must get an allocation of its own, at its alignment.
+async fn holds_over_aligned(seed: u8) -> bool {
+    let v = OverAligned(seed);
+    yield_now().await;
+    let v = std::hint::black_box(&v);
+    std::ptr::from_ref(v).addr() % 256 == 0 && v.0 == seed
+}
+
 /// Futures of every size class of the task cache (64 B to 4 KiB) and beyond, many rounds:
 /// blocks of finished tasks are reused by later tasks of the same class, each of which must
 /// find its own bytes intact after a yield while tasks of other sizes run around it.
@@ -433,6 +521,15 @@ fn reused_task_blocks_hold_futures_of_every_size_intact() {
             )*};
         }
         size!(8, 40, 100, 200, 400, 900, 1500, 3000, 3900, 6000);
+        for _ in 0..8 {
+            let hits = ok.clone();
+            handles.push(pool.spawn_handle(async move {
+                if holds_over_aligned(round).await {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+            spawned += 1;
+        }
         for h in handles {
             block_on(h).unwrap();
         }

@@ -308,3 +308,91 @@ fn a_timer_armed_outside_the_pool_wakes_its_parked_thread() {
         "the timer never fired: its pool's parked thread was not woken"
     );
 }
+
+/// On its first poll, asks another thread to wake it (by value, so that waker's reference
+/// is gone before the poll returns) and waits for that; on later polls keeps the waker for
+/// the test to wake it. Counts its polls.
+struct WokenDuringPoll {
+    polls: Arc<AtomicUsize>,
+    parked: Arc<std::sync::Mutex<Option<Waker>>>,
+}
+
+impl Future for WokenDuringPoll {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.polls.fetch_add(1, Ordering::SeqCst) {
+            0 => {
+                let w = cx.waker().clone();
+                std::thread::spawn(move || w.wake()).join().unwrap();
+                Poll::Pending
+            }
+            1 => {
+                *self.parked.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+}
+
+/// A wake-up from another thread landing while the task's poll runs, its waker gone by the
+/// time the poll returns (the worker's reference is then the only one): the task is polled
+/// again exactly once, not lost and not queued twice. One thread runs everything
+/// (`run_until_idle`), so the count of polls is exact.
+#[test]
+fn a_wake_from_another_thread_during_the_poll_queues_the_task_exactly_once() {
+    let pool = ThreadPool::new(0);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let parked = Arc::new(std::sync::Mutex::new(None));
+    pool.spawn(WokenDuringPoll {
+        polls: polls.clone(),
+        parked: parked.clone(),
+    });
+    pool.run_until_idle();
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        2,
+        "polled once more after the wake-up (1: it was lost; 3: queued twice)"
+    );
+    let w = parked
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the second poll kept its waker");
+    w.wake();
+    pool.run_until_idle();
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+}
+
+/// A timer armed from outside the pool that is due before the one its parked thread sleeps
+/// toward must wake that thread (which would otherwise sleep an hour).
+#[test]
+fn an_earlier_timer_wakes_a_thread_sleeping_toward_a_later_one() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    let far = ex.clone();
+    ex.spawn(async move { far.sleep(Duration::from_secs(3600)).await });
+    // The pool's thread now sleeps toward the far timer (or is about to: then it finds
+    // the near one before it parks, and the test holds either way).
+    std::thread::sleep(Duration::from_millis(50));
+    let fired =
+        co9p::co::block_on_timeout(ex.sleep(Duration::from_millis(1)), Duration::from_secs(60));
+    assert!(
+        fired.is_some(),
+        "the near timer waited for the far one: its thread was not woken"
+    );
+}
+
+/// `block_on_timeout` gives up on a future that never completes, and says so (`None`);
+/// one already complete it returns at once, however short the time.
+#[test]
+fn block_on_timeout_gives_up_on_a_future_that_never_completes() {
+    assert_eq!(
+        co9p::co::block_on_timeout(std::future::pending::<u8>(), Duration::from_millis(20)),
+        None
+    );
+    assert_eq!(
+        co9p::co::block_on_timeout(std::future::ready(7u8), Duration::ZERO),
+        Some(7)
+    );
+}
