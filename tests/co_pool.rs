@@ -157,8 +157,8 @@ fn shutdown_returns_after_the_running_task_has_finished() {
     assert!(finished.load(Ordering::SeqCst));
 }
 
-/// `run_until_idle` runs every task to completion on the calling thread and counts its
-/// polls: at least one per task, and two for a task that yields once.
+/// `run_until_idle` runs every task to completion on the calling thread, waiting for timers,
+/// and counts its polls: two for a task that yields once, two for one that sleeps.
 #[test]
 fn run_until_idle_runs_every_task_and_counts_its_polls() {
     let pool = ThreadPool::new(0);
@@ -170,9 +170,15 @@ fn run_until_idle_runs_every_task_and_counts_its_polls() {
             d.fetch_add(1, Ordering::SeqCst);
         });
     }
+    // And one that sleeps, so the calling thread drains twice: before and after the timer.
+    let (d, ex) = (done.clone(), pool.handle());
+    pool.spawn(async move {
+        ex.sleep(Duration::from_millis(1)).await;
+        d.fetch_add(1, Ordering::SeqCst);
+    });
     let polls = pool.run_until_idle();
-    assert_eq!(done.load(Ordering::SeqCst), 3);
-    assert!(polls >= 6, "{polls} polls for three tasks that yield once");
+    assert_eq!(done.load(Ordering::SeqCst), 4);
+    assert_eq!(polls, 8, "two polls for each task");
 }
 
 #[test]
@@ -372,6 +378,9 @@ fn a_lone_yielder_does_not_starve_the_root_or_new_tasks() {
 fn run_here_polls_what_it_spawns_on_the_calling_thread_before_returning() {
     let pool = ThreadPool::new(1);
     let ex = pool.handle();
+    // The pool's thread is then most likely parked (idle): even so the helper keeps what it
+    // spawns for itself. (If it is not parked yet, the test holds all the same.)
+    std::thread::sleep(Duration::from_millis(50));
     let ran_on = Arc::new(std::sync::Mutex::new(None));
     let r = ran_on.clone();
     let seen = ex.run_here(|| {
@@ -468,6 +477,67 @@ fn run_here_inside_a_coroutine_just_spawns() {
     .unwrap();
     // Both ran on the pool's one thread; nothing was polled re-entrantly.
     assert_eq!(inner.0, inner.1);
+}
+
+/// Inside a coroutine, `run_here` runs nothing itself (the thread is already the pool's):
+/// what it spawned has not run when it returns.
+#[test]
+fn run_here_inside_a_coroutine_polls_nothing_before_returning() {
+    let pool = ThreadPool::new(1);
+    let ex = pool.handle();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (ex2, r) = (ex.clone(), ran.clone());
+    let seen = block_on(pool.spawn_handle(async move {
+        let ex3 = ex2.clone();
+        let h = ex2.run_here(move || {
+            ex3.spawn_handle(async move {
+                r.store(true, Ordering::SeqCst);
+            })
+        });
+        let seen = r_seen(&h);
+        h.await.unwrap();
+        seen
+    }))
+    .unwrap();
+    assert!(!seen, "run_here polled the new task inside the coroutine");
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+fn r_seen<T>(h: &co9p::co::JoinHandle<T>) -> bool {
+    h.is_finished()
+}
+
+/// A task of one pool woken by a coroutine running on another pool's thread runs on its
+/// own pool's thread.
+#[test]
+fn a_task_woken_from_another_pools_thread_runs_on_its_own_pool() {
+    let a = ThreadPool::new(1);
+    let b = ThreadPool::new(1);
+    let slot: Arc<std::sync::Mutex<Option<std::task::Waker>>> = Arc::default();
+    let threads: Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>> = Arc::default();
+    let (s, t) = (slot.clone(), threads.clone());
+    let mut polls = 0;
+    let task_b = b.spawn_handle(std::future::poll_fn(move |cx| {
+        t.lock().unwrap().push(std::thread::current().id());
+        polls += 1;
+        if polls == 1 {
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }));
+    let b_thread = block_on(b.spawn_handle(async { std::thread::current().id() })).unwrap();
+    while slot.lock().unwrap().is_none() {
+        std::thread::yield_now();
+    }
+    let s = slot.clone();
+    block_on(a.spawn_handle(async move {
+        s.lock().unwrap().take().unwrap().wake();
+    }))
+    .unwrap();
+    block_on(task_b).unwrap();
+    assert_eq!(*threads.lock().unwrap(), vec![b_thread, b_thread]);
 }
 
 /// One task whose future holds `N` bytes across a yield: it writes a pattern of its own

@@ -257,6 +257,55 @@ fn fid_limit_is_enforced() {
     c.walk(Fid(0), Fid(9), &[]).unwrap();
 }
 
+/// At most `max_xattr_writes` fids at once hold a pending xattr value: one more is
+/// `ENOSPC`, and a clunk (which sets the value) gives its place back.
+#[test]
+fn pending_xattr_values_are_limited_and_a_clunk_frees_a_place() {
+    let (mut c, _) = attached(Config {
+        max_xattr_writes: 2,
+        ..Config::default()
+    });
+    let f = open_new_file(&mut c, "f");
+    c.clunk(f).unwrap();
+    let create = |c: &mut C, fid: Fid| {
+        c.call(Tmessage::Xattrcreate {
+            fid,
+            name: "user.a".into(),
+            attr_size: 0,
+            flags: 0,
+        })
+    };
+    let fids: Vec<Fid> = (0..3).map(|_| c.walk_path(Fid(0), "f").unwrap()).collect();
+    assert!(matches!(
+        create(&mut c, fids[0]),
+        Ok(Rmessage::Xattrcreate {})
+    ));
+    assert!(matches!(
+        create(&mut c, fids[1]),
+        Ok(Rmessage::Xattrcreate {})
+    ));
+    assert_eq!(create(&mut c, fids[2]), Err(Errno::ENOSPC));
+    // An empty value removes the xattr, which is not there: the clunk says so, and the fid
+    // is gone all the same.
+    assert_eq!(c.clunk(fids[0]), Err(Errno::ENODATA));
+    assert!(matches!(
+        create(&mut c, fids[2]),
+        Ok(Rmessage::Xattrcreate {})
+    ));
+}
+
+/// NOFID is never a fid: a Txattrwalk asking for it as its new fid is refused.
+#[test]
+fn xattrwalk_to_nofid_is_refused() {
+    let (mut c, _) = attached(Config::default());
+    let r = c.call(Tmessage::Xattrwalk {
+        fid: Fid(0),
+        newfid: Fid::NOFID,
+        name: "".into(),
+    });
+    assert_eq!(r, Err(Errno::EINVAL));
+}
+
 #[test]
 fn walk_names_that_cannot_exist() {
     let (mut c, _) = attached(Config::default());
