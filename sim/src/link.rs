@@ -415,7 +415,15 @@ impl VirtioDev {
     /// device has completed. Each reply must be exactly as long as the device said it is.
     pub fn on_interrupt(&mut self) -> Result<Vec<Done>, String> {
         self.irq_pending = false;
-        self.guest.take_interrupt();
+        // Writing InterruptACK clears the bits written (virtio-mmio); nothing runs between
+        // the write and this read, so none may be set again yet.
+        let acked = self.guest.take_interrupt();
+        let left = self.guest.device().interrupt_status();
+        if left & acked != 0 {
+            return Err(format!(
+                "interrupt status {left:#x} after the driver acknowledged {acked:#x}"
+            ));
+        }
         self.collect()
     }
 

@@ -76,7 +76,7 @@ use responder::QueueCore;
 /// virtio device id of a 9P transport.
 pub const DEVICE_ID: u32 = 9;
 /// Feature bit: the configuration space carries a mount tag.
-pub const F_MOUNT_TAG: u64 = 1 << 0;
+pub const F_MOUNT_TAG: u64 = 1; // bit 0
 /// Feature bit: indirect descriptor tables.
 pub const F_INDIRECT_DESC: u64 = 1 << 28;
 /// Feature bit: `used_event`/`avail_event` notification suppression.
