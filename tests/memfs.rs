@@ -196,6 +196,34 @@ fn truncate_shrinks_and_extends_with_zeros() {
     assert_eq!(fs.bytes_used(), used);
 }
 
+/// A shrink that cuts a run of several pages short keeps only the pages below the new size
+/// (the bytes past it never come back, even in the page just past the last one) and gives
+/// back what it cut: the bytes used fall by the pages freed.
+#[test]
+fn truncate_inside_a_run_of_pages_frees_the_rest_and_keeps_no_stale_byte() {
+    let fs = MemFs::new();
+    let r = root(&fs);
+    let (node, f) = create(&fs, &r, "run");
+    let size = |s| SetAttr {
+        valid: SetattrMask::SIZE,
+        size: s,
+        ..SetAttr::default()
+    };
+    let before = fs.bytes_used();
+    // One write of three pages: one run.
+    write(&fs, &f, 0, &[0xaa; 3 * 4096]);
+    assert_eq!(fs.bytes_used() - before, 3 * 4096);
+    run(fs.setattr(&node, &size(100))).unwrap();
+    assert_eq!(fs.bytes_used() - before, 4096, "two pages freed");
+    run(fs.setattr(&node, &size(3 * 4096))).unwrap();
+    let data = read_all(&fs, &f);
+    assert_eq!(&data[..100], &[0xaa; 100][..]);
+    let stale = data[100..].iter().position(|&b| b != 0);
+    assert_eq!(stale.map(|i| i + 100), None, "a byte cut off came back");
+    run(fs.setattr(&node, &size(0))).unwrap();
+    assert_eq!(fs.bytes_used(), before, "every page freed");
+}
+
 #[test]
 fn o_trunc_empties_only_when_writable() {
     let fs = MemFs::new();
