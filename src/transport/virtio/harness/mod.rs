@@ -232,9 +232,14 @@ impl<D: MmioDevice> VirtualGuest<D> {
             return Err(BootError::NotVirtio);
         }
         self.queue = None;
-        self.set_status(0);
-        self.set_status(STATUS_ACKNOWLEDGE);
-        self.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        // The status reads back as written (virtio 1.x: only the device's NEEDS_RESET and a
+        // refused FEATURES_OK may differ, and neither applies to these steps).
+        for status in [0, STATUS_ACKNOWLEDGE, STATUS_ACKNOWLEDGE | STATUS_DRIVER] {
+            self.set_status(status);
+            if self.status() != status {
+                return Err(BootError::DeviceFailed(self.status()));
+            }
+        }
         let offered = self.device_features();
         let acked = (offered & opts.features) | opts.extra_features;
         self.write_driver_features(acked);
@@ -270,7 +275,7 @@ impl<D: MmioDevice> VirtualGuest<D> {
         self.write32(mmio::QUEUE_READY, 1);
         self.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
         let s = self.status();
-        if s & STATUS_DRIVER_OK == 0 || s & super::STATUS_NEEDS_RESET != 0 {
+        if s != STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK {
             return Err(BootError::DeviceFailed(s));
         }
         self.queue = Some(q);
