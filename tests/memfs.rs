@@ -224,6 +224,27 @@ fn truncate_inside_a_run_of_pages_frees_the_rest_and_keeps_no_stale_byte() {
     assert_eq!(fs.bytes_used(), before, "every page freed");
 }
 
+/// A read that starts inside one run of pages (not at its start) and goes on through a hole into another
+/// gets each run's bytes and zeros between.
+#[test]
+fn a_read_across_runs_and_a_hole_gets_both_runs_and_zeros_between() {
+    let fs = MemFs::new();
+    let (_, f) = create(&fs, &root(&fs), "runs");
+    write(&fs, &f, 10, b"first");
+    write(&fs, &f, 3 * 4096 + 7, b"second");
+    // From inside the first run (not its start), in one buffer.
+    let mut data = vec![0xff; 1 << 16];
+    let k = run(fs.read(&f, 12, &mut data)).unwrap();
+    data.truncate(k);
+    let mut want = vec![0u8; 3 * 4096 + 7 + 6];
+    want[10..15].copy_from_slice(b"first");
+    want[3 * 4096 + 7..].copy_from_slice(b"second");
+    let want = want.split_off(12);
+    assert_eq!(data.len(), want.len());
+    let first_bad = data.iter().zip(&want).position(|(a, b)| a != b);
+    assert_eq!(first_bad, None, "the bytes differ from this offset");
+}
+
 #[test]
 fn o_trunc_empties_only_when_writable() {
     let fs = MemFs::new();

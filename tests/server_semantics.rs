@@ -241,6 +241,17 @@ fn readonly_export_refuses_changes() {
     );
     assert_eq!(c.lopen(f, OpenFlags::RDWR), Err(Errno::EROFS));
     c.lopen(f, OpenFlags::RDONLY).unwrap();
+    // Attributes: read, never changed.
+    c.getattr(Fid(0)).unwrap();
+    let attr = SetAttr {
+        valid: SetattrMask::MODE,
+        mode: 0o700,
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        c.call(Tmessage::Setattr { fid: Fid(0), attr }),
+        Err(Errno::EROFS)
+    );
 }
 
 #[test]
