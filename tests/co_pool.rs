@@ -494,17 +494,13 @@ fn run_here_inside_a_coroutine_polls_nothing_before_returning() {
                 r.store(true, Ordering::SeqCst);
             })
         });
-        let seen = r_seen(&h);
+        let seen = h.is_finished();
         h.await.unwrap();
         seen
     }))
     .unwrap();
     assert!(!seen, "run_here polled the new task inside the coroutine");
     assert!(ran.load(Ordering::SeqCst));
-}
-
-fn r_seen<T>(h: &co9p::co::JoinHandle<T>) -> bool {
-    h.is_finished()
 }
 
 /// A task of one pool woken by a coroutine running on another pool's thread runs on its

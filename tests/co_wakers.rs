@@ -402,22 +402,16 @@ fn block_on_timeout_gives_up_on_a_future_that_never_completes() {
 #[test]
 fn a_wake_by_ref_of_another_task_during_a_poll_schedules_that_task() {
     let pool = ThreadPool::new(0);
-    let slot: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
     let polls = Arc::new(AtomicUsize::new(0));
-    let (s, p) = (slot.clone(), polls.clone());
-    pool.spawn(std::future::poll_fn(move |cx| {
-        if p.fetch_add(1, Ordering::SeqCst) == 0 {
-            *s.lock().unwrap() = Some(cx.waker().clone());
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    }));
+    let kept = Arc::new(std::sync::Mutex::new(None));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    pool.spawn(parked_task(polls.clone(), kept.clone(), done.clone()));
     pool.run_until_idle();
     assert_eq!(polls.load(Ordering::SeqCst), 1);
-    let s = slot.clone();
+    done.store(true, Ordering::SeqCst);
+    let k = kept.clone();
     pool.spawn(async move {
-        s.lock().unwrap().as_ref().unwrap().wake_by_ref();
+        k.lock().unwrap().as_ref().unwrap().wake_by_ref();
     });
     pool.run_until_idle();
     assert_eq!(polls.load(Ordering::SeqCst), 2, "the woken task ran again");
