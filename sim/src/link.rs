@@ -36,7 +36,7 @@ use co9p::transport::virtio::harness::{
     BootOptions, GuestRam, IrqLine, Layout, PAGE, VirtualGuest,
 };
 use co9p::transport::virtio::mmio::MmioFront;
-use co9p::transport::virtio::{DeviceConfig, Virtio9p, VirtioResponder};
+use co9p::transport::virtio::{DeviceConfig, DeviceStats, Virtio9p, VirtioResponder};
 
 use crate::executor::SimExecutor;
 use crate::journal::{Event, Journal, SimResponder};
@@ -197,6 +197,9 @@ pub struct VirtioDev {
     hrng: ChaCha8Rng,
     /// The interrupt, as a frontend hands it to a vhost device.
     notifier: co9p::transport::virtio::Notifier,
+    /// The device's counters at the last boot, when its ring stood at 0: from there the
+    /// chains it took and completed must match the ring's two indices.
+    stats_at_boot: DeviceStats,
 }
 
 /// One chain the device completed: the request it carried and the reply bytes (empty if
@@ -285,6 +288,7 @@ impl VirtioDev {
             handover,
             hrng,
             notifier,
+            stats_at_boot: DeviceStats::default(),
         };
         dev.boot()?;
         Ok(dev)
@@ -293,8 +297,16 @@ impl VirtioDev {
     /// Brings the device up through its registers, as a driver does at probe.
     pub fn boot(&mut self) -> Result<(), String> {
         if self.vhost {
-            return self.vhost_boot();
+            self.vhost_boot()?;
+        } else {
+            self.mmio_boot()?;
         }
+        self.stats_at_boot = self.guest.device().stats();
+        Ok(())
+    }
+
+    /// Boots through the MMIO registers, maybe after a wrong bring-up.
+    fn mmio_boot(&mut self) -> Result<(), String> {
         if self.rng.random_bool(self.misboot) {
             self.misboot()?;
         }

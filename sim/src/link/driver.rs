@@ -6,7 +6,10 @@
 //!   DRIVER (ignored), features the device does not offer or without VERSION_1
 //!   (FEATURES_OK not latched), DRIVER_OK before FEATURES_OK (not latched, nothing served),
 //!   features changed after FEATURES_OK (ignored), DRIVER_OK with no queue (NEEDS_RESET and
-//!   a configuration interrupt); each ends with a reset that must clear everything;
+//!   a configuration interrupt, the queue's registers closed), DRIVER_OK written alone or
+//!   FEATURES_OK after DRIVER was withdrawn (not latched), each ring address written a
+//!   half at a time, a running queue broken by an available index a queue ahead (nothing
+//!   served until the reset); each ends with a reset that must clear everything;
 //! - register writes while running ([`VirtioDev::misbehave`]): queue size, addresses and
 //!   readiness, features: all ignored after DRIVER_OK;
 //! - a chain whose writable part is smaller than any reply ([`VirtioDev::send_tiny`]): it
@@ -22,14 +25,15 @@
 //!   longer the guest's, so a device that kept it would stop seeing requests.
 
 use co9p::protocol::{Data, Fid, Request, Tag, Tmessage};
-use co9p::transport::virtio::harness::{Completion, Layout, PAGE, RawDesc};
+use co9p::transport::virtio::harness::{BootOptions, Completion, Layout, PAGE, RawDesc};
 use co9p::transport::virtio::{
-    F_VERSION_1, INT_CONFIG, STATUS_ACKNOWLEDGE as ACK, STATUS_DRIVER as DRIVER,
+    ActivateError, F_VERSION_1, INT_CONFIG, STATUS_ACKNOWLEDGE as ACK, STATUS_DRIVER as DRIVER,
     STATUS_DRIVER_OK as DRIVER_OK, STATUS_FEATURES_OK as FEATURES_OK, STATUS_NEEDS_RESET, mmio,
 };
 use rand::RngExt;
+use std::sync::Arc;
 
-use super::VirtioDev;
+use super::{QUEUE, VirtioDev};
 
 /// The tag of the chains with too little room (the guests' own tags are 1..=200).
 const TINY_TAG: u16 = 0xfff0;
@@ -69,7 +73,10 @@ impl VirtioDev {
 
     /// One wrong bring-up, checked, then a reset that must leave the device as new.
     pub(super) fn misboot(&mut self) -> Result<(), String> {
-        let kind = self.rng.random_range(0..6);
+        let kind = self.rng.random_range(0..9);
+        if kind == 8 {
+            return self.break_running_queue();
+        }
         let g = &mut self.guest;
         g.set_status(0);
         g.set_status(ACK);
@@ -102,22 +109,41 @@ impl VirtioDev {
                         )
                     },
                 )?;
-                // Queue 0's descriptor table address written twice, each half on its own
-                // (a driver may rewrite it before DRIVER_OK): each write replaces its half.
-                let mut table = Vec::new();
-                for (reg, v) in [
-                    (mmio::QUEUE_DESC_LOW, 0x1000),
-                    (mmio::QUEUE_DESC_HIGH, 0x2),
-                    (mmio::QUEUE_DESC_LOW, 0x3000),
-                    (mmio::QUEUE_DESC_HIGH, 0x5),
-                ] {
-                    g.write32(reg, v);
-                    table.push(g.device().queue_config().desc_table);
+                // Each of queue 0's three ring addresses written twice, each half on its
+                // own (a driver may rewrite them before DRIVER_OK): each write replaces its
+                // half, the high one too (guests put rings above 4 GiB).
+                type Field = fn(&co9p::transport::virtio::QueueConfig) -> u64;
+                let rings: [(&str, u64, u64, Field); 3] = [
+                    (
+                        "descriptor table",
+                        mmio::QUEUE_DESC_LOW,
+                        mmio::QUEUE_DESC_HIGH,
+                        |c| c.desc_table,
+                    ),
+                    (
+                        "available ring",
+                        mmio::QUEUE_DRIVER_LOW,
+                        mmio::QUEUE_DRIVER_HIGH,
+                        |c| c.avail_ring,
+                    ),
+                    (
+                        "used ring",
+                        mmio::QUEUE_DEVICE_LOW,
+                        mmio::QUEUE_DEVICE_HIGH,
+                        |c| c.used_ring,
+                    ),
+                ];
+                for (what, low, high, field) in rings {
+                    let mut seen = Vec::new();
+                    for (reg, v) in [(low, 0x1000), (high, 0x2), (low, 0x3000), (high, 0x5)] {
+                        g.write32(reg, v);
+                        seen.push(field(&g.device().queue_config()));
+                    }
+                    expect(
+                        seen == [0x1000, 0x2_0000_1000, 0x2_0000_3000, 0x5_0000_3000],
+                        || format!("{what} address after each half written: {seen:#x?}"),
+                    )?;
                 }
-                expect(
-                    table == [0x1000, 0x2_0000_1000, 0x2_0000_3000, 0x5_0000_3000],
-                    || format!("descriptor table address after each half written: {table:#x?}"),
-                )?;
             }
             0 => {
                 // Acked before DRIVER: ignored, so nothing is acked and FEATURES_OK (which
@@ -153,6 +179,13 @@ impl VirtioDev {
                 expect(s & DRIVER_OK == 0 && !active, || {
                     format!("DRIVER_OK before FEATURES_OK: status {s:#x}, active {active}")
                 })?;
+                // A VMM that starts the device itself before DRIVER_OK is refused.
+                let mem = g.ram.memory().clone();
+                let got = g.device().activate(mem, Arc::new(|| {}));
+                let active = g.device().is_active();
+                expect(got == Err(ActivateError::NotReady) && !active, || {
+                    format!("activated before DRIVER_OK: {got:?}, active {active}")
+                })?;
             }
             3 => {
                 // Features changed after FEATURES_OK: ignored.
@@ -165,9 +198,31 @@ impl VirtioDev {
                     format!("features rewritten after FEATURES_OK: status {s:#x}, acked {acked:#x}")
                 })?;
             }
+            6 => {
+                // DRIVER_OK written alone, with nothing before it but ACKNOWLEDGE: not
+                // latched (it needs FEATURES_OK).
+                g.set_status(DRIVER_OK);
+                let s = g.status();
+                expect(s & DRIVER_OK == 0, || {
+                    format!("DRIVER_OK latched (status {s:#x}) when written alone")
+                })?;
+            }
+            7 => {
+                // Good features acked, then DRIVER withdrawn (the status written back to
+                // ACKNOWLEDGE) and FEATURES_OK written alone: refused, it needs DRIVER.
+                g.set_status(ACK | DRIVER);
+                g.write_driver_features(offered);
+                g.set_status(ACK);
+                g.set_status(FEATURES_OK);
+                let s = g.status();
+                expect(s & FEATURES_OK == 0, || {
+                    format!("FEATURES_OK latched (status {s:#x}) without DRIVER")
+                })?;
+            }
             _ => {
                 // DRIVER_OK with no queue set up: NEEDS_RESET and a configuration interrupt,
-                // nothing served.
+                // nothing served; the queue's registers are then closed like a running
+                // device's (DRIVER_OK is set).
                 g.set_status(ACK | DRIVER);
                 g.write_driver_features(offered);
                 g.set_status(ACK | DRIVER | FEATURES_OK);
@@ -183,6 +238,15 @@ impl VirtioDev {
                         )
                     },
                 )?;
+                let before = g.device().queue_config();
+                g.write32(mmio::QUEUE_NUM, 4);
+                g.write32(mmio::QUEUE_DESC_LOW, 0x1000);
+                let after = g.device().queue_config();
+                expect(format!("{before:?}") == format!("{after:?}"), || {
+                    format!(
+                        "queue registers written after DRIVER_OK failed: {before:?} -> {after:?}"
+                    )
+                })?;
             }
         }
         g.set_status(0);
@@ -192,6 +256,59 @@ impl VirtioDev {
             format!(
                 "after a reset: status {s:#x}, interrupt {int:#x}, features {acked:#x}, active {active}"
             )
+        })
+    }
+
+    /// A misboot of its own kind: a good boot, then the available index written more
+    /// than a queue ahead of the chains the device has read. The device must mark itself
+    /// NEEDS_RESET, raise a configuration interrupt, and serve nothing more, even a good
+    /// chain published behind the index set right again, until the reset that follows.
+    fn break_running_queue(&mut self) -> Result<(), String> {
+        let mut opts = BootOptions {
+            queue_size: QUEUE,
+            ..BootOptions::default()
+        };
+        if !self.event_idx {
+            opts.features &= !co9p::transport::virtio::F_RING_EVENT_IDX;
+        }
+        let g = &mut self.guest;
+        g.boot(&opts).map_err(|e| format!("{e:?}"))?;
+        g.resync_memory();
+        let dev = g.device().clone();
+        let popped = dev.stats().popped;
+        let published = g.ring().ok_or("no ring after a boot")?.next_avail;
+        let active = dev.is_active();
+        g.set_avail_idx_raw(published.wrapping_add(QUEUE + 1));
+        g.kick();
+        let (s, int) = (g.status(), g.read32(mmio::INTERRUPT_STATUS));
+        expect(
+            active && s & STATUS_NEEDS_RESET != 0 && int & INT_CONFIG != 0,
+            || {
+                format!(
+                    "available index a queue ahead: active {active} after boot, then status \
+                     {s:#x}, interrupt {int:#x}"
+                )
+            },
+        )?;
+        g.set_avail_idx_raw(published);
+        let frame = Request::new(Tag(TINY_TAG), Tmessage::Clunk { fid: Fid(1) })
+            .to_bytes()
+            .map_err(|e| e.to_string())?;
+        g.submit(&frame, Layout::Plain { room: 64 }, false)
+            .ok_or("no room for a chain after a broken queue")?;
+        g.kick();
+        let now = dev.stats().popped;
+        expect(now == popped, || {
+            format!(
+                "a queue needing a reset served a kick: {} chains taken",
+                now - popped
+            )
+        })?;
+        g.reset();
+        let (s, int) = (g.status(), g.read32(mmio::INTERRUPT_STATUS));
+        let active = dev.is_active();
+        expect(s == 0 && int == 0 && !active, || {
+            format!("after a reset: status {s:#x}, interrupt {int:#x}, active {active}")
         })
     }
 

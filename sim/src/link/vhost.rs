@@ -126,6 +126,20 @@ impl VirtioDev {
                 driver.next_avail, driver.next_used
             )
         })?;
+        // Every chain published since the boot was taken, every used entry counted.
+        let (now, then) = (dev.stats(), self.stats_at_boot);
+        let took = now.popped.wrapping_sub(then.popped) as u16;
+        let done = now.completed.wrapping_sub(then.completed) as u16;
+        expect(
+            took == driver.next_avail && done == driver.next_used,
+            || {
+                format!(
+                    "the device counts {took} chains taken and {done} completed since its boot; \
+                 the driver's ring shows {} published and {} used",
+                    driver.next_avail, driver.next_used
+                )
+            },
+        )?;
         if !self.vhost || running != 0 || !self.hrng.random_bool(self.handover) {
             return Ok(());
         }
