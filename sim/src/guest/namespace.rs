@@ -41,9 +41,21 @@ impl Guest {
                 let ty = [0, S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFDIR, 0o170000]
                     [rng.random_range(0..7)];
                 // Device numbers that set every part of a dev_t (Linux's 12-bit major and
-                // 20-bit minor, both split in two fields).
-                let (major, minor) = [(1, 3), (0xabc, 0x1_2345), (0xfff, 0xf_ffff), (8, 0x100)]
-                    [rng.random_range(0..4)];
+                // 20-bit minor, both split in two fields), and now and then one a bit past
+                // either (EINVAL: a dev_t cannot hold it).
+                let (major, minor) = [
+                    (1, 3),
+                    (0xabc, 0x1_2345),
+                    (0xfff, 0xf_ffff),
+                    (8, 0x100),
+                    (0x1000, 0),
+                    (0x12_3456, 7),
+                    (1, 0x10_0000),
+                ][if rng.random_bool(0.9) {
+                    rng.random_range(0..4)
+                } else {
+                    rng.random_range(4..7)
+                }];
                 (
                     Tmessage::Mknod {
                         dfid: Fid(d),

@@ -49,6 +49,17 @@ pub(super) fn make_pre(g: &Guest, m: &Model, dfid: Fid, name: &[u8]) -> Result<(
     dir_of(g, m, dfid).map(drop)
 }
 
+/// A device number Linux's `dev_t` can hold (a 12-bit major, a 20-bit minor), or
+/// `EINVAL` whatever the type, as glibc's `mknod` answers before the kernel would drop the
+/// bits it cannot hold.
+pub(super) fn mknod_pre(major: u32, minor: u32) -> Result<(), Errno> {
+    if major < 1 << 12 && minor < 1 << 20 {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
 pub(super) fn link_pre(g: &Guest, m: &Model, dfid: Fid, f: Fid, name: &[u8]) -> Result<(), Errno> {
     make_pre(g, m, dfid, name)?;
     fid(g, f).map(drop)

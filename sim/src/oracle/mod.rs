@@ -94,8 +94,16 @@ fn precheck(g: &Guest, m: &Model, msg: &Tmessage) -> Result<(), Errno> {
         T::Read { fid, .. } => file::read_pre(g, *fid),
         T::Write { fid, offset, data } => file::write_pre(g, *fid, *offset, &data.0),
         T::Readdir { fid, .. } | T::Fsync { fid, .. } => open_file(g, *fid).map(drop),
-        T::Mkdir { dfid, name, .. } | T::Mknod { dfid, name, .. } => {
-            dir::make_pre(g, m, *dfid, name.as_bytes())
+        T::Mkdir { dfid, name, .. } => dir::make_pre(g, m, *dfid, name.as_bytes()),
+        T::Mknod {
+            dfid,
+            name,
+            major,
+            minor,
+            ..
+        } => {
+            dir::make_pre(g, m, *dfid, name.as_bytes())?;
+            dir::mknod_pre(*major, *minor)
         }
         T::Symlink { fid, name, .. } => dir::make_pre(g, m, *fid, name.as_bytes()),
         T::Link { dfid, fid, name } => dir::link_pre(g, m, *dfid, *fid, name.as_bytes()),

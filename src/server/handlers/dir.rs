@@ -9,6 +9,13 @@ use crate::server::{HandlerResult, Responder, SessionCore};
 
 use super::{Access, existing_name, new_entry_name, node, ok};
 
+/// Linux's `dev_t` holds a 12-bit major and a 20-bit minor. A Tmknod naming a device
+/// beyond them gets `EINVAL`, whatever the type, as glibc's `mknod` answers: the kernel
+/// takes 32 bits and would drop the rest, so a passthrough node would get another
+/// device's number.
+const MAJOR_MAX: u32 = 0xfff;
+const MINOR_MAX: u32 = 0xf_ffff;
+
 impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
     /// What a handler that makes an entry `name` in `dfid` checks, in this order: the
     /// export is writable, the name can be a new entry, `dfid` is a live directory. Gives
@@ -53,11 +60,16 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
                     .symlink(&dir, &name, target.as_bytes(), Creds { uid, gid })
                     .await?,
             },
-            NewEntry::Node { mode, rdev, gid } => Rmessage::Mknod {
-                qid: fs
-                    .mknod(&dir, &name, mode, rdev, Creds { uid, gid })
-                    .await?,
-            },
+            NewEntry::Node { mode, rdev, gid } => {
+                if rdev.0 > MAJOR_MAX || rdev.1 > MINOR_MAX {
+                    return Err(Errno::EINVAL);
+                }
+                Rmessage::Mknod {
+                    qid: fs
+                        .mknod(&dir, &name, mode, rdev, Creds { uid, gid })
+                        .await?,
+                }
+            }
             NewEntry::Link { fid } => {
                 let target = self.node_of(fid)?;
                 fs.link(&target, &dir, &name).await?;
