@@ -238,6 +238,48 @@ fn wake_from_foreign_thread_resumes_task_on_pool() {
     assert_eq!(block_on(h), Ok(1));
 }
 
+/// The task leaves a clone of its waker in a slot and returns `Pending`; another OS thread
+/// takes it and wakes the task at once, so the wake often lands while the pool thread is
+/// still finishing that poll (the task RUNNING, other references alive). Each wake must
+/// bring exactly one more poll: a lost one would leave the task parked for good (this
+/// test would never end), a spurious one would end the task before its last wake.
+#[test]
+fn wakes_racing_the_end_of_a_poll_from_another_thread_are_never_lost() {
+    const ROUNDS: usize = 20_000;
+    let pool = ThreadPool::new(1);
+    let slot: Arc<std::sync::Mutex<Option<std::task::Waker>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let waker = {
+        let (slot, done) = (slot.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut woken = 0;
+            while !done.load(Ordering::SeqCst) {
+                match slot.lock().expect("not poisoned").take() {
+                    Some(w) => {
+                        w.wake();
+                        woken += 1;
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+            woken
+        })
+    };
+    let mut polls = 0;
+    let task = pool.spawn_handle(std::future::poll_fn(move |cx| {
+        polls += 1;
+        if polls > ROUNDS {
+            return std::task::Poll::Ready(polls);
+        }
+        *slot.lock().expect("not poisoned") = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }));
+    assert_eq!(block_on(task), Ok(ROUNDS + 1));
+    done.store(true, Ordering::SeqCst);
+    let woken = waker.join().expect("the waking thread");
+    assert_eq!(woken, ROUNDS, "polls, one per wake");
+}
+
 /// After QEMU's test-aio-multithread test_multi_co_mutex: many coroutines on several threads
 /// hammer one CoMutex, yielding inside the critical section; the counter it protects must
 /// equal an atomic counter kept alongside.

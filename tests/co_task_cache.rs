@@ -2,12 +2,16 @@
 //! blocks to one another (a helper replaced by another pool's, a `block_on` ending), and
 //! every block must be freed exactly once, by the last cache holding it, by the time the
 //! thread has ended. A block kept by two caches is freed twice; a cache that never frees
-//! leaks. Neither changes what any task computes, so only the allocator can tell.
+//! leaks. Neither changes what any task computes, so only the allocator can tell. (A
+//! block reused while a waker of its finished task lives does: the waker's drop would count
+//! down the new task's references.)
 //!
 //! One test per binary: the allocator's counts are global.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use co9p::co::{Executor, ThreadPool, yield_now};
 
@@ -118,7 +122,37 @@ fn task_blocks_handed_between_a_threads_workers_are_freed_once_and_all() {
         // thread already holds (`TaskCache::absorb`), and the new helper takes them all.
         let c = ThreadPool::new(0);
         run_tasks_here(&c.handle(), 8);
-        drop((a, b, c));
+        // Wakers that outlive their tasks. The block of a finished task is its wakers' as
+        // long as one lives: a task spawned meanwhile must get another block (a waker
+        // dropped then would count down the new task's references). The last waker,
+        // dropped outside any worker, frees the block (no cache takes it there).
+        let d = ThreadPool::new(0);
+        let kept: [Arc<Mutex<Option<Waker>>>; 2] = Default::default();
+        d.block_on(async {
+            for slot in &kept {
+                let slot = slot.clone();
+                let keep = std::future::poll_fn(move |cx| {
+                    *slot.lock().expect("not poisoned") = Some(cx.waker().clone());
+                    Poll::Ready(())
+                });
+                d.handle()
+                    .spawn_handle(keep)
+                    .await
+                    .expect("a task that keeps its waker");
+            }
+            let next = d.handle().spawn_handle(async {
+                yield_now().await;
+                7
+            });
+            drop(kept[0].lock().expect("not poisoned").take());
+            assert_eq!(
+                next.await,
+                Ok(7),
+                "a task spawned while a finished one's waker lived"
+            );
+        });
+        drop(kept[1].lock().expect("not poisoned").take());
+        drop((a, b, c, d));
     })
     .join()
     .expect("the thread ran its pools");

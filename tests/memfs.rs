@@ -227,6 +227,26 @@ fn truncate_inside_a_run_of_pages_frees_the_rest_and_keeps_no_stale_byte() {
 /// A read that starts inside one run of pages (not at its start) and goes on through a hole into another
 /// gets each run's bytes and zeros between.
 #[test]
+fn a_vectored_read_past_the_end_fills_only_what_the_file_has() {
+    use std::io::IoSliceMut;
+    let fs = MemFs::new();
+    let (_, f) = create(&fs, &root(&fs), "v");
+    write(&fs, &f, 0, b"abcdefghi");
+    // From offset 2, into three buffers that hold more than the 7 bytes left: the third
+    // gets one byte and the rest of it is not touched (no zeros written past the end).
+    let (mut a, mut b, mut c) = ([0xffu8; 3], [0xffu8; 3], [0xffu8; 10]);
+    let mut out = [
+        IoSliceMut::new(&mut a),
+        IoSliceMut::new(&mut b),
+        IoSliceMut::new(&mut c),
+    ];
+    assert_eq!(run(fs.read_vectored(&f, 2, &mut out)).unwrap(), 7);
+    assert_eq!((&a, &b), (b"cde", b"fgh"));
+    assert_eq!(c[0], b'i');
+    assert_eq!(c[1..], [0xff; 9]);
+}
+
+#[test]
 fn a_read_across_runs_and_a_hole_gets_both_runs_and_zeros_between() {
     let fs = MemFs::new();
     let (_, f) = create(&fs, &root(&fs), "runs");
@@ -438,6 +458,10 @@ fn creating_names_that_exist_or_under_non_directories_fails() {
         e(run(fs.symlink(&r, &n("y"), &[b'a'; 4096], ME))),
         Errno::ENAMETOOLONG
     );
+    // 4095 bytes (Linux's PATH_MAX less its NUL) is the longest target, and it is kept whole.
+    run(fs.symlink(&r, &n("y"), &[b'a'; 4095], ME)).unwrap();
+    let link = lookup(&fs, &r, "y");
+    assert_eq!(run(fs.readlink(&link)).unwrap(), vec![b'a'; 4095]);
 }
 
 #[test]
@@ -1176,7 +1200,12 @@ fn names_and_links_count_against_capacity() {
         run(fs.rename(&r, &n("link00000"), &r, &n(&"x".repeat(200)))).unwrap_err(),
         Errno::ENOSPC
     );
-    run(fs.rename(&r, &n("link00000"), &r, &n("s"))).unwrap();
+    // One that takes exactly the room left fits, and fills the filesystem.
+    let room = 16 * 1024 - fs.bytes_used();
+    let exact = "y".repeat(9 + room as usize);
+    run(fs.rename(&r, &n("link00000"), &r, &n(&exact))).unwrap();
+    assert_eq!(fs.bytes_used(), 16 * 1024);
+    run(fs.rename(&r, &n(&exact), &r, &n("s"))).unwrap();
     for i in 1..made {
         run(fs.unlink(&r, &n(&format!("link{i:05}")), false)).unwrap();
     }
@@ -1307,4 +1336,83 @@ fn served_over_9p_and_nothing_leaks_after_clunk() {
     c.unlinkat(Fid(0), "d", co9p::protocol::AT_REMOVEDIR)
         .unwrap();
     assert_eq!((fs.inode_count(), fs.bytes_used()), (inodes, used));
+}
+
+#[test]
+fn a_write_by_another_user_drops_set_id_bits_only_when_it_writes_bytes() {
+    let fs = MemFs::new();
+    let r = root(&fs);
+    let other = Creds {
+        uid: 2000,
+        gid: 200,
+    };
+    // (mode, mode after another user's write): S_ISUID always goes; S_ISGID only with
+    // group execute (without it, it marks mandatory locking and stays), as Linux.
+    for (mode, after) in [
+        (0o4755, 0o755),
+        (0o2755, 0o755),
+        (0o2745, 0o2745),
+        (0o6775, 0o775),
+        (0o0777, 0o777),
+    ] {
+        let (node, _) = create(&fs, &r, &format!("s{mode:o}"));
+        let chmod = SetAttr {
+            valid: SetattrMask::MODE,
+            mode,
+            ..SetAttr::default()
+        };
+        run(fs.setattr(&node, &chmod)).unwrap();
+        let perm = |fs: &MemFs| run(fs.getattr(&node)).unwrap().mode & 0o7777;
+        let f = run(fs.open_by(&node, WO, other)).unwrap();
+        assert_eq!(run(fs.write(&f, 0, b"")).unwrap(), 0);
+        assert_eq!(perm(&fs), mode, "a write of no bytes changes no mode");
+        write(&fs, &f, 0, b"x");
+        assert_eq!(
+            perm(&fs),
+            after,
+            "mode {mode:o} after a write by another user"
+        );
+        // The owner's own writes (root's here, uid 0 holds CAP_FSETID) drop nothing.
+        run(fs.setattr(&node, &chmod)).unwrap();
+        let mine = run(fs.open_by(&node, WO, Creds { uid: 0, gid: 0 })).unwrap();
+        write(&fs, &mine, 0, b"y");
+        assert_eq!(perm(&fs), mode, "mode {mode:o} after a write by root");
+    }
+}
+
+#[test]
+fn a_filesystem_reports_the_limits_it_was_given_and_a_file_its_open_flags() {
+    let limits = Limits {
+        max_file_size: 12_345,
+        capacity: 1 << 20,
+        max_inodes: 77,
+        max_xattrs: 3,
+        max_xattr_value: 99,
+        max_links: 5,
+    };
+    let fs = MemFs::with_config(limits, None);
+    assert_eq!(fs.limits(), limits);
+    let (node, _) = create(&fs, &root(&fs), "f");
+    for flags in [RO, WO, RW | OpenFlags::APPEND] {
+        let f = run(fs.open(&node, flags)).unwrap();
+        assert_eq!(f.flags(), flags);
+    }
+}
+
+#[test]
+fn makedev_is_glibcs_encoding_over_all_32_bits_of_each_part() {
+    for (major, minor) in [
+        (0, 0),
+        (1, 3),
+        (0xfff, 0xf_ffff),
+        (0x1000, 0x10_0000),
+        (0x1234_5678, 0x9abc_def0),
+        (u32::MAX, u32::MAX),
+    ] {
+        assert_eq!(
+            makedev(major, minor),
+            libc::makedev(major, minor),
+            "makedev({major:#x}, {minor:#x})"
+        );
+    }
 }
