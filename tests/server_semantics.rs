@@ -305,6 +305,51 @@ fn pending_xattr_values_are_limited_and_a_clunk_frees_a_place() {
     ));
 }
 
+/// A value of exactly Linux's XATTR_SIZE_MAX (64 KiB) is made, written in pieces and read
+/// back whole; Txattrcreate refuses flags other than XATTR_CREATE and XATTR_REPLACE.
+#[test]
+fn an_xattr_value_of_exactly_the_size_limit_round_trips() {
+    const MAX: usize = 64 * 1024;
+    let (mut c, _) = attached(Config::default());
+    let f = open_new_file(&mut c, "f");
+    c.clunk(f).unwrap();
+    let x = c.walk_path(Fid(0), "f").unwrap();
+    let bad = c.call(Tmessage::Xattrcreate {
+        fid: x,
+        name: "user.big".into(),
+        attr_size: 1,
+        flags: 4,
+    });
+    assert_eq!(bad, Err(Errno::EINVAL));
+    let created = c.call(Tmessage::Xattrcreate {
+        fid: x,
+        name: "user.big".into(),
+        attr_size: MAX as u64,
+        flags: 0,
+    });
+    assert!(matches!(created, Ok(Rmessage::Xattrcreate {})));
+    let value: Vec<u8> = (0..MAX).map(|i| (i % 251) as u8).collect();
+    for (i, piece) in value.chunks(4096).enumerate() {
+        assert_eq!(c.write(x, (i * 4096) as u64, piece), Ok(piece.len() as u32));
+    }
+    c.clunk(x).unwrap();
+    let r = c.walk_path(Fid(0), "f").unwrap();
+    let back = c.fresh_fid();
+    let walked = c.call(Tmessage::Xattrwalk {
+        fid: r,
+        newfid: back,
+        name: "user.big".into(),
+    });
+    assert_eq!(walked, Ok(Rmessage::Xattrwalk { size: MAX as u64 }));
+    let mut got = Vec::new();
+    while got.len() < MAX {
+        let piece = c.read(back, got.len() as u64, 4096).unwrap();
+        assert!(!piece.is_empty(), "the value ended at {}", got.len());
+        got.extend_from_slice(&piece);
+    }
+    assert!(got == value, "the value read back differs");
+}
+
 /// NOFID is never a fid: a Txattrwalk asking for it as its new fid is refused.
 #[test]
 fn xattrwalk_to_nofid_is_refused() {

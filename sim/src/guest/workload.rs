@@ -89,8 +89,15 @@ impl Guest {
             }
             OpKind::Attach => {
                 let fid = self.free_fid(rng)?;
-                let aname = ["", "/", "shared", "/shared/", "nonexistent", "shared/a"]
-                    [rng.random_range(0..6)];
+                let aname = [
+                    "",
+                    "/",
+                    "shared",
+                    "/shared/",
+                    "nonexistent",
+                    "shared/a",
+                    "/srv/sim",
+                ][rng.random_range(0..7)];
                 let n_uname = [0, self.uid, 4242, co9p::protocol::NONUNAME][rng.random_range(0..4)];
                 (
                     Tmessage::Attach {

@@ -52,6 +52,10 @@ pub use walk::{WalkNext, WalkState, walk_state};
 /// whose own limit drifts disagrees with the model.
 pub const XATTR_SIZE_MAX: u64 = 64 * 1024;
 
+/// The exported path the world gives the server: an aname naming it attaches to the
+/// export's root, as "" and "/" do (a client may mount by the host path it was told).
+pub const EXPORT_NAME: &[u8] = b"/srv/sim";
+
 // ---- the fid rules every handler starts with ----
 
 /// The node of `fid` and its state (for pre-checks), or the handler's `ENOENT`.

@@ -33,7 +33,7 @@ pub enum WalkNext {
 /// The names an attach walks from the root: its aname's components, unless the aname
 /// names the root itself.
 pub(super) fn attach_names(aname: &[u8]) -> Vec<Vec<u8>> {
-    if aname.is_empty() || aname == b"/" {
+    if aname.is_empty() || aname == b"/" || aname == super::EXPORT_NAME {
         return Vec::new();
     }
     aname

@@ -178,6 +178,7 @@ impl World {
         let config = Arc::new(Config {
             max_msize: [8192, 65536][wrng.random_range(0..2)],
             max_inflight: slots,
+            export_name: crate::oracle::EXPORT_NAME.to_vec(),
             ..Config::default()
         });
         let locks = knobs
