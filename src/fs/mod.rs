@@ -19,10 +19,13 @@ use crate::protocol::{Attr, Errno, LockType, OpenFlags, Qid, SetAttr, StatFs};
 #[cfg(feature = "testing")]
 pub mod hooked;
 pub mod host;
+mod mapped;
 pub mod mem;
 mod name;
 
 pub use host::HostFs;
+pub(crate) use mapped::FileMap;
+pub use mapped::MappedBytes;
 pub use mem::MemFs;
 pub use name::{NAME_MAX, Name};
 
@@ -164,6 +167,20 @@ pub trait Filesystem: Send + Sync + 'static {
             |b| b.len(),
             move |buf, at| self.read(file, at, buf),
         )
+    }
+    /// Up to `count` bytes of `file` from `offset` as a range of a shared mapping of it,
+    /// for a transport that hands an `Rread`'s data to the kernel instead of copying it
+    /// into a reply buffer (see [`MappedBytes`]). Fewer than `count` bytes where the file
+    /// ends sooner. `None`: call [`Self::read_vectored`] instead (the default; also a file
+    /// that cannot be mapped, or a range at or past its end). Works in place, as reads do.
+    fn map_read(
+        &self,
+        file: &Self::File,
+        offset: u64,
+        count: usize,
+    ) -> Option<FsResult<MappedBytes>> {
+        let _ = (file, offset, count);
+        None
     }
     /// Writes several buffers in turn (`pwritev`). The default writes each with
     /// [`Self::write`] and stops at the first short write.

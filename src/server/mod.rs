@@ -94,8 +94,21 @@ pub trait Responder: Send + 'static {
     /// (the guest's scattered pages, for virtio). Their total may be less than `max` when
     /// the transport has less room.
     fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>>;
-    /// Sends the `Rread`/`Rreaddir` whose first `count` payload bytes are in place.
+    /// Sends the `Rread`/`Rreaddir` whose first `count` payload bytes are in place (or,
+    /// for an `Rread`, are the bytes given to [`Self::take_mapped`]).
     fn send_payload(self, kind: PayloadReply, tag: Tag, count: u32);
+    /// Whether this transport sends an `Rread`'s data from a file's mapping
+    /// ([`Self::take_mapped`]) rather than having it copied into [`Self::payload`]: one
+    /// that hands replies to the kernel (a socket), never one that copies them itself.
+    /// Transports that copy keep the default: no.
+    fn takes_mapped(&self) -> bool {
+        false
+    }
+    /// The data of the `Rread` about to be sent with [`Self::send_payload`] (its count is
+    /// `data.len()`); called only when [`Self::takes_mapped`] says yes.
+    fn take_mapped(&mut self, data: crate::fs::MappedBytes) {
+        let _ = data;
+    }
     /// Sends any other reply.
     fn send(self, reply: &Reply);
     /// The data of a `Twrite` taken with [`Session::submit_write`], still in the

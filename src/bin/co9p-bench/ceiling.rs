@@ -129,6 +129,8 @@ pub enum FileSend {
     Copy,
     /// `sendfile` from the file into the socket: no copy in the sender.
     Sendfile,
+    /// `write` straight from a shared mapping of the file: one copy, page cache to socket.
+    Mmap,
 }
 
 /// MiB/s of 1 MiB pieces of a `file_mib` MiB file in `dir` (on the exported filesystem)
@@ -154,12 +156,13 @@ pub fn file_socket_mib_s(
     })();
     let _ = std::fs::remove_file(&path);
     let file = Arc::new(made.map_err(|e| format!("{}: {e}", path.display()))?);
+    let map = Arc::new(Mapping::of(&file, file_mib.max(1) * MIB)?);
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for t in 0..streams.max(1) {
         let (mut rx, tx) = fd_pair(addr)?;
-        let (stop2, file) = (stop.clone(), file.clone());
+        let (stop2, file, map) = (stop.clone(), file.clone(), map.clone());
         threads.push(std::thread::spawn(move || {
             let mut tx = tx;
             let mut buf = vec![0u8; MIB as usize];
@@ -190,6 +193,7 @@ pub fn file_socket_mib_s(
                         }
                         r
                     }
+                    FileSend::Mmap => tx.write_all(map.slice(off, MIB)),
                 };
                 if sent.is_err() {
                     return;
@@ -233,4 +237,54 @@ fn fd_pair(addr: &str) -> Res<(std::fs::File, std::fs::File)> {
         (a.into(), b.into())
     };
     Ok((a.into(), b.into()))
+}
+
+/// A read-only shared mapping of a whole file, for the mmap ceiling.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only ever handed to write(2) as a source; no thread
+// mutates it, and it is unmapped only when the last Arc is dropped.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: shared reads only.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn of(file: &std::fs::File, len: u64) -> Res<Mapping> {
+        use std::os::fd::AsRawFd;
+        let len = len as usize;
+        // SAFETY: a fresh read-only shared mapping of a file we hold open; the address is
+        // the kernel's choice, so no existing memory is replaced.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Mapping { ptr, len })
+    }
+
+    fn slice(&self, off: u64, len: u64) -> &[u8] {
+        let (off, len) = (off as usize, len as usize);
+        assert!(off + len <= self.len);
+        // SAFETY: in bounds of the mapping (checked), which lives as long as `self`; the
+        // file is never truncated while mapped (the ceiling made it and only reads it).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>().add(off), len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `of` mapped; no slice outlives `self`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }

@@ -311,6 +311,7 @@ fn bench(args: &Args) -> Res<()> {
             for (how, what) in [
                 (ceiling::FileSend::Copy, "pread+write"),
                 (ceiling::FileSend::Sendfile, "sendfile"),
+                (ceiling::FileSend::Mmap, "write from mmap"),
             ] {
                 let r =
                     ceiling::file_socket_mib_s(dir, &args.addr, args.conns, args.file_mib, how)?;

@@ -106,6 +106,11 @@ pub struct Common {
     /// cannot see.
     #[arg(long)]
     pub no_listing_cache: bool,
+    /// Copy every read's data into its reply (host backend). By default a large read over
+    /// a socket is sent straight from a shared mapping of the file, one copy fewer; a file
+    /// shrunk on the host between the read and the send gives zeros for the bytes cut off.
+    #[arg(long)]
+    pub no_mapped_reads: bool,
     /// Log one decoded line per PDU (with the connection id and a timestamp).
     #[arg(long)]
     pub trace: bool,
@@ -315,6 +320,7 @@ impl Common {
             security_model: self.security_model,
             readonly: self.readonly,
             no_listing_cache: self.no_listing_cache,
+            no_mapped_reads: self.no_mapped_reads,
             ..HostOptions::default()
         };
         HostFs::new(export, opts).map_err(|e| cannot(plain(&e)))

@@ -38,6 +38,7 @@ mod create;
 mod dir;
 mod listing;
 mod locks;
+mod mapping;
 mod node;
 mod qid;
 mod reclaim;
@@ -88,6 +89,10 @@ pub struct HostOptions {
     /// listings between opens (see `listing.rs`; kept listings are dropped by inotify, on
     /// local filesystems only). For an export that changes where inotify cannot see.
     pub no_listing_cache: bool,
+    /// Copy every read's data into the reply (`pread`) instead of offering large reads as
+    /// ranges of a shared mapping of the file, which a stream transport sends with one
+    /// copy fewer (see [`MappedBytes`](crate::fs::MappedBytes)).
+    pub no_mapped_reads: bool,
 }
 
 /// Nodes the cache keeps when [`HostOptions::node_cache`] is `None`.
@@ -108,6 +113,7 @@ pub struct HostFs {
     umask: u32,
     cache: NodeCache,
     listings: Listings,
+    map_reads: bool,
 }
 
 impl std::fmt::Debug for HostFs {
@@ -207,6 +213,7 @@ impl HostFs {
             umask: process_umask(),
             cache: NodeCache::new(opts.node_cache.unwrap_or(DEFAULT_NODE_CACHE)),
             listings: Listings::new(!opts.no_listing_cache),
+            map_reads: !opts.no_mapped_reads,
         })
     }
 
@@ -489,6 +496,17 @@ impl Filesystem for HostFs {
     async fn read(&self, file: &HostFile, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
         let fd = file.data_fd()?;
         retry(|| rustix::io::pread(fd, &mut *buf, offset))
+    }
+    fn map_read(
+        &self,
+        file: &HostFile,
+        offset: u64,
+        count: usize,
+    ) -> Option<FsResult<crate::fs::MappedBytes>> {
+        let fd = file.data_fd().ok()?;
+        self.map_reads
+            .then(|| file.map.range(fd, offset, count))
+            .flatten()
     }
     async fn write(&self, file: &HostFile, offset: u64, data: &[u8]) -> FsResult<usize> {
         // With O_APPEND, Linux's pwrite appends whatever the offset.

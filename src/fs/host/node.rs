@@ -533,6 +533,8 @@ pub struct HostFile {
     /// Who writes through it: any uid but 0 drops set-id bits (see
     /// [`Filesystem::open_by`](crate::fs::Filesystem::open_by)).
     pub(super) writer: u32,
+    /// Its shared mapping, once a large read made it.
+    pub(super) map: super::mapping::MapSlot,
     _slot: FdSlot,
 }
 
@@ -603,6 +605,7 @@ impl HostFile {
             io,
             give_back: None,
             writer,
+            map: Default::default(),
             _slot: slot,
         }
     }

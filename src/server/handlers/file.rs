@@ -98,6 +98,15 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             Open::XattrRead(value) => Ok(Readable::Xattr(value.clone())),
             _ => Err(Errno::EBADF),
         })?;
+        if let Readable::File(file) = &target
+            && responder.takes_mapped()
+            && let Some(mapped) = self.fs.map_read(file, offset, count)
+        {
+            let mapped = mapped?.at_most(count);
+            let n = mapped.len() as u32;
+            responder.take_mapped(mapped);
+            return Ok(Out::Payload(PayloadReply::Read, n));
+        }
         let mut bufs = responder.payload(count);
         let n = match target {
             Readable::File(file) => self.fs.read_vectored(&file, offset, &mut bufs).await?,

@@ -38,13 +38,14 @@ use std::time::Duration;
 
 use crate::co::Executor;
 use crate::co::sync::LockExt;
-use crate::fs::Filesystem;
+use crate::fs::{Filesystem, MappedBytes};
 use crate::protocol::{
     HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, Ttype, encode_payload_header,
     frame_size,
 };
 use crate::server::{Config, Responder, Session};
 
+mod frame;
 mod out;
 use out::OutQueue;
 
@@ -301,6 +302,8 @@ pub struct StreamResponder {
     /// What the request counts against [`INFLIGHT_BYTES`], given back when it ends.
     charge: usize,
     held: Arc<AtomicUsize>,
+    /// An `Rread`'s data, sent from the file's mapping after the header in `buf`.
+    mapped: Option<MappedBytes>,
 }
 
 impl Drop for StreamResponder {
@@ -346,6 +349,19 @@ impl Responder for StreamResponder {
     }
 
     fn send_payload(mut self, kind: PayloadReply, tag: Tag, count: u32) {
+        if let Some(tail) = self.mapped.take() {
+            if self.buf.len() < PAYLOAD_HEADER_LEN {
+                self.buf.resize(PAYLOAD_HEADER_LEN, 0);
+            }
+            // The handler's count is the tail's length; the header says what is sent.
+            let tail = tail.at_most(count as usize);
+            let count = tail.len() as u32;
+            if encode_payload_header(kind, tag, count, &mut self.buf).is_ok() {
+                self.out
+                    .push_mapped(std::mem::take(&mut self.buf), tail, self.inline);
+            }
+            return;
+        }
         let need = PAYLOAD_HEADER_LEN + count as usize;
         if self.buf.len() < need {
             self.buf.resize(need, 0);
@@ -353,6 +369,14 @@ impl Responder for StreamResponder {
         if encode_payload_header(kind, tag, count, &mut self.buf).is_ok() {
             self.out.push(std::mem::take(&mut self.buf), self.inline);
         }
+    }
+
+    fn takes_mapped(&self) -> bool {
+        true
+    }
+
+    fn take_mapped(&mut self, data: MappedBytes) {
+        self.mapped = Some(data);
     }
 
     fn send(mut self, reply: &Reply) {
@@ -553,6 +577,7 @@ fn read_loop<F: Filesystem, E: Executor>(
             inline: here,
             charge,
             held: held.clone(),
+            mapped: None,
         };
         let submitted = if here {
             session

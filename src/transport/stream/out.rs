@@ -10,15 +10,16 @@
 //! the reader hands the rest to the writer thread too, which waits on the socket.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
-use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::Conn;
+use super::frame::Frame;
 use crate::co::sync::LockExt;
-use crate::protocol::frame_size;
+use crate::fs::MappedBytes;
 
 /// Spare reply buffers kept per connection (each up to msize).
 const SPARE_BUFFERS: usize = 4;
@@ -31,10 +32,6 @@ const BACKLOG_FRAMES: usize = 256;
 const BACKLOG_BYTES: usize = 16 << 20;
 
 /// Encoded replies waiting to be written, and spare reply buffers.
-///
-/// A queued buffer holds one frame as its *prefix* (the frame's own size field says how
-/// long): buffers are recycled without being shrunk, so an `Rread` of up to msize reuses
-/// memory that is already initialised instead of zero-filling a fresh buffer each time.
 pub(super) struct OutQueue {
     state: Mutex<OutState>,
     cond: Condvar,
@@ -48,7 +45,7 @@ pub(super) struct OutQueue {
 
 #[derive(Default)]
 struct OutState {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<Frame>,
     /// Bytes of the front frame already written.
     sent: usize,
     /// Bytes of the queued frames.
@@ -137,12 +134,22 @@ impl OutQueue {
     /// within [`begin_inline`](Self::begin_inline) / [`end_inline`](Self::end_inline)), or
     /// else the writer thread, woken for it.
     pub(super) fn push(&self, buf: Vec<u8>, inline: bool) {
+        self.push_frame(Frame::owned(buf), inline);
+    }
+
+    /// Queues a frame whose header is the prefix of `head` and whose data is `tail`, sent
+    /// from the file's mapping (as [`push`](Self::push) otherwise).
+    pub(super) fn push_mapped(&self, head: Vec<u8>, tail: MappedBytes, inline: bool) {
+        self.push_frame(Frame::mapped(head, tail), inline);
+    }
+
+    fn push_frame(&self, frame: Frame, inline: bool) {
         let mut s = self.lock();
         if s.closed {
             return;
         }
-        s.bytes += frame_of(&buf).len();
-        s.frames.push_back(buf);
+        s.bytes += frame.len();
+        s.frames.push_back(frame);
         if s.owned || (inline && s.inline) {
             return;
         }
@@ -218,7 +225,7 @@ impl OutQueue {
             batch.extend(s.frames.drain(..n));
             let skip = std::mem::take(&mut s.sent);
             drop(s);
-            let res = self.send(&batch, skip, flags);
+            let res = self.send(&mut batch, skip, flags);
             s = self.lock();
             let done = match res {
                 Ok(None) => batch.len(),
@@ -247,9 +254,9 @@ impl OutQueue {
                 }
             };
             for f in batch.drain(..done) {
-                s.bytes -= frame_of(&f).len();
+                s.bytes -= f.len();
                 if s.spare.len() < SPARE_BUFFERS {
-                    s.spare.push(f);
+                    s.spare.push(f.into_buf());
                 }
             }
             if s.handed_off && flags.contains(SendFlags::DONTWAIT) {
@@ -264,53 +271,97 @@ impl OutQueue {
     /// where the socket is full.
     fn send(
         &self,
-        batch: &[Vec<u8>],
+        batch: &mut [Frame],
         skip: usize,
         flags: SendFlags,
     ) -> io::Result<Option<Stopped>> {
-        let len = |i: usize| frame_of(&batch[i]).len();
         let (mut i, mut off) = (0, skip);
-        let mut iov = Vec::with_capacity(batch.len());
+        let mut iov = Vec::with_capacity(2 * batch.len());
+        // After a fault, frame i goes alone until it is out (see EFAULT below).
+        let mut alone = false;
         loop {
-            while i < batch.len() && off >= len(i) {
+            while i < batch.len() && off >= batch[i].len() {
                 i += 1;
                 off = 0;
+                alone = false;
             }
             if i == batch.len() {
                 return Ok(None);
             }
             iov.clear();
-            iov.push(IoSlice::new(&frame_of(&batch[i])[off..]));
-            iov.extend(batch[i + 1..].iter().map(|f| IoSlice::new(frame_of(f))));
-            let flags = flags | SendFlags::NOSIGNAL;
-            let mut n = match sendmsg(&self.sock, &iov, &mut SendAncillaryBuffer::default(), flags)
-            {
+            if batch[i].iovecs(off, &mut iov) && !alone {
+                for f in &batch[i + 1..] {
+                    if !f.iovecs(0, &mut iov) {
+                        break;
+                    }
+                }
+            }
+            let mut n = match sendmsg(&self.sock, &iov, flags) {
                 Ok(n) => n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(Some(Stopped(i, off))),
-                Err(e) => return Err(e.into()),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return Ok(Some(Stopped(i, off))),
+                    // Nothing was sent: the kernel refused the first chunk of the send,
+                    // in which some frame's mapped tail faulted (its file was shrunk
+                    // since). Frame i goes alone, then, if it faults alone, its tail is
+                    // the one (a frame without one cannot fault: a real error).
+                    Some(libc::EFAULT) if !alone => {
+                        alone = true;
+                        continue;
+                    }
+                    Some(libc::EFAULT) if batch[i].on_fault() => continue,
+                    _ => return Err(e),
+                },
             };
             // Advance past what went out.
             while n > 0 && i < batch.len() {
-                let k = n.min(len(i) - off);
+                let k = n.min(batch[i].len() - off);
                 off += k;
                 n -= k;
-                if off == len(i) {
+                if off == batch[i].len() {
                     i += 1;
                     off = 0;
+                    alone = false;
                 }
             }
         }
     }
 }
 
-/// The frame at the front of a queued buffer.
-fn frame_of(buf: &[u8]) -> &[u8] {
-    let len = buf
-        .get(..4)
-        .map(|p| frame_size(p.try_into().expect("4 bytes")) as usize)
-        .unwrap_or(0);
-    &buf[..len.min(buf.len())]
+/// How a send waits: `DONTWAIT` or not (`MSG_NOSIGNAL` always: a gone peer is an error,
+/// not a signal).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct SendFlags(libc::c_int);
+
+impl SendFlags {
+    pub(super) const DONTWAIT: SendFlags = SendFlags(libc::MSG_DONTWAIT);
+
+    pub(super) const fn empty() -> SendFlags {
+        SendFlags(0)
+    }
+
+    fn contains(self, other: SendFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// `sendmsg` of `iov` on `sock`. Not rustix's: its `IoSlice`s are `&[u8]`, and a mapped
+/// tail must never become one (see [`MappedBytes`]); the kernel reads it, this process
+/// does not.
+fn sendmsg(sock: &Conn, iov: &[libc::iovec], flags: SendFlags) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; all-zero is "no name, no control data".
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr().cast_mut();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: every iovec names memory that stays valid for the call: an owned frame's
+    // buffer (borrowed by `batch` for the whole send) or a mapping held by its frame's
+    // MappedBytes; the kernel only reads them. The descriptor is the live socket.
+    let r = unsafe { libc::sendmsg(sock.as_fd().as_raw_fd(), &msg, flags.0 | libc::MSG_NOSIGNAL) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
 }
 
 #[cfg(test)]
@@ -421,5 +472,75 @@ mod tests {
         out.push(frame(2, 64), false);
         assert_eq!(out.lock().frames.len(), 0);
         assert_eq!(out.lock().bytes, 0);
+    }
+
+    /// A file of `len` bytes whose byte i is `i % 251`, open for reading and mapped whole.
+    fn mapped_file(tag: &str, len: usize) -> (std::fs::File, Arc<crate::fs::FileMap>) {
+        let path = std::env::temp_dir().join(format!("co9p-out-{tag}-{}", std::process::id()));
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let map = Arc::new(crate::fs::FileMap::new(&f, len).unwrap());
+        (f, map)
+    }
+
+    /// A header of `head` bytes (size field, then `0xee`s) for a frame with `tail` more.
+    fn header(head: usize, tail: usize) -> Vec<u8> {
+        let mut h = vec![0xee; head];
+        h[..4].copy_from_slice(&((head + tail) as u32).to_le_bytes());
+        h
+    }
+
+    fn pattern(range: std::ops::Range<usize>) -> Vec<u8> {
+        range.map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_mapped_tail_goes_out_after_its_header_and_before_the_next_frame() {
+        let (_f, map) = mapped_file("tail", 200_000);
+        let (out, mut peer) = queue();
+        let tail = MappedBytes::new(map, 1000, 150_000).unwrap();
+        out.push_mapped(header(11, 150_000), tail, false);
+        out.push(frame(9, 64), false);
+        let mut want = header(11, 150_000);
+        want.extend(pattern(1000..151_000));
+        assert_eq!(read_frame(&mut peer), want);
+        assert_eq!(read_frame(&mut peer), frame(9, 64));
+        out.close();
+        out.join_writer();
+        assert_eq!(out.lock().bytes, 0);
+    }
+
+    #[test]
+    fn a_file_shrunk_before_its_mapped_tail_is_sent_gives_zeros_past_its_new_end() {
+        for new_len in [50_000u64, 0] {
+            let (f, map) = mapped_file("shrunk", 200_000);
+            let tail = MappedBytes::new(map, 1000, 150_000).unwrap();
+            // Cut after the read mapped the range, before the send.
+            f.set_len(new_len).unwrap();
+            let (out, mut peer) = queue();
+            // In one send, after a frame of its own: the kernel may refuse a chunk that
+            // holds both, which is no reason to lose the first.
+            out.begin_inline();
+            out.push(frame(8, 100), true);
+            out.push_mapped(header(11, 150_000), tail, true);
+            out.push(frame(9, 64), true);
+            out.end_inline();
+            assert_eq!(read_frame(&mut peer), frame(8, 100));
+            let mut want = header(11, 150_000);
+            let kept = (new_len as usize).saturating_sub(1000);
+            want.extend(pattern(1000..1000 + kept));
+            want.resize(11 + 150_000, 0);
+            // Same length, the kept bytes, zeros after them; and the stream still in step.
+            assert_eq!(read_frame(&mut peer), want, "shrunk to {new_len}");
+            assert_eq!(read_frame(&mut peer), frame(9, 64));
+            out.close();
+            out.join_writer();
+        }
     }
 }
