@@ -114,7 +114,8 @@ fn a_file_changed_since_it_was_mapped_reads_as_it_is_now() {
     let got = c.read(Fid(1), 200_000, COUNT).unwrap();
     assert_eq!(got, pattern(200_000..300_000, 0));
     assert_eq!(c.read(Fid(1), 300_000, COUNT).unwrap(), Vec::<u8>::new());
-    // Grown on the host past what was mapped (the mapping covers 64 MiB): mapped again.
+    // Grown on the host past what was mapped (a mapping is a window of 128 MiB from a
+    // multiple of 64 MiB): mapped again.
     let far = 70 * MIB;
     host.write_all_at(&pattern(far..far + MIB, 3), far).unwrap();
     assert_eq!(
@@ -126,6 +127,21 @@ fn a_file_changed_since_it_was_mapped_reads_as_it_is_now() {
         c.read(Fid(1), 40 * MIB, COUNT).unwrap(),
         vec![0u8; COUNT as usize]
     );
+    // Far out in a sparse file, and across a window's edge (64 MiB multiples).
+    let tera = 1 << 40;
+    host.write_all_at(&pattern(tera - MIB..tera, 4), tera - MIB)
+        .unwrap();
+    for off in [
+        tera - MIB,
+        tera - u64::from(COUNT) / 2 - 64 * MIB,
+        tera - 100,
+    ] {
+        let end = tera.min(off + u64::from(COUNT));
+        let want: Vec<u8> = (off..end)
+            .map(|i| if i >= tera - MIB { byte(i, 4) } else { 0 })
+            .collect();
+        assert_eq!(c.read(Fid(1), off, COUNT).unwrap(), want, "read at {off}");
+    }
 }
 
 #[test]

@@ -16,10 +16,11 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-/// A read-only shared mapping of a file's first `len` bytes (which may reach past its end:
-/// only the range a [`MappedBytes`] names was inside the file when it was made).
+/// A read-only shared mapping of `len` bytes of a file from `offset` (which may reach past
+/// its end: only the range a [`MappedBytes`] names was inside the file when it was made).
 pub(crate) struct FileMap {
     ptr: *mut libc::c_void,
+    offset: u64,
     len: usize,
 }
 
@@ -30,8 +31,12 @@ unsafe impl Send for FileMap {}
 unsafe impl Sync for FileMap {}
 
 impl FileMap {
-    /// Maps `len` bytes of `fd` (a regular file open for reading) from its start.
-    pub(crate) fn new(fd: impl AsFd, len: usize) -> std::io::Result<FileMap> {
+    /// Maps `len` bytes of `fd` (a regular file open for reading) from `offset`, a
+    /// multiple of the page size.
+    pub(crate) fn new(fd: impl AsFd, offset: u64, len: usize) -> std::io::Result<FileMap> {
+        let Ok(at) = libc::off_t::try_from(offset) else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
         if len == 0 {
             return Err(std::io::ErrorKind::InvalidInput.into());
         }
@@ -44,18 +49,18 @@ impl FileMap {
                 libc::PROT_READ,
                 libc::MAP_SHARED,
                 fd.as_fd().as_raw_fd(),
-                0,
+                at,
             )
         };
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(FileMap { ptr, len })
+        Ok(FileMap { ptr, offset, len })
     }
 
-    /// Bytes mapped.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Whether the file's bytes `start..end` are inside the mapping.
+    pub(crate) fn covers(&self, start: u64, end: u64) -> bool {
+        start >= self.offset && end <= self.offset + self.len as u64
     }
 }
 
@@ -76,9 +81,13 @@ pub struct MappedBytes {
 }
 
 impl MappedBytes {
-    /// `len` bytes of `map` from `start`, or `None` when they do not lie inside it.
-    pub(crate) fn new(map: Arc<FileMap>, start: usize, len: usize) -> Option<MappedBytes> {
-        (start.checked_add(len)? <= map.len()).then_some(MappedBytes { map, start, len })
+    /// The file's `len` bytes from `offset`, through `map`, or `None` when they do not lie
+    /// inside it.
+    pub(crate) fn new(map: Arc<FileMap>, offset: u64, len: usize) -> Option<MappedBytes> {
+        let end = offset.checked_add(len as u64)?;
+        let start = usize::try_from(offset.checked_sub(map.offset)?).ok()?;
+        map.covers(offset, end)
+            .then_some(MappedBytes { map, start, len })
     }
 
     /// The first `max` bytes at most.

@@ -329,11 +329,12 @@ fn bench(args: &Args) -> Res<()> {
                 for (s, f) in sides.iter().zip(row) {
                     if let Some(f) = f {
                         println!(
-                            "{}: read 1MiB seq at {:.0} MiB/s = {:.0}% of memcpy (same source), {:.0}% (spread)",
+                            "{}: read 1MiB seq at {:.0} MiB/s = {:.0}% of memcpy (same source), {:.0}% (spread), {:.0}% of the socket ceiling",
                             s.label,
                             f.mib_s,
                             100.0 * f.mib_s / hot,
-                            100.0 * f.mib_s / spread
+                            100.0 * f.mib_s / spread,
+                            100.0 * f.mib_s / sock
                         );
                     }
                 }

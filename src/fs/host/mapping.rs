@@ -1,11 +1,16 @@
 //! An open file's shared mapping, for reads a stream transport sends straight from the page
 //! cache ([`Filesystem::map_read`](crate::fs::Filesystem::map_read)).
 //!
-//! One mapping per open file, made at its first large read and kept: faulting its pages in
-//! is paid once, not per read. It covers the file's size rounded up to [`MAP_STEP`], so a
-//! growing file is mapped again only every so often; a read is cut at the file's size as
-//! `fstat` gives it now, so no range handed out lies past the end when it is made (a file
-//! shrunk *after* that is the transport's case, see [`MappedBytes`]).
+//! One mapping per open file, made at its first large read and kept while reads fall in
+//! it: faulting its pages in is paid once, not per read. It is a window of [`WINDOW`]
+//! bytes from a multiple of half that, so every read of up to half a window finds one
+//! that holds it whole, and a file read from start to end is mapped again every half
+//! window. A window, not the whole file: the page tables of a mapping grow with what is
+//! read through it (8 bytes per 4 KiB page) and last as long as it does, so a client
+//! reading a huge file through one fid would otherwise make the server hold page tables
+//! in proportion to the file. A read is cut at the file's size as `fstat` gives it now,
+//! so no range handed out lies past the end when it is made (a file shrunk *after* that
+//! is the transport's case, see [`MappedBytes`]).
 
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
@@ -18,11 +23,9 @@ use crate::fs::{FileMap, FsResult, MappedBytes};
 /// Reads smaller than this are copied (`pread`): their copy is cheap, and a mapping's
 /// page faults and its lock would cost more.
 pub(crate) const MAP_MIN: usize = 64 * 1024;
-/// Mappings cover the file's size rounded up to a multiple of this.
-const MAP_STEP: u64 = 64 << 20;
-/// Files larger than this are read, not mapped (address space is plentiful on 64-bit
-/// hosts, but not endless: 16 TiB of it per file at most).
-const MAP_MAX: u64 = 16 << 40;
+/// The bytes one mapping covers (at most 256 KiB of page tables once all read), from a
+/// multiple of half of it. Reads larger than half a window are copied.
+const WINDOW: u64 = 128 << 20;
 
 /// The mapping of one open file, made on demand.
 #[derive(Default)]
@@ -47,24 +50,24 @@ impl MapSlot {
         offset: u64,
         count: usize,
     ) -> Option<FsResult<MappedBytes>> {
-        if count < MAP_MIN {
+        if count < MAP_MIN || count as u64 > WINDOW / 2 {
             return None;
         }
         let size = match fstat(fd) {
             Ok(st) => st.st_size as u64,
             Err(e) => return Some(Err(super::errno(e))),
         };
-        if offset >= size || size > MAP_MAX {
+        if offset >= size {
             return None;
         }
         let end = size.min(offset.saturating_add(count as u64));
         let mut slot = self.0.lock_unpoisoned();
         let map = match &*slot {
             Slot::Refused => return None,
-            Slot::Mapped(m) if m.len() as u64 >= end => m.clone(),
+            Slot::Mapped(m) if m.covers(offset, end) => m.clone(),
             _ => {
-                let len = size.div_ceil(MAP_STEP) * MAP_STEP;
-                match FileMap::new(fd, len as usize) {
+                let from = offset / (WINDOW / 2) * (WINDOW / 2);
+                match FileMap::new(fd, from, WINDOW as usize) {
                     Ok(m) => {
                         let m = Arc::new(m);
                         *slot = Slot::Mapped(m.clone());
@@ -79,6 +82,6 @@ impl MapSlot {
             }
         };
         drop(slot);
-        MappedBytes::new(map, offset as usize, (end - offset) as usize).map(Ok)
+        MappedBytes::new(map, offset, (end - offset) as usize).map(Ok)
     }
 }

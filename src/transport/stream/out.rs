@@ -485,7 +485,7 @@ mod tests {
             .open(&path)
             .unwrap();
         std::fs::remove_file(&path).unwrap();
-        let map = Arc::new(crate::fs::FileMap::new(&f, len).unwrap());
+        let map = Arc::new(crate::fs::FileMap::new(&f, 0, len).unwrap());
         (f, map)
     }
 
