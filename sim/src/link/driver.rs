@@ -71,16 +71,18 @@ impl VirtioDev {
         })?;
         // A vendor ID a driver can tell apart from an absent register (virtio-mmio reads
         // 0 for those), and QueueReady as the driver left it: 1 for queue 0, 0 for the
-        // queue 1 the device does not have.
+        // queue 1 the device does not have, whose QueueNumMax is 0 (how a driver learns
+        // a queue is absent).
         let g = &self.guest;
         let vendor = g.read32(mmio::VENDOR_ID);
         let ready0 = g.read32(mmio::QUEUE_READY);
         g.write32(mmio::QUEUE_SEL, 1);
         let ready1 = g.read32(mmio::QUEUE_READY);
+        let max1 = g.read32(mmio::QUEUE_NUM_MAX);
         g.write32(mmio::QUEUE_SEL, 0);
-        expect(vendor != 0 && (ready0, ready1) == (1, 0), || {
+        expect(vendor != 0 && (ready0, ready1, max1) == (1, 0, 0), || {
             format!(
-                "after a boot: VendorID {vendor:#x}, QueueReady {ready0} (queue 0), {ready1} (queue 1)"
+                "after a boot: VendorID {vendor:#x}, QueueReady {ready0} (queue 0), {ready1} (queue 1), QueueNumMax {max1} (queue 1)"
             )
         })
     }
