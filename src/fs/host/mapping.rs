@@ -22,7 +22,7 @@ use crate::fs::{FileMap, FsResult, MappedBytes};
 
 /// Reads smaller than this are copied (`pread`): their copy is cheap, and a mapping's
 /// page faults and its lock would cost more.
-pub(crate) const MAP_MIN: usize = 64 * 1024;
+const MAP_MIN: usize = 64 * 1024;
 /// The bytes one mapping covers (at most 256 KiB of page tables once all read), from a
 /// multiple of half of it. Reads larger than half a window are copied.
 const WINDOW: u64 = 128 << 20;
