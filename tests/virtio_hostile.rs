@@ -426,6 +426,68 @@ fn odd_segmentation_is_served() {
     still_usable(&mut c);
 }
 
+/// Not hostile: a large Twrite into a fid made by Txattrcreate, its data spread over many
+/// guest buffers of uneven sizes (the value is filled from guest pages in place, buffer
+/// after buffer), reads back byte for byte once the clunk sets the value.
+#[test]
+fn xattr_value_written_from_many_buffers() {
+    const LEN: usize = 3000;
+    let mut c = rig();
+    let x = c.fresh_fid();
+    c.walk(Fid(0), x, &[]).unwrap();
+    let created = c.call(Tmessage::Xattrcreate {
+        fid: x,
+        name: "user.spread".into(),
+        attr_size: LEN as u64,
+        flags: 0,
+    });
+    assert!(matches!(created, Ok(Rmessage::Xattrcreate {})));
+    let value: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    let frame = Request::new(
+        TAG,
+        Tmessage::Write {
+            fid: x,
+            offset: 0,
+            data: Data(value.clone()),
+        },
+    )
+    .to_bytes()
+    .unwrap();
+    let w = room(&mut c, 64);
+    // The 23-byte header alone, then the data in buffers of 1, 2, ... 99, 100, 1, ... bytes,
+    // each in its own place (buffers that touch would be merged into one).
+    let mut descs = vec![RawDesc::readable(place(&mut c, &frame[..23]), 23)];
+    let mut at = 23;
+    let mut step = 1;
+    while at < frame.len() {
+        let len = step.min(frame.len() - at);
+        let a = place(&mut c, &frame[at..at + len]);
+        room(&mut c, 8);
+        descs.push(RawDesc::readable(a, len as u32));
+        at += len;
+        step = step % 100 + 1;
+    }
+    descs.push(RawDesc::writable(w, 64));
+    let n = descs.len();
+    for (i, d) in descs.iter_mut().enumerate().take(n - 1) {
+        *d = d.then(i as u16 + 1);
+    }
+    let done = inject(&mut c, &descs);
+    let reply = Reply::decode(&done.reply, u32::MAX).unwrap();
+    assert_eq!(reply, Reply::new(TAG, Rmessage::Write { count: LEN as u32 }));
+    c.clunk(x).unwrap();
+    let y = c.fresh_fid();
+    let size = c.call(Tmessage::Xattrwalk {
+        fid: Fid(0),
+        newfid: y,
+        name: "user.spread".into(),
+    });
+    assert_eq!(size, Ok(Rmessage::Xattrwalk { size: LEN as u64 }));
+    let back = c.read(y, 0, LEN as u32 + 100).unwrap();
+    assert!(back == value, "the value reads back as written");
+    still_usable(&mut c);
+}
+
 #[test]
 fn avail_index_beyond_the_queue_needs_reset() {
     let mut c = rig();
