@@ -5,6 +5,11 @@ mod client;
 
 use client::fixture::{Stall, in_process};
 use client::{Client, InProcess, Link};
+use std::sync::{Arc, Mutex};
+
+use co9p::fs::FsResult;
+use co9p::fs::MemFs;
+use co9p::fs::hooked::{Hook, HookedFs, OpKind};
 use co9p::protocol::*;
 use co9p::server::Config;
 
@@ -491,4 +496,61 @@ fn tremove_unlinks_files_and_directories_and_always_clunks() {
     let root = c.walk_path(Fid(0), "").unwrap();
     assert_eq!(remove(&mut c, root), Err(Errno::EBUSY));
     assert_eq!(c.getattr(root).err(), Some(Errno::ENOENT));
+}
+
+/// Every operation the server asks of its backend, in order.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<OpKind>>>);
+
+impl Hook for Recorder {
+    fn before(&self, op: OpKind) -> impl Future<Output = FsResult<()>> + Send {
+        self.0.lock().unwrap().push(op);
+        std::future::ready(Ok(()))
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<OpKind> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The server itself refuses a Tread on a fid not open for reading, a Twrite on one not
+/// open for writing and a Tlcreate in a file: the backend is never asked (a backend need
+/// not repeat the checks; MemFs's and the host's would answer the same errors, which would
+/// hide a server that left them out).
+#[test]
+fn open_modes_and_directories_are_checked_before_the_backend_is_asked() {
+    let calls = Recorder::default();
+    let fs = Arc::new(HookedFs::new(MemFs::new(), calls.clone()));
+    let mut c = Client::new(InProcess::new(fs, Config::default()));
+    c.version(8192);
+    c.attach(Fid(0), "").unwrap();
+    let w = c.walk_path(Fid(0), "").unwrap();
+    c.lcreate(w, "f", OpenFlags::RDWR, 0o644).unwrap();
+    assert_eq!(c.write(w, 0, b"data"), Ok(4));
+    c.clunk(w).unwrap();
+    let ro = c.walk_path(Fid(0), "f").unwrap();
+    c.lopen(ro, OpenFlags::RDONLY).unwrap();
+    let wo = c.walk_path(Fid(0), "f").unwrap();
+    c.lopen(wo, OpenFlags::WRONLY).unwrap();
+    let file = c.walk_path(Fid(0), "f").unwrap();
+    calls.take();
+
+    assert_eq!(c.write(ro, 0, b"x"), Err(Errno::EBADF));
+    assert_eq!(c.read(wo, 0, 16), Err(Errno::EBADF));
+    assert_eq!(
+        c.lcreate(file, "g", OpenFlags::RDWR, 0o644),
+        Err(Errno::ENOTDIR)
+    );
+    assert_eq!(
+        calls.take(),
+        vec![],
+        "no refused request reached the backend"
+    );
+
+    // The recorder does see what reaches the backend.
+    assert_eq!(c.read(ro, 0, 16), Ok(b"data".to_vec()));
+    assert_eq!(c.write(wo, 4, b"!"), Ok(1));
+    assert_eq!(calls.take(), vec![OpKind::Read, OpKind::Write]);
 }

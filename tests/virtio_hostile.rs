@@ -474,7 +474,10 @@ fn xattr_value_written_from_many_buffers() {
     }
     let done = inject(&mut c, &descs);
     let reply = Reply::decode(&done.reply, u32::MAX).unwrap();
-    assert_eq!(reply, Reply::new(TAG, Rmessage::Write { count: LEN as u32 }));
+    assert_eq!(
+        reply,
+        Reply::new(TAG, Rmessage::Write { count: LEN as u32 })
+    );
     c.clunk(x).unwrap();
     let y = c.fresh_fid();
     let size = c.call(Tmessage::Xattrwalk {
