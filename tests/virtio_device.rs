@@ -101,6 +101,19 @@ fn status_sequence_and_feature_refusal() {
     g.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     g.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK);
     assert_eq!(g.status(), STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    // FEATURES_OK, once latched, stays until a reset: features are not checked again,
+    // even by a driver that withdraws DRIVER meanwhile (which the spec forbids).
+    g.set_status(0);
+    g.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    g.write_driver_features(F_VERSION_1);
+    g.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    g.set_status(STATUS_ACKNOWLEDGE | STATUS_FEATURES_OK);
+    assert_eq!(g.status(), STATUS_ACKNOWLEDGE | STATUS_FEATURES_OK);
+    g.set_status(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    assert_eq!(
+        g.status(),
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK
+    );
     // Reset reads back 0; a proper boot works, with only what both offer.
     g.set_status(0);
     assert_eq!(g.status(), 0);
@@ -653,4 +666,27 @@ mod mock {
             )
         );
     }
+}
+
+/// A VMM keeps its bus devices behind `Arc`s: the MMIO front boots the same through one
+/// (every register access forwarded, reads and writes).
+#[test]
+fn an_mmio_front_behind_an_arc_boots() {
+    let pool = ThreadPool::new(0);
+    let dev = Arc::new(
+        Virtio9p::new(
+            DeviceConfig::new("arc"),
+            Arc::new(MemFs::new()),
+            pool.handle(),
+        )
+        .unwrap(),
+    );
+    let ram = co9p::transport::virtio::harness::GuestRam::new(1 << 20);
+    let irq = co9p::transport::virtio::harness::IrqLine::new();
+    let front = mmio::MmioFront::new(dev.clone(), ram.memory().clone(), irq.notifier());
+    let mut g = VirtualGuest::new(Arc::new(front), ram, irq);
+    assert_eq!(g.read32(mmio::MAGIC_VALUE), mmio::MAGIC);
+    assert!(g.boot(&BootOptions::default()).is_ok());
+    assert_eq!(g.mount_tag(), b"arc");
+    assert!(dev.is_active());
 }

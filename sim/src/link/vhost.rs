@@ -21,7 +21,8 @@
 use std::time::Duration;
 
 use co9p::transport::virtio::{
-    ActivateError, DEVICE_FEATURES, F_RING_EVENT_IDX, F_VERSION_1, Stopped,
+    ActivateError, DEVICE_FEATURES, F_RING_EVENT_IDX, F_VERSION_1, STATUS_ACKNOWLEDGE,
+    STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK, Stopped,
 };
 use rand::RngExt;
 use virtio_queue::QueueState;
@@ -71,6 +72,12 @@ impl VirtioDev {
         )
         .map_err(|e| format!("a ring handed to a reset device: {e}"))?;
         self.note_vhost(0, "ring handed over");
+        // A ring handed over whole is a whole bring-up: the status reads as after one.
+        let status = dev.status();
+        let booted = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK;
+        expect(status == booted, || {
+            format!("status {status:#x} after a ring was handed over, {booted:#x} wanted")
+        })?;
         self.check_identity(format!("sim{}", self.id).as_bytes())
     }
 
