@@ -130,6 +130,27 @@ fn status_sequence_and_feature_refusal() {
     assert!(c.getattr(Fid(0)).is_ok());
 }
 
+/// A notification names the queue it is for: the device has queue 0 only, so a kick of
+/// queue 1 serves nothing, and the chain waits for a kick of queue 0.
+#[test]
+fn a_kick_of_another_queue_serves_nothing() {
+    let (mut c, _) = gated();
+    let popped = c.link.device().stats().popped;
+    let g = &mut c.link.guest;
+    let head = g
+        .submit(&getattr(7), Layout::Plain { room: 4096 }, false)
+        .unwrap();
+    g.write32(mmio::QUEUE_NOTIFY, 1);
+    c.link.pool.run_until_idle();
+    assert_eq!(c.link.device().stats().popped, popped);
+    assert!(c.link.guest.poll_used().is_empty());
+    c.link.guest.write32(mmio::QUEUE_NOTIFY, 0);
+    c.link.pool.run_until_idle();
+    let used = c.link.guest.poll_used();
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0].head, head);
+}
+
 #[test]
 fn queue_registers_after_driver_ok_are_ignored() {
     let (c, _) = gated();

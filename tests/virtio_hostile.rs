@@ -300,6 +300,20 @@ fn bad_indirect_tables() {
         .unwrap();
     let done = inject(&mut c, &[RawDesc::indirect(t, len)]);
     assert_lerror_at(&c, &done, w, Errno::EPROTO);
+    // An indirect table whose last entry goes on to an index past the table's end (the
+    // memory there holds what looks like a good writable buffer).
+    let w2 = room(&mut c, 256);
+    let (t, len) = c
+        .link
+        .guest
+        .indirect_table(&[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 16).then(2),
+            RawDesc::writable(w2, 256),
+        ])
+        .unwrap();
+    let done = inject(&mut c, &[RawDesc::indirect(t, len - 16)]);
+    assert_lerror_at(&c, &done, w, Errno::EPROTO);
     still_usable(&mut c);
 }
 
@@ -324,6 +338,15 @@ fn no_writable_room() {
         &[
             RawDesc::readable(r, f.len() as u32).then(1),
             RawDesc::writable(w, 16),
+        ],
+    );
+    assert_lerror(&done, Errno::EMSGSIZE);
+    // Room for exactly an Rlerror (11 bytes): the error goes out.
+    let done = inject(
+        &mut c,
+        &[
+            RawDesc::readable(r, f.len() as u32).then(1),
+            RawDesc::writable(w, 11),
         ],
     );
     assert_lerror(&done, Errno::EMSGSIZE);
