@@ -711,3 +711,59 @@ fn an_mmio_front_behind_an_arc_boots() {
     assert_eq!(g.mount_tag(), b"arc");
     assert!(dev.is_active());
 }
+
+/// Holds every write until the latch opens.
+struct Valve(Arc<co9p::co::Latch>);
+
+impl co9p::fs::hooked::Hook for Valve {
+    fn before(
+        &self,
+        op: co9p::fs::hooked::OpKind,
+    ) -> impl Future<Output = co9p::fs::FsResult<()>> + Send {
+        let wait = (op == co9p::fs::hooked::OpKind::Write).then(|| self.0.wait());
+        async move {
+            if let Some(w) = wait {
+                w.await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// vhost-user's GET_VRING_BASE while a request runs: the stop waits, and the request's
+/// completion (on another thread than the stop's) ends the wait; the ring is handed back
+/// drained, not reset. A stop the completion does not wake waits out its whole timeout
+/// (two minutes here) before it finds the request done: this test then hangs for that
+/// long, which is how a lost wake-up shows (cargo-mutants times it out).
+#[test]
+fn a_stop_waiting_for_a_request_is_woken_by_its_completion() {
+    let latch = Arc::new(co9p::co::Latch::new(1));
+    let fs = Arc::new(HookedFs::new(MemFs::new(), Valve(latch.clone())));
+    let mut c = Client::new(Virtio::new(fs, Config::default()));
+    c.attach_root();
+    c.walk(Fid(0), Fid(1), &[]).unwrap();
+    c.lcreate(Fid(1), "f", OpenFlags::RDWR, 0o644).unwrap();
+    c.send(Tmessage::Write {
+        fid: Fid(1),
+        offset: 0,
+        data: Data(vec![1, 2, 3]),
+    });
+    c.link.pool.run_until_idle();
+    let dev = c.link.device().clone();
+    assert_eq!(dev.in_flight(), 1);
+    let stopper = std::thread::spawn(move || dev.stop_queue(Duration::from_secs(120)));
+    // The stop marks the ring stopped and starts waiting under one hold of the queue's
+    // lock: once it shows, the stop is waiting.
+    while !c.link.device().is_stopped() {
+        assert!(!stopper.is_finished(), "the stop returned before waiting");
+        std::thread::yield_now();
+    }
+    latch.count_down();
+    c.link.pool.run_until_idle();
+    let stopped = stopper.join().unwrap();
+    assert!(
+        matches!(stopped, Stopped::Drained { .. }),
+        "the stop was not woken when the last request completed"
+    );
+    assert_eq!(c.link.device().in_flight(), 0);
+}
