@@ -586,3 +586,49 @@ fn rings_outside_memory_need_reset() {
     assert_ne!(g.take_interrupt() & INT_CONFIG, 0);
     assert!(!c.link.device().is_active());
 }
+
+/// Not hostile: a Tread asking fewer bytes than the file holds, with far more room than
+/// that: the device writes the reply and nothing past it (the rest of the guest's buffer
+/// keeps its bytes).
+#[test]
+fn a_read_writes_nothing_past_its_reply() {
+    let mut c = rig();
+    let f = c.fresh_fid();
+    c.walk(Fid(0), f, &[]).unwrap();
+    c.lcreate(f, "f", OpenFlags::RDWR, 0o644).unwrap();
+    assert_eq!(c.write(f, 0, &[7; 1000]), Ok(1000));
+    let frame = Request::new(
+        TAG,
+        Tmessage::Read {
+            fid: f,
+            offset: 0,
+            count: 100,
+        },
+    )
+    .to_bytes()
+    .unwrap();
+    let r = place(&mut c, &frame);
+    // As Linux lays a large read out: the header's 11 bytes, then data pages.
+    let h = place(&mut c, &[0xaa; 11]);
+    let p1 = place(&mut c, &[0xaa; 4096]);
+    let p2 = place(&mut c, &[0xaa; 4096]);
+    let done = inject(
+        &mut c,
+        &[
+            RawDesc::readable(r, frame.len() as u32).then(1),
+            RawDesc::writable(h, 11).then(2),
+            RawDesc::writable(p1, 64).then(3),
+            RawDesc::writable(p2, 4096),
+        ],
+    );
+    assert_eq!(done.len, 11 + 100);
+    let g = &c.link.guest;
+    assert_eq!(g.read_ram(p1, 64), vec![7; 64]);
+    let second = g.read_ram(p2, 4096);
+    assert_eq!(&second[..36], &[7; 36][..]);
+    assert!(
+        second[36..].iter().all(|&b| b == 0xaa),
+        "bytes written past the reply"
+    );
+    still_usable(&mut c);
+}
