@@ -11,8 +11,9 @@ use std::time::Duration;
 use client::Client;
 use client::virtio::{Gate, Virtio};
 use co9p::co::ThreadPool;
+use co9p::fs::FsResult;
 use co9p::fs::MemFs;
-use co9p::fs::hooked::HookedFs;
+use co9p::fs::hooked::{Hook, HookedFs, OpKind};
 use co9p::protocol::*;
 use co9p::server::Config;
 use co9p::transport::virtio::harness::{BootError, BootOptions, Layout, RawDesc, VirtualGuest};
@@ -702,10 +703,10 @@ fn an_mmio_front_behind_an_arc_boots() {
         )
         .unwrap(),
     );
-    let ram = co9p::transport::virtio::harness::GuestRam::new(1 << 20);
-    let irq = co9p::transport::virtio::harness::IrqLine::new();
-    let front = mmio::MmioFront::new(dev.clone(), ram.memory().clone(), irq.notifier());
-    let mut g = VirtualGuest::new(Arc::new(front), ram, irq);
+    // The harness's own wiring of front, RAM and interrupt line, the front then moved
+    // behind an `Arc`.
+    let wired = VirtualGuest::with_device(dev.clone(), 1 << 20);
+    let mut g = VirtualGuest::new(Arc::new(wired.dev), wired.ram, wired.irq);
     assert_eq!(g.read32(mmio::MAGIC_VALUE), mmio::MAGIC);
     assert!(g.boot(&BootOptions::default()).is_ok());
     assert_eq!(g.mount_tag(), b"arc");
@@ -715,12 +716,9 @@ fn an_mmio_front_behind_an_arc_boots() {
 /// Holds every write until the latch opens.
 struct Valve(Arc<co9p::co::Latch>);
 
-impl co9p::fs::hooked::Hook for Valve {
-    fn before(
-        &self,
-        op: co9p::fs::hooked::OpKind,
-    ) -> impl Future<Output = co9p::fs::FsResult<()>> + Send {
-        let wait = (op == co9p::fs::hooked::OpKind::Write).then(|| self.0.wait());
+impl Hook for Valve {
+    fn before(&self, op: OpKind) -> impl Future<Output = FsResult<()>> + Send {
+        let wait = (op == OpKind::Write).then(|| self.0.wait());
         async move {
             if let Some(w) = wait {
                 w.await;
