@@ -12,8 +12,9 @@
 //!   Landlock does not govern calls on files already reached (`fchmod`, `fchown`, xattrs,
 //!   `utimensat`, `statx`): those rest on HostFs's resolver alone.
 //! - [`seccomp`]: a seccomp-BPF allow-list (rust-vmm's `seccompiler`) of the syscalls the
-//!   server makes ([`Profile`]: `co9p serve`, or the vhost-user daemon, which also binds its
-//!   socket, polls eventfds and maps the guest's memory); any other syscall kills the
+//!   server makes ([`Profile`]: `co9p serve`, whose reader threads wait in epoll, or the
+//!   vhost-user daemon, which also binds its socket, polls eventfds and maps the guest's
+//!   memory); any other syscall kills the
 //!   process ([`SeccompMode::Kill`]) or is logged by the kernel ([`SeccompMode::Log`]).
 //!
 //! Both act on the calling thread and the threads it starts afterwards, so they are

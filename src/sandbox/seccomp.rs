@@ -133,6 +133,13 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_removexattr,
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
+    // the stream server's reader threads wait on their connections in epoll, woken by an
+    // eventfd; the vhost-user daemon polls its eventfds the same way
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_eventfd2,
     // sockets already made
     libc::SYS_accept4,
     libc::SYS_recvfrom,
@@ -163,6 +170,7 @@ const LEGACY: &[libc::c_long] = &[
     libc::SYS_chown,
     libc::SYS_lchown,
     libc::SYS_poll,
+    libc::SYS_epoll_wait,
     libc::SYS_dup2,
     libc::SYS_accept,
 ];
@@ -170,17 +178,7 @@ const LEGACY: &[libc::c_long] = &[
 const LEGACY: &[libc::c_long] = &[];
 
 /// The vhost-user daemon's own.
-const VHOST_USER: &[libc::c_long] = &[
-    libc::SYS_socket,
-    libc::SYS_bind,
-    libc::SYS_listen,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_pwait,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_wait,
-    libc::SYS_eventfd2,
-];
+const VHOST_USER: &[libc::c_long] = &[libc::SYS_socket, libc::SYS_bind, libc::SYS_listen];
 
 /// `ioctl` only for these requests: non-blocking and close-on-exec flags, and the
 /// terminal check of the log writer.

@@ -61,12 +61,25 @@ pub struct TcpServer {
 
 impl TcpServer {
     pub fn start<F: co9p::fs::Filesystem>(fs: Arc<F>, config: Config) -> TcpServer {
+        Self::start_with_readers(fs, config, None)
+    }
+
+    /// As [`start`](Self::start), its connections read by `readers` threads (else the
+    /// server's default).
+    pub fn start_with_readers<F: co9p::fs::Filesystem>(
+        fs: Arc<F>,
+        config: Config,
+        readers: Option<usize>,
+    ) -> TcpServer {
         let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".into())).expect("bind");
         let addr = listener.local_addr().trim_start_matches("tcp:").to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let pool = ThreadPool::new(2);
-        let server = StreamServer::new(fs, pool.handle(), config);
+        let mut server = StreamServer::new(fs, pool.handle(), config);
+        if let Some(n) = readers {
+            server = server.with_readers(n);
+        }
         let stats = server.stats.clone();
         let thread = std::thread::spawn(move || {
             server.serve(&listener, &stop2).expect("serve");

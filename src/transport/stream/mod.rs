@@ -1,15 +1,17 @@
 //! 9P over a byte stream (tcp or unix socket): each PDU is its own size-prefixed frame.
 //!
-//! One reader thread per connection reads whole frames and submits them to the
-//! connection's [`Session`]. Each request is started on the reader thread itself
+//! A few reader threads (`pool`, one per CPU) each wait in `epoll` on many connections
+//! and, when one is readable, take its whole frames and submit them to its [`Session`]
+//! (`reader`). Each request is started on the reader thread itself
 //! ([`Executor::run_here`]), so one that needs no wait is served without a hand-off to
 //! another thread and back; one that waits (a lock, a fid's barrier) resumes on the
 //! executor. The frames one read brought in (a pipelined burst) are served one after
 //! another, and their replies go out together, in one `sendmsg`, when the burst ends. The
-//! exceptions go to the executor at once when frames wait behind them: `Tfsync` (it may
-//! take long in the kernel) and requests that move more than 32 KiB, `INLINE_MAX` (the
-//! executor's threads copy them in parallel). The cost: a request whose syscall blocks in
-//! the kernel for long holds up the frames read after it on the same connection.
+//! exceptions go to the executor at once when frames wait behind them (of the same
+//! connection or of another the thread serves): `Tfsync` (it may take long in the
+//! kernel) and requests that move more than 32 KiB (the executor's threads copy them in
+//! parallel). The cost: a request whose syscall blocks in the kernel for long holds up
+//! the frames read after it by the same thread.
 //!
 //! Replies go out in completion order. The reader writes those of the requests it served
 //! with a non-blocking send; replies finished on the executor, and whatever a full socket
@@ -39,15 +41,16 @@ use std::time::Duration;
 use crate::co::Executor;
 use crate::co::sync::LockExt;
 use crate::fs::{Filesystem, MappedBytes};
-use crate::protocol::{
-    HEADER_LEN, PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, Ttype, encode_payload_header,
-    frame_size,
-};
+use crate::protocol::{PAYLOAD_HEADER_LEN, PayloadReply, Reply, Tag, encode_payload_header};
 use crate::server::{Config, Responder, Session};
 
 mod frame;
 mod out;
+mod pool;
+mod reader;
 use out::OutQueue;
+use pool::ReaderPool;
+use reader::{ConnReader, PAUSE, SCRATCH, Step};
 
 /// The bytes the requests of one connection may hold in flight before its reader waits:
 /// each counts its frame, and a `Tread`/`Treaddir` also the reply it may build (its count,
@@ -312,31 +315,6 @@ impl Drop for StreamResponder {
     }
 }
 
-/// The reader's buffer: room for a burst of small pipelined frames (a frame larger than
-/// what is left is read straight into its own buffer). Every connection holds it, idle or
-/// not, so it is kept small: at 64 KiB an idle connection cost 88 KiB, at 16 KiB 39 KiB.
-const READ_BUFFER: usize = 16 * 1024;
-
-/// The most a request may move (its frame and its reply) to be served by the reader
-/// while frames wait behind it.
-const INLINE_MAX: usize = 32 * 1024;
-
-/// Message types whose reply is as large as the count they ask (up to msize).
-const TREADDIR: u8 = Ttype::Readdir as u8;
-const TREAD: u8 = Ttype::Read as u8;
-
-/// The bytes a request may hold while in flight: its frame, and for a `Tread`/`Treaddir`
-/// the reply it asks for (`size[4] type[1] tag[2] fid[4] offset[8] count[4]`).
-fn charge_of(frame: &[u8], msize: u32) -> usize {
-    let reply = match frame.get(4) {
-        Some(&TREAD) | Some(&TREADDIR) if frame.len() >= 23 => {
-            u32::from_le_bytes([frame[19], frame[20], frame[21], frame[22]]).min(msize)
-        }
-        _ => 0,
-    };
-    frame.len() + reply as usize
-}
-
 impl Responder for StreamResponder {
     fn payload(&mut self, max: usize) -> Vec<std::io::IoSliceMut<'_>> {
         let need = PAYLOAD_HEADER_LEN + max;
@@ -404,28 +382,52 @@ pub struct StreamServer<F: Filesystem, E: Executor> {
     fs: Arc<F>,
     ex: E,
     config: Arc<Config>,
+    readers: usize,
     /// Its counters.
     pub stats: Arc<Stats>,
     conns: Arc<Mutex<Vec<(u64, Conn)>>>,
 }
 
 impl<F: Filesystem, E: Executor> StreamServer<F, E> {
-    /// A server of `fs`, running handlers on `ex`, each session with `config`.
+    /// A server of `fs`, running handlers on `ex`, each session with `config`, its
+    /// connections read by as many threads as the machine has CPUs (at most 16).
     pub fn new(fs: Arc<F>, ex: E, config: Config) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         StreamServer {
             fs,
             ex,
             config: Arc::new(config),
+            readers: cpus.min(16),
             stats: Arc::new(Stats::default()),
             conns: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
+    /// Sets how many threads read the connections (each waits on many; at least 1).
+    pub fn with_readers(mut self, threads: usize) -> Self {
+        self.readers = threads.max(1);
+        self
+    }
+
     /// Accepts connections until `stop` becomes true (checked every 50 ms), then shuts
-    /// every connection down and waits for their threads.
+    /// every connection down and waits until each has ended.
     pub fn serve(&self, listener: &Listener, stop: &AtomicBool) -> io::Result<()> {
         listener.set_nonblocking(true)?;
-        let mut threads = Vec::new();
+        let pool = ReaderPool::new(self.readers)?;
+        let result = self.accept_until(listener, stop, &pool);
+        for (_, c) in self.conns.lock_unpoisoned().iter() {
+            c.shutdown();
+        }
+        pool.join();
+        result
+    }
+
+    fn accept_until(
+        &self,
+        listener: &Listener,
+        stop: &AtomicBool,
+        pool: &ReaderPool<F, E>,
+    ) -> io::Result<()> {
         let mut next_id = 0u64;
         while !stop.load(Ordering::Relaxed) {
             // Poll with a timeout rather than sleep between tries: a connection is accepted
@@ -435,38 +437,12 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
             }
             match listener.accept() {
                 Ok((conn, peer)) => {
-                    conn.set_nonblocking(false)?;
                     next_id += 1;
-                    let id = next_id;
-                    tracing::info!(conn = id, peer = %peer, "connection accepted");
-                    if let Ok(c) = conn.try_clone() {
-                        self.conns.lock_unpoisoned().push((id, c));
+                    if let Err(e) = self.start(conn, next_id, peer, pool) {
+                        tracing::warn!(conn = next_id, "cannot serve a connection: {e}");
                     }
-                    let session =
-                        Session::new(self.fs.clone(), self.ex.clone(), self.config.clone());
-                    session.set_id(id);
-                    let stats = self.stats.clone();
-                    let conns = self.conns.clone();
-                    stats.connections.fetch_add(1, Ordering::Relaxed);
-                    stats.active.fetch_add(1, Ordering::Relaxed);
-                    threads.push(std::thread::spawn(move || {
-                        match run_connection(conn, session) {
-                            Ok(()) => tracing::info!(conn = id, peer = %peer, "connection closed"),
-                            Err(e) => tracing::info!(
-                                conn = id,
-                                peer = %peer,
-                                error = %e,
-                                "connection closed on an error"
-                            ),
-                        }
-                        conns.lock_unpoisoned().retain(|(i, _)| *i != id);
-                        stats.active.fetch_sub(1, Ordering::Relaxed);
-                    }));
-                    threads.retain(|t| !t.is_finished());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -474,155 +450,63 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
                 }
             }
         }
-        for (_, c) in self.conns.lock_unpoisoned().iter() {
-            c.shutdown();
-        }
-        for t in threads {
-            let _ = t.join();
-        }
+        Ok(())
+    }
+
+    /// Hands an accepted connection to the reader pool.
+    fn start(&self, conn: Conn, id: u64, peer: String, pool: &ReaderPool<F, E>) -> io::Result<()> {
+        // Blocking: its writer thread waits in `sendmsg` (the reader never blocks: its
+        // reads say MSG_DONTWAIT).
+        conn.set_nonblocking(false)?;
+        let out = OutQueue::new(conn.try_clone()?);
+        let listed = conn.try_clone()?;
+        tracing::info!(conn = id, peer = %peer, "connection accepted");
+        self.conns.lock_unpoisoned().push((id, listed));
+        let session = Session::new(self.fs.clone(), self.ex.clone(), self.config.clone());
+        session.set_id(id);
+        let stats = self.stats.clone();
+        let conns = self.conns.clone();
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        let on_end = Box::new(move |result: &io::Result<()>| {
+            match result {
+                Ok(()) => tracing::info!(conn = id, peer = %peer, "connection closed"),
+                Err(e) => tracing::info!(
+                    conn = id,
+                    peer = %peer,
+                    error = %e,
+                    "connection closed on an error"
+                ),
+            }
+            conns.lock_unpoisoned().retain(|(i, _)| *i != id);
+            stats.active.fetch_sub(1, Ordering::Relaxed);
+        });
+        pool.add(ConnReader::new(conn, session, out), on_end);
         Ok(())
     }
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end on the calling thread (a server of many connections
+/// uses [`StreamServer`], whose threads each read many).
 pub fn run_connection<F: Filesystem, E: Executor>(
     conn: Conn,
     session: Session<F, E, StreamResponder>,
 ) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    conn.set_nonblocking(false)?;
     let out = OutQueue::new(conn.try_clone()?);
-    let result = read_loop(conn, &session, &out);
-    // Cancel what is left; replies of requests that finish anyway are still written out
-    // if the socket lives, then the writer ends.
-    let latch = session.close();
-    if !latch.wait_timeout(Duration::from_secs(2)) {
-        tracing::warn!(
-            requests = session.inflight(),
-            "requests of a closed connection still running after 2 s; not waiting for them"
-        );
-    }
-    out.close();
-    if result.is_err() {
-        // A broken frame or a failed read: nothing more is owed, and a writer blocked on a
-        // client that does not read must not keep this thread waiting.
-        out.shutdown();
-    }
-    out.join_writer();
+    let mut reader = ConnReader::new(conn, session, out);
+    let mut scratch = vec![0u8; SCRATCH];
+    let result = loop {
+        match reader.on_ready(&mut scratch, false) {
+            Step::Idle => match poll(&mut [PollFd::new(&reader.conn, PollFlags::IN)], None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => break Err(e.into()),
+            },
+            Step::Paused => std::thread::sleep(PAUSE),
+            Step::Closed(r) => break r,
+        }
+    };
+    reader.finish(&result);
     result
-}
-
-fn read_loop<F: Filesystem, E: Executor>(
-    conn: Conn,
-    session: &Session<F, E, StreamResponder>,
-    out: &Arc<OutQueue>,
-) -> io::Result<()> {
-    // Buffered: a frame's size and body, and pipelined frames, come in one read.
-    let mut conn = io::BufReader::with_capacity(READ_BUFFER, conn);
-    let held = Arc::new(AtomicUsize::new(0));
-    // Every request is started on this thread ([`Executor::run_here`]): one that needs no
-    // wait is served with no hand-off to another thread and back. A burst of pipelined
-    // frames that one read brought in is served here one after another, and its replies
-    // go out together when the burst ends (one `sendmsg` for all of them), before this
-    // thread can wait for anything: the socket, or the backpressure below.
-    let mut burst = Burst { out, on: false };
-    loop {
-        if !has_whole_frame(conn.buffer()) {
-            burst.end();
-        }
-        let mut size = [0u8; 4];
-        match conn.read_exact(&mut size) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let len = frame_size(size);
-        if (len as usize) < HEADER_LEN || len > session.frame_limit() {
-            // Cannot be answered (no tag yet) nor skipped safely: close, per the protocol.
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame size {len} out of bounds"),
-            ));
-        }
-        let mut frame = vec![0u8; len as usize];
-        frame[..4].copy_from_slice(&size);
-        conn.read_exact(&mut frame[4..])?;
-        // Backpressure: do not take more work than the session may hold, nor more bytes
-        // in flight than the budget (one request alone always goes), nor while the client
-        // leaves its replies unread.
-        let charge = charge_of(&frame, session.frame_limit());
-        let must_wait = || {
-            session.is_full()
-                || out.is_backlogged()
-                || held.load(Ordering::Acquire).saturating_add(charge) > INFLIGHT_BYTES
-                    && held.load(Ordering::Acquire) > 0
-        };
-        if must_wait() {
-            // The burst's own replies may be what fills the backlog.
-            burst.end();
-            while must_wait() {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-        held.fetch_add(charge, Ordering::AcqRel);
-        // Here, or on the executor: a request that may take long (a flush to disk, in the
-        // kernel) or moves much data (which the executor's threads copy in parallel) goes
-        // to the executor when frames wait behind it.
-        let here = frame[4] != Ttype::Fsync as u8
-            && (charge <= INLINE_MAX || !has_whole_frame(conn.buffer()));
-        if here {
-            burst.begin();
-        }
-        let responder = StreamResponder {
-            out: out.clone(),
-            buf: out.buffer(),
-            inline: here,
-            charge,
-            held: held.clone(),
-            mapped: None,
-        };
-        let submitted = if here {
-            session
-                .executor()
-                .run_here(|| session.submit(&frame, responder))
-        } else {
-            session.submit(&frame, responder)
-        };
-        if let Err(e) = submitted {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-        }
-    }
-}
-
-/// Whether `buf` starts with a whole frame (its size field and all it declares).
-fn has_whole_frame(buf: &[u8]) -> bool {
-    buf.get(..4)
-        .is_some_and(|p| buf.len() >= frame_size(p.try_into().expect("4 bytes")) as usize)
-}
-
-/// The reader's run of requests served on its own thread, whose replies wait for its end
-/// ([`OutQueue::begin_inline`]); it ends (and the replies go out) when dropped, too.
-struct Burst<'a> {
-    out: &'a OutQueue,
-    on: bool,
-}
-
-impl Burst<'_> {
-    fn begin(&mut self) {
-        if !self.on {
-            self.out.begin_inline();
-            self.on = true;
-        }
-    }
-
-    fn end(&mut self) {
-        if self.on {
-            self.out.end_inline();
-            self.on = false;
-        }
-    }
-}
-
-impl Drop for Burst<'_> {
-    fn drop(&mut self) {
-        self.end();
-    }
 }

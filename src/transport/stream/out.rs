@@ -106,6 +106,11 @@ impl OutQueue {
         }
     }
 
+    /// Whether a writer thread was started (and not joined yet).
+    pub(super) fn has_writer(&self) -> bool {
+        self.writer.lock_unpoisoned().is_some()
+    }
+
     /// Waits for the writer thread, if one was started (call after [`close`](Self::close)).
     pub(super) fn join_writer(&self) {
         let t = self.writer.lock_unpoisoned().take();
