@@ -289,6 +289,24 @@ fn out_of_range_values_are_usage_errors() {
         "1..=256",
     );
     refused(
+        &["serve", "--export", &e, "--listen", l, "--readers", "0"],
+        2,
+        "1..=256",
+    );
+    refused(
+        &[
+            "serve",
+            "--export",
+            &e,
+            "--listen",
+            l,
+            "--dedicated-readers",
+            "257",
+        ],
+        2,
+        "0..=256",
+    );
+    refused(
         &["serve", "--export", "", "--listen", l],
         2,
         "a value is required for '--export",

@@ -1,8 +1,9 @@
-//! The stream server's reader pool: a few threads, each reading many connections. One thread
-//! serves many connections at once without a thread per connection; a connection held back
-//! (its requests in flight at the session's limit) does not hold up the others of its
-//! thread; frames that arrive a byte at a time, or larger than a thread's read buffer, are
-//! served whole.
+//! The stream server's readers: the first connections get a thread each, the rest share a
+//! pool of a few threads. One pool thread serves many connections at once without a thread
+//! per connection; a connection held back (its requests in flight at the session's limit)
+//! does not hold up the others of its thread; a connection that ends gives its own thread's
+//! place to the next; frames that arrive a byte at a time, or larger than a thread's read
+//! buffer, are served whole either way.
 
 mod client;
 
@@ -28,7 +29,7 @@ fn one_reader_thread_serves_many_connections_at_once() {
     const CONNS: usize = 64;
     const EACH: u16 = 8;
     let (fs, _) = test_fs();
-    let server = TcpServer::start_with_readers(fs, Config::default(), Some(1));
+    let server = TcpServer::start_with_readers(fs, Config::default(), Some((1, 0)));
     // The server's own threads are all up once it has served one connection.
     let mut first = server.connect();
     first.version(8192);
@@ -120,7 +121,7 @@ fn a_connection_held_back_does_not_hold_up_the_others_on_its_thread() {
         max_inflight: SLOTS,
         ..Config::default()
     };
-    let server = TcpServer::start_with_readers(fs, config, Some(1));
+    let server = TcpServer::start_with_readers(fs, config, Some((1, 0)));
     let mut a = server.connect();
     a.version(8192);
     a.attach(Fid(0), "").unwrap();
@@ -188,9 +189,16 @@ fn a_connection_held_back_does_not_hold_up_the_others_on_its_thread() {
 
 #[test]
 fn frames_that_come_a_byte_at_a_time_or_larger_than_a_read_buffer_are_served_whole() {
+    // Read by the pool, then by a thread of its own.
+    for dedicated in [0, 1] {
+        let (fs, _) = test_fs();
+        let server = TcpServer::start_with_readers(fs, Config::default(), Some((1, dedicated)));
+        dribbled_and_big_frames(&server);
+    }
+}
+
+fn dribbled_and_big_frames(server: &TcpServer) {
     const BIG: usize = 300 * 1024;
-    let (fs, _) = test_fs();
-    let server = TcpServer::start_with_readers(fs, Config::default(), Some(1));
     let mut c = server.connect();
     c.link.0.set_nodelay(true).unwrap();
     c.version(512 * 1024);
@@ -245,5 +253,65 @@ fn frames_that_come_a_byte_at_a_time_or_larger_than_a_read_buffer_are_served_who
     match c.reply(Tag(3)) {
         Some(Rmessage::Read { data: got }) => assert!(got.0 == data, "the read differs"),
         other => panic!("{other:?}"),
+    }
+}
+
+/// This process's threads whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn the_first_connections_get_a_thread_each_and_an_ended_ones_goes_to_the_next() {
+    const DEDICATED: usize = 2;
+    let (fs, _) = test_fs();
+    let server = TcpServer::start_with_readers(fs, Config::default(), Some((1, DEDICATED)));
+    let open = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let mut c = server.connect();
+                c.version(8192);
+                c.attach(Fid(0), "").unwrap();
+                c
+            })
+            .collect()
+    };
+    // Six connections: the first two (ids 1 and 2) on threads of their own, the others in
+    // the pool; all served.
+    let mut clients = open(6);
+    let mut own = threads_named("co9p-conn-");
+    own.sort();
+    assert_eq!(own, ["co9p-conn-1", "co9p-conn-2"]);
+    for c in &mut clients {
+        assert_eq!(c.getattr(Fid(0)).unwrap().mode & 0o170000, 0o040000);
+    }
+    // The first ends: its thread ends with it, and the next connection (id 7) takes its
+    // place; one in the pool ending changes nothing.
+    drop(clients.remove(0));
+    drop(clients.remove(3));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.stats.active.load(Ordering::SeqCst) != 4 {
+        assert!(Instant::now() < deadline, "the connections never ended");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    clients.extend(open(1));
+    // (The first one's thread may still be on its way out.)
+    while threads_named("co9p-conn-1").contains(&"co9p-conn-1".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the first connection's thread never ended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut own = threads_named("co9p-conn-");
+    own.sort();
+    assert_eq!(own, ["co9p-conn-2", "co9p-conn-7"]);
+    for c in &mut clients {
+        assert_eq!(c.getattr(Fid(0)).unwrap().mode & 0o170000, 0o040000);
     }
 }

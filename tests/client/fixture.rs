@@ -64,12 +64,13 @@ impl TcpServer {
         Self::start_with_readers(fs, config, None)
     }
 
-    /// As [`start`](Self::start), its connections read by `readers` threads (else the
-    /// server's default).
+    /// As [`start`](Self::start), with `(readers, dedicated)`: the first `dedicated`
+    /// connections read by a thread each, the others by a pool of `readers` threads (else
+    /// the server's defaults).
     pub fn start_with_readers<F: co9p::fs::Filesystem>(
         fs: Arc<F>,
         config: Config,
-        readers: Option<usize>,
+        readers: Option<(usize, usize)>,
     ) -> TcpServer {
         let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".into())).expect("bind");
         let addr = listener.local_addr().trim_start_matches("tcp:").to_string();
@@ -77,8 +78,8 @@ impl TcpServer {
         let stop2 = stop.clone();
         let pool = ThreadPool::new(2);
         let mut server = StreamServer::new(fs, pool.handle(), config);
-        if let Some(n) = readers {
-            server = server.with_readers(n);
+        if let Some((n, dedicated)) = readers {
+            server = server.with_readers(n).with_dedicated(dedicated);
         }
         let stats = server.stats.clone();
         let thread = std::thread::spawn(move || {

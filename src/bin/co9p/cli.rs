@@ -196,6 +196,16 @@ struct ServeArgs {
     listen: ListenAddr,
     #[command(flatten)]
     socket: SocketArgs,
+    /// Threads that read the connections, each waiting on many (1 to 256) [default: one
+    /// per CPU, at most 16].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
+    readers: Option<u16>,
+    /// Connections that get a reading thread of their own, which waits in its read (the
+    /// first ones; 0 to 256): fewer syscalls per request; the others share the --readers
+    /// threads.
+    #[arg(long, default_value_t = co9p::transport::stream::DEDICATED as u16,
+          value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_THREADS)))]
+    dedicated_readers: u16,
     #[command(flatten)]
     common: Common,
 }
@@ -477,7 +487,11 @@ fn run<F: Filesystem>(
     };
     let sandbox = c.sandbox(confinement, Profile::Serve)?;
     let pool = ThreadPool::new(usize::from(c.threads));
-    let server = StreamServer::new(fs, pool.handle(), config);
+    let mut server = StreamServer::new(fs, pool.handle(), config)
+        .with_dedicated(usize::from(args.dedicated_readers));
+    if let Some(n) = args.readers {
+        server = server.with_readers(usize::from(n));
+    }
     println!(
         "co9p: serving {} ({}, {sandbox}) on {}",
         c.what(),

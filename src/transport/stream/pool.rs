@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{EventfdFlags, Timespec, eventfd};
 
-use super::reader::{ConnReader, PAUSE, SCRATCH, Step};
+use super::reader::{ConnReader, Drive, PAUSE, SCRATCH, Step};
 use crate::co::sync::LockExt;
 use crate::co::{Executor, Latch};
 use crate::fs::Filesystem;
@@ -212,7 +212,12 @@ fn run<F: Filesystem, E: Executor>(inbox: &Inbox<F, E>, ep: &OwnedFd, stop: &Ato
             let Some(e) = conns.slots.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
-            match e.reader.on_ready(&mut scratch, k + 1 < n) {
+            match e.reader.on_ready(
+                &mut scratch,
+                Drive::Shared {
+                    others_ready: k + 1 < n,
+                },
+            ) {
                 Step::Idle => {}
                 Step::Paused => {
                     // Out of the epoll set while held back: readable, it would wake this
@@ -232,7 +237,12 @@ fn run<F: Filesystem, E: Executor>(inbox: &Inbox<F, E>, ep: &OwnedFd, stop: &Ato
             let Some(e) = conns.slots.get_mut(i).and_then(Option::as_mut) else {
                 return false;
             };
-            match e.reader.on_ready(&mut scratch, false) {
+            match e.reader.on_ready(
+                &mut scratch,
+                Drive::Shared {
+                    others_ready: false,
+                },
+            ) {
                 Step::Paused => true,
                 Step::Idle => {
                     e.paused = false;

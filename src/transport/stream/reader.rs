@@ -2,10 +2,10 @@
 //! is readable ([`ConnReader::on_ready`]), taking whole frames and submitting them to the
 //! connection's [`Session`].
 //!
-//! It never blocks: reads are `MSG_DONTWAIT` (the socket itself stays blocking, since its
-//! writer thread, sharing the open file, sends with blocking calls). So one thread can drive
-//! many connections (the reader pool, `pool`), or one ([`run_connection`](super::run_connection),
-//! which waits in `poll` between calls).
+//! A thread that drives many connections (the reader pool, `pool`) never blocks in it: its
+//! reads are `MSG_DONTWAIT` (the socket itself stays blocking, since its writer thread,
+//! sharing the open file, sends with blocking calls). A thread with one connection
+//! ([`run_connection`](super::run_connection)) waits in its reads.
 //!
 //! Bytes are read into the driving thread's scratch buffer, not one per connection: frames
 //! wholly in it are copied out to their own buffers and submitted, and what is left (part of
@@ -27,8 +27,13 @@ use crate::fs::Filesystem;
 use crate::protocol::{HEADER_LEN, Ttype, frame_size};
 use crate::server::Session;
 
-/// The driving thread's read buffer: room for a burst of pipelined frames.
+/// A pool thread's read buffer: room for a burst of pipelined frames, of any of its
+/// connections.
 pub(super) const SCRATCH: usize = 64 * 1024;
+
+/// The read buffer of a thread that reads one connection. Kept small, since each such
+/// connection holds one idle or not (the pages a zeroed buffer touches are resident).
+pub(super) const SCRATCH_ALONE: usize = 16 * 1024;
 
 /// Reads one wake-up may make while the socket keeps filling the buffer, before the thread
 /// turns to its other connections (the socket is still readable, so it comes back).
@@ -45,10 +50,21 @@ pub(super) const PAUSE: Duration = Duration::from_micros(200);
 const TREADDIR: u8 = Ttype::Readdir as u8;
 const TREAD: u8 = Ttype::Read as u8;
 
+/// How the thread driving a connection does it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Drive {
+    /// The thread has this connection alone: it waits in a blocking read.
+    Alone,
+    /// The thread serves other connections too (`others_ready`: some wait for it now);
+    /// it never waits in a read.
+    Shared { others_ready: bool },
+}
+
 /// What a connection needs next from the thread driving it.
 #[derive(Debug)]
 pub(super) enum Step {
-    /// All it read is taken: call again when the socket is readable.
+    /// All it read is taken: call again when the socket is readable (never with
+    /// [`Drive::Alone`], which waits in its read instead).
     Idle,
     /// Backpressure: a whole frame waits until requests in flight end or replies are
     /// written. Call again after [`PAUSE`], readable or not.
@@ -66,9 +82,9 @@ pub(super) struct ConnReader<F: Filesystem, E: Executor> {
     /// What the requests in flight count against [`INFLIGHT_BYTES`].
     held: Arc<AtomicUsize>,
     /// Bytes read and not taken yet (part of a frame, or whole frames held back), shorter
-    /// than [`SCRATCH`]; empty, with nothing allocated, when there are none.
+    /// than the driving thread's buffer; empty, with nothing allocated, when there are none.
     pending: Vec<u8>,
-    /// A frame longer than [`SCRATCH`], read straight into its own buffer, and how much
+    /// A frame longer than the driving thread's buffer, read straight into its own, and how much
     /// of it has come.
     big: Option<(Vec<u8>, usize)>,
     /// A whole frame that backpressure holds back; submitted before anything else.
@@ -93,10 +109,20 @@ impl<F: Filesystem, E: Executor> ConnReader<F, E> {
     }
 
     /// Takes what the socket has, and serves every whole frame it can. `scratch` is the
-    /// driving thread's buffer ([`SCRATCH`] bytes); `others_ready` says other connections
-    /// of the same thread wait for it (so a large request goes to the executor rather than
-    /// hold them up).
-    pub(super) fn on_ready(&mut self, scratch: &mut [u8], others_ready: bool) -> Step {
+    /// driving thread's buffer (the same for every call); `drive` says whether the thread has
+    /// this connection alone (and may wait in a read for more) or serves others too.
+    pub(super) fn on_ready(&mut self, scratch: &mut [u8], drive: Drive) -> Step {
+        let (others_ready, wait) = match drive {
+            Drive::Alone => (false, true),
+            Drive::Shared { others_ready } => (others_ready, false),
+        };
+        // A thread with this connection alone reads with a blocking call: one syscall per
+        // wake-up, where waiting in epoll (or poll) and then reading takes two.
+        let flags = if wait {
+            RecvFlags::empty()
+        } else {
+            RecvFlags::DONTWAIT
+        };
         let out = self.out.clone();
         // The requests served on this thread reply together when the burst ends: before
         // this returns (the thread may turn to another connection, or wait), or before a
@@ -123,11 +149,12 @@ impl<F: Filesystem, E: Executor> ConnReader<F, E> {
             }
             if let Some((frame, got)) = &mut self.big {
                 if *got < frame.len() {
-                    if !maybe_more || reads == READS_PER_WAKE {
+                    if !wait && (!maybe_more || reads == READS_PER_WAKE) {
                         break Step::Idle;
                     }
+                    burst.end();
                     let want = frame.len() - *got;
-                    match recv_now(&self.conn, &mut frame[*got..]) {
+                    match recv_with(&self.conn, &mut frame[*got..], flags) {
                         Ok(0) => break Step::Closed(Err(mid_frame_eof())),
                         Ok(n) => {
                             *got += n;
@@ -169,13 +196,13 @@ impl<F: Filesystem, E: Executor> ConnReader<F, E> {
             }
             // No whole frame left here: the burst's replies go out before anything else.
             burst.end();
-            if !maybe_more || reads == READS_PER_WAKE {
+            if !wait && (!maybe_more || reads == READS_PER_WAKE) {
                 break Step::Idle;
             }
             scratch.copy_within(pos..end, 0);
             (pos, end) = (0, end - pos);
             let want = scratch.len() - end;
-            match recv_now(&self.conn, &mut scratch[end..]) {
+            match recv_with(&self.conn, &mut scratch[end..], flags) {
                 Ok(0) if end == 0 => break Step::Closed(Ok(())),
                 Ok(0) => break Step::Closed(Err(mid_frame_eof())),
                 Ok(n) => {
@@ -293,9 +320,9 @@ impl<F: Filesystem, E: Executor> ConnReader<F, E> {
     }
 }
 
-/// A read that does not wait: the bytes read (0 at the end of the stream), or `AGAIN`.
-fn recv_now(conn: &Conn, buf: &mut [u8]) -> rustix::io::Result<usize> {
-    recv(conn, buf, RecvFlags::DONTWAIT).map(|(n, _)| n)
+/// A read: the bytes read (0 at the end of the stream), or (`DONTWAIT`) `AGAIN`.
+fn recv_with(conn: &Conn, buf: &mut [u8], flags: RecvFlags) -> rustix::io::Result<usize> {
+    recv(conn, buf, flags).map(|(n, _)| n)
 }
 
 fn mid_frame_eof() -> io::Error {
