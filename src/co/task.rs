@@ -145,8 +145,9 @@ pub(crate) struct TaskCache {
     limit: usize,
 }
 
-/// The cache limit of a helper worker (see `PoolHandle::run_here`): a transport's reader
-/// thread per connection runs one, so each keeps only a few blocks.
+/// The cache limit of a helper worker (see `PoolHandle::run_here`): each of a transport's
+/// reader threads (one per connection, for the first few) runs one, so each keeps only a
+/// few blocks.
 pub(crate) const HELPER_CACHE_BYTES: usize = 16 << 10;
 
 impl TaskCache {

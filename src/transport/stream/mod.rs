@@ -1,8 +1,9 @@
 //! 9P over a byte stream (tcp or unix socket): each PDU is its own size-prefixed frame.
 //!
-//! A few reader threads (`pool`, one per CPU) each wait in `epoll` on many connections
-//! and, when one is readable, take its whole frames and submit them to its [`Session`]
-//! (`reader`). Each request is started on the reader thread itself
+//! The first connections ([`DEDICATED`]) each get a reader thread that waits in a blocking
+//! read; the others share a few reader threads (`pool`, one per CPU), each waiting in
+//! `epoll` on many connections. Either kind, when a connection is readable, takes its
+//! whole frames and submits them to its [`Session`] (`reader`). Each request is started on the reader thread itself
 //! ([`Executor::run_here`]), so one that needs no wait is served without a hand-off to
 //! another thread and back; one that waits (a lock, a fid's barrier) resumes on the
 //! executor. The frames one read brought in (a pipelined burst) are served one after
