@@ -765,3 +765,36 @@ fn a_stop_waiting_for_a_request_is_woken_by_its_completion() {
     );
     assert_eq!(c.link.device().in_flight(), 0);
 }
+
+/// A large read of a host file over virtio: HostFs could hand the data over as a mapping of
+/// the file (as it does to a socket), but a virtio transport copies into the guest's pages
+/// and takes none; the bytes arrive in place, at any offset, up to the file's end.
+#[test]
+fn large_reads_of_a_host_file_are_copied_into_guest_pages() {
+    use co9p::fs::host::{HostFs, HostOptions};
+    let dir = std::env::temp_dir().join(format!("co9p-virtio-host-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let len = 300 * 1024 + 7;
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("data"), &data).unwrap();
+    let fs = Arc::new(HostFs::new(&dir, HostOptions::default()).unwrap());
+    let mut c = Client::new(Virtio::new(fs, Config::default()));
+    c.version(512 * 1024);
+    c.attach(Fid(0), "").unwrap();
+    c.walk(Fid(0), Fid(1), &["data"]).unwrap();
+    c.lopen(Fid(1), OpenFlags::RDONLY).unwrap();
+    for (offset, count) in [
+        (0usize, 256 * 1024usize),
+        (1000, 128 * 1024),
+        (len - 70_000, 128 * 1024),
+    ] {
+        let got = c.read(Fid(1), offset as u64, count as u32).unwrap();
+        let end = (offset + count).min(len);
+        assert!(
+            got == data[offset..end],
+            "read of {count} at {offset} differs"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
