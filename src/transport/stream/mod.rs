@@ -50,7 +50,7 @@ mod out;
 mod pool;
 mod reader;
 use out::OutQueue;
-use pool::ReaderPool;
+use pool::{OnEnd, ReaderPool};
 use reader::{ConnReader, Drive, PAUSE, SCRATCH_ALONE, Step};
 
 /// The bytes the requests of one connection may hold in flight before its reader waits:
@@ -503,7 +503,7 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
         let conns = self.conns.clone();
         stats.connections.fetch_add(1, Ordering::Relaxed);
         stats.active.fetch_add(1, Ordering::Relaxed);
-        let on_end = Box::new(move |result: &io::Result<()>| {
+        let on_end: OnEnd = Box::new(move |result: &io::Result<()>| {
             match result {
                 Ok(()) => tracing::info!(conn = id, peer = %peer, "connection closed"),
                 Err(e) => tracing::info!(
@@ -523,34 +523,41 @@ impl<F: Filesystem, E: Executor> StreamServer<F, E> {
             return Ok(());
         }
         self.alone_now.fetch_add(1, Ordering::AcqRel);
-        // The reader moves into the thread; if no thread can be made, it comes back
-        // through `job` and goes to the pool.
-        let job = Arc::new(Mutex::new(Some((reader, on_end))));
-        let mine = job.clone();
+        // If no thread can be made, the connection goes to the pool.
         let alone_now = self.alone_now.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("co9p-conn-{id}"))
-            .spawn(move || {
-                if let Some((mut reader, on_end)) = mine.lock_unpoisoned().take() {
-                    let result = drive_alone(&mut reader);
-                    reader.finish(&result);
-                    // Its place goes to the next connection before this one is counted
-                    // as ended.
-                    alone_now.fetch_sub(1, Ordering::AcqRel);
-                    on_end(&result);
-                }
-            });
-        match spawned {
+        let body = move |(mut reader, on_end): (ConnReader<F, E>, OnEnd)| {
+            let result = drive_alone(&mut reader);
+            reader.finish(&result);
+            // Its place goes to the next connection before this one is counted as ended.
+            alone_now.fetch_sub(1, Ordering::AcqRel);
+            on_end(&result);
+        };
+        match spawn_with(format!("co9p-conn-{id}"), (reader, on_end), body) {
             Ok(t) => alone.push(t),
-            Err(_) => {
+            Err((reader, on_end)) => {
                 self.alone_now.fetch_sub(1, Ordering::AcqRel);
-                if let Some((reader, on_end)) = job.lock_unpoisoned().take() {
-                    pool.add(reader, on_end);
-                }
+                pool.add(reader, on_end);
             }
         }
         Ok(())
     }
+}
+
+/// Runs `f(job)` on a new thread named `name`; if no thread can be made, gives `job` back
+/// (`std::thread::Builder::spawn` drops its closure, and what it owns, when it fails).
+fn spawn_with<T: Send + 'static>(
+    name: String,
+    job: T,
+    f: impl FnOnce(T) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, T> {
+    let slot = Arc::new(Mutex::new(Some(job)));
+    let mine = slot.clone();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(job) = mine.lock_unpoisoned().take() {
+            f(job);
+        }
+    });
+    spawned.map_err(|_| slot.lock_unpoisoned().take().expect("no thread took it"))
 }
 
 /// Runs one connection to its end on the calling thread, which waits in its reads (a

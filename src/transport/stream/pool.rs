@@ -28,6 +28,7 @@ use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{EventfdFlags, Timespec, eventfd};
 
 use super::reader::{ConnReader, Drive, PAUSE, SCRATCH, Step};
+use super::spawn_with;
 use crate::co::sync::LockExt;
 use crate::co::{Executor, Latch};
 use crate::fs::Filesystem;
@@ -292,20 +293,17 @@ fn end<F: Filesystem, E: Executor>(
     };
     // Requests still running, or a writer that may be blocked on the client: wait for
     // them elsewhere. If no thread can be made, here.
-    let job = Arc::new(Mutex::new(Some((reader, latch, on_end, result))));
-    let mine = job.clone();
-    let finish = |job: &Mutex<Option<Job<F, E>>>| {
-        if let Some((reader, latch, on_end, result)) = job.lock_unpoisoned().take() {
-            reader.finish_after(&latch, &result);
-            on_end(&result);
-        }
+    let finish = |(reader, latch, on_end, result): Job<F, E>| {
+        reader.finish_after(&latch, &result);
+        on_end(&result);
     };
-    let spawned = std::thread::Builder::new()
-        .name("co9p-closing".into())
-        .spawn(move || finish(&mine));
-    match spawned {
+    match spawn_with(
+        "co9p-closing".into(),
+        (reader, latch, on_end, result),
+        finish,
+    ) {
         Ok(t) => ending.push(t),
-        Err(_) => finish(&job),
+        Err(job) => finish(job),
     }
 }
 
