@@ -358,3 +358,80 @@ fn a_rename_between_a_walks_lookup_and_its_new_fid_is_followed_by_the_fid() {
         walk_raced_by_a_rename(HostFs::new(b.host.as_ref().unwrap(), opts).unwrap());
     }
 }
+
+/// A Tclunk and a Tremove sent right behind a Twalk of their fid onto itself, while the
+/// walk waits for its lookup: each waits for the walk, then ends the fid as the walk left
+/// it (the clunk frees the number; the remove unlinks the walked-to file).
+fn barrier_behind_a_walk_onto_its_own_fid<F: Filesystem>(inner: F) {
+    let gate = Gate::default();
+    let fs = Arc::new(HookedFs::new(inner, gate.clone()));
+    let mut c = Client::new(InProcess::new(fs, Config::default()));
+    c.version(65536);
+    c.attach(Fid(0), "").unwrap();
+    for name in ["a", "b"] {
+        let f = c.fresh_fid();
+        c.walk(Fid(0), f, &[]).unwrap();
+        c.lcreate(f, name, OpenFlags::RDWR, 0o644).unwrap();
+        c.clunk(f).unwrap();
+    }
+
+    for (last, name) in [("clunk", "a"), ("remove", "b")] {
+        let f = c.fresh_fid();
+        c.walk(Fid(0), f, &[]).unwrap();
+        gate.close();
+        let walk = c.send(Tmessage::Walk {
+            fid: f,
+            newfid: f,
+            wnames: vec![name.into()],
+        });
+        let end = c.send(match last {
+            "clunk" => Tmessage::Clunk { fid: f },
+            _ => Tmessage::Remove { fid: f },
+        });
+        assert!(
+            c.link.out.0.lock().unwrap().is_empty(),
+            "the walk waits for its lookup, the {last} for the walk"
+        );
+        gate.open();
+        assert!(
+            matches!(c.reply(walk), Some(Rmessage::Walk { wqids }) if wqids.len() == 1),
+            "the walk reached {name}"
+        );
+        match last {
+            "clunk" => assert_eq!(c.reply(end), Some(Rmessage::Clunk {})),
+            _ => assert_eq!(c.reply(end), Some(Rmessage::Remove {}), "removes {name}"),
+        }
+        assert_eq!(
+            c.call(Tmessage::Getattr {
+                fid: f,
+                request_mask: GetattrMask::ALL,
+            })
+            .map(drop),
+            Err(Errno::ENOENT),
+            "after the {last}, the fid is gone"
+        );
+        c.walk(Fid(0), f, &[]).expect("its number is free again");
+        c.clunk(f).unwrap();
+    }
+    assert!(c.walk_path(Fid(0), "a").is_ok(), "a clunk removes nothing");
+    assert_eq!(
+        c.walk_path(Fid(0), "b"),
+        Err(Errno::ENOENT),
+        "the remove unlinked the file the walk reached"
+    );
+}
+
+#[test]
+fn a_clunk_or_remove_behind_a_walk_onto_its_own_fid_ends_the_walked_fid() {
+    barrier_behind_a_walk_onto_its_own_fid(MemFs::new());
+    for model in MODELS {
+        let b = host(model, "walk-self");
+        let opts = HostOptions {
+            security_model: model,
+            ..HostOptions::default()
+        };
+        barrier_behind_a_walk_onto_its_own_fid(
+            HostFs::new(b.host.as_ref().unwrap(), opts).unwrap(),
+        );
+    }
+}

@@ -317,13 +317,9 @@ impl<F: Filesystem> FidTable<F> {
         Ok(())
     }
 
-    /// Puts `state` at `fid`, replacing what is there (Twalk with newfid == fid).
-    pub(crate) fn replace(&self, fid: Fid, state: FidState<F>) {
-        self.map.lock_unpoisoned().insert(fid, FidEntry::new(state));
-    }
-
-    /// Removes `fid` if it is still `entry` (a clunk racing a Tversion must not remove a
-    /// fid of the new session).
+    /// Removes `fid` if it is still `entry`: a clunk whose last poll runs on another
+    /// thread while a Tversion clears the table must not remove the fid a Tattach
+    /// pipelined behind the Tversion made under the same number.
     pub(crate) fn remove_entry(&self, fid: Fid, entry: &Arc<FidEntry<F>>) -> bool {
         let mut map = self.map.lock_unpoisoned();
         match map.get(&fid) {

@@ -37,7 +37,12 @@ impl<F: Filesystem, E: Executor, R: Responder> SessionCore<F, E, R> {
             }
         }
         if newfid == fid {
-            self.fids.replace(fid, cur);
+            // The fid's own entry takes the new state, so it stays the one fid: a Tclunk
+            // or Tremove sent behind this walk waits on that entry's barrier, then ends
+            // what the fid names now. (A new entry in the table would leave the clunk
+            // holding the old one: it answered and the fid lived on.) The old state
+            // (its open file, if any) is let go outside the state lock.
+            drop(e.with(|s| std::mem::replace(s, cur)));
         } else {
             self.fids.insert(newfid, cur)?;
         }
