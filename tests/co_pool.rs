@@ -157,6 +157,31 @@ fn shutdown_returns_after_the_running_task_has_finished() {
     assert!(finished.load(Ordering::SeqCst));
 }
 
+/// A task left pending with no waker anywhere (its future kept none, no handle holds it) can
+/// never be woken: it is polled once and dropped, never requeued to spin.
+#[test]
+fn a_task_nobody_can_wake_is_polled_once_then_dropped() {
+    let pool = ThreadPool::new(0);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (p, flag) = (polls.clone(), SetOnDrop(dropped.clone()));
+    pool.spawn(std::future::poll_fn(move |_cx| {
+        let _keep = &flag;
+        // Ends after 100 polls, so a pool that spins on it fails the test, not hangs it.
+        if p.fetch_add(1, Ordering::SeqCst) + 1 >= 100 {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }));
+    assert_eq!(pool.run_until_idle(), 1, "one poll, then the pool is idle");
+    assert_eq!(polls.load(Ordering::SeqCst), 1);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the unwakeable task was dropped"
+    );
+}
+
 /// `run_until_idle` runs every task to completion on the calling thread, waiting for timers,
 /// and counts its polls: two for a task that yields once, two for one that sleeps.
 #[test]

@@ -124,6 +124,56 @@ fn tversion_cancels_everything_and_frees_every_fid() {
     assert_eq!(c.stat("f").unwrap().size, 0);
 }
 
+/// A Tversion is never refused for lack of a request slot: the requests it cancels may
+/// hold every one, and it has a slot of slack for that (as a Tflush has).
+#[test]
+fn tversion_is_answered_when_every_request_slot_is_taken() {
+    let (mut c, stall) = attached(Config {
+        max_inflight: 2,
+        ..Config::default()
+    });
+    let f = open_new_file(&mut c, "f");
+    stall.set(true);
+    let writes: Vec<Tag> = (0..2)
+        .map(|i| {
+            c.send(Tmessage::Write {
+                fid: f,
+                offset: i,
+                data: Data(b"x".to_vec()),
+            })
+        })
+        .collect();
+    let third = c.send(Tmessage::Getattr {
+        fid: Fid(0),
+        request_mask: GetattrMask::ALL,
+    });
+    assert_eq!(
+        c.reply(third),
+        Some(Rmessage::Lerror {
+            ecode: Errno::EAGAIN
+        }),
+        "both slots are taken"
+    );
+    c.send_tagged(
+        Tag::NOTAG,
+        Tmessage::Version {
+            msize: 8192,
+            version: VERSION_9P2000_L.into(),
+        },
+    );
+    assert!(
+        matches!(
+            c.reply(Tag::NOTAG),
+            Some(Rmessage::Version { msize: 8192, .. })
+        ),
+        "the Tversion is answered"
+    );
+    for w in writes {
+        assert!(!c.has_reply(w), "the stalled writes were cancelled");
+    }
+    stall.set(false);
+}
+
 #[test]
 fn clunk_waits_for_requests_on_its_fid() {
     let (mut c, stall) = attached(Config::default());
