@@ -345,18 +345,24 @@ fn walk_raced_by_a_rename<F: Filesystem>(inner: F) {
     assert_eq!(c.read(a, 0, 16).unwrap(), b"new", "the new a stays");
 }
 
-#[test]
-fn a_rename_between_a_walks_lookup_and_its_new_fid_is_followed_by_the_fid() {
-    walk_raced_by_a_rename(MemFs::new());
+/// Runs a gated case (which wraps the filesystem itself) on MemFs, then on a HostFs in each
+/// security model: the two instances of one generic case.
+fn on_mem_and_each_host_model(case: &str, mem: fn(MemFs), hostfs: fn(HostFs)) {
+    mem(MemFs::new());
     for model in MODELS {
         // The Backend only lends its directory here: the gate needs the HostFs itself.
-        let b = host(model, "walk-race");
+        let b = host(model, case);
         let opts = HostOptions {
             security_model: model,
             ..HostOptions::default()
         };
-        walk_raced_by_a_rename(HostFs::new(b.host.as_ref().unwrap(), opts).unwrap());
+        hostfs(HostFs::new(b.host.as_ref().unwrap(), opts).unwrap());
     }
+}
+
+#[test]
+fn a_rename_between_a_walks_lookup_and_its_new_fid_is_followed_by_the_fid() {
+    on_mem_and_each_host_model("walk-race", walk_raced_by_a_rename, walk_raced_by_a_rename);
 }
 
 /// A Tclunk and a Tremove sent right behind a Twalk of their fid onto itself, while the
@@ -423,15 +429,9 @@ fn barrier_behind_a_walk_onto_its_own_fid<F: Filesystem>(inner: F) {
 
 #[test]
 fn a_clunk_or_remove_behind_a_walk_onto_its_own_fid_ends_the_walked_fid() {
-    barrier_behind_a_walk_onto_its_own_fid(MemFs::new());
-    for model in MODELS {
-        let b = host(model, "walk-self");
-        let opts = HostOptions {
-            security_model: model,
-            ..HostOptions::default()
-        };
-        barrier_behind_a_walk_onto_its_own_fid(
-            HostFs::new(b.host.as_ref().unwrap(), opts).unwrap(),
-        );
-    }
+    on_mem_and_each_host_model(
+        "walk-self",
+        barrier_behind_a_walk_onto_its_own_fid,
+        barrier_behind_a_walk_onto_its_own_fid,
+    );
 }
