@@ -178,7 +178,12 @@ fn a_connection_held_back_does_not_hold_up_the_others_on_its_thread() {
     for t in 0..2 * SLOTS as u16 {
         match a.reply(Tag(100 + t)) {
             Some(Rmessage::Write { count }) => assert_eq!(count, 10),
-            Some(Rmessage::Getattr { attr }) => assert!(t as usize >= SLOTS && attr.size == 40),
+            // A held-back Tgetattr is submitted once a write has freed its slot, and may
+            // run while the other writes still go: at least one write is in the file.
+            Some(Rmessage::Getattr { attr }) => {
+                assert!(t as usize >= SLOTS, "tag {}: a held-back Tgetattr", 100 + t);
+                assert!((10..=40).contains(&attr.size), "size {}", attr.size);
+            }
             other => panic!("tag {}: {other:?}", 100 + t),
         }
     }
